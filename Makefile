@@ -1,0 +1,35 @@
+# The two commands of the README: `make demo` and `make test`. Both create .venv on first use.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+WORK ?= work/digits-ddpm
+MODEL ?= models/digits-ddpm
+
+.PHONY: setup demo test test-gpu typecheck lint-docker bench clean
+
+setup: $(STAMP)
+
+# torch first, pinned to the CPU build that lies on disk, so no dependency can pull a CUDA build.
+$(STAMP): requirements.txt requirements-dev.txt
+	test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet torch==2.13.0
+	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -c "import torch; assert '+cpu' in torch.__version__ or not torch.version.cuda, torch.__version__"
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+demo: setup
+	$(PY) -m tools pipeline --model $(MODEL) $(WORK) --force
+
+test: setup
+	$(PY) -m pytest -q
+
+test-gpu:
+	docker build -t qdiff-trt .
+	docker run --rm --gpus all -v $(CURDIR):/workspace/qdiff-trt -w /workspace/qdiff-trt --entrypoint python3 \
+		qdiff-trt -m pytest -q -m gpu
+
+clean:
+	rm -rf work $(VENV)

@@ -1,0 +1,1 @@
+"""Time-step-aware calibration: calibration-input generation, activation statistics, range estimators, ranges file."""

@@ -1,0 +1,155 @@
+"""Time-step aggregation: from per-step statistics of one tensor to one amax (or one amax per step group).
+
+- ``global``: the estimator on the histogram summed over every time step.
+- ``min-mean``: NVIDIA Model Optimizer's diffusers recipe (see ``amax_min_mean``).
+- ``groups``: K groups of consecutive time steps, each with its own estimate (``split_groups`` / ``amax_groups``);
+  the tensor's single amax is then the global estimate, for runtimes that do not switch ranges per step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+
+from calibrators.collectors import StepStats
+from calibrators.estimators import EstimatorConfig, config_kwargs, estimate_amax
+from common.errors import UserError
+
+AGGREGATIONS = ("global", "min-mean", "groups")
+MEAN_DIVISORS = ("steps", "calls")
+
+#: Inclusive time-step range ``(first, last)`` of one group.
+GroupBounds = tuple[int, int]
+
+
+@dataclass(frozen=True)
+class AggregationConfig:
+    """How per-step statistics become ranges.
+
+    method: "global", "min-mean" or "groups".
+    groups: K, the number of step groups for "groups" (>= 1).
+    step_fraction: for "min-mean", the fraction of sampler steps used, counted from the first (noisiest) step;
+        ModelOpt's ``percentile`` argument (1.0 = all steps).
+    mean_divisor: for "min-mean", what the per-step sum of per-call abs-maxes is divided by: "steps" is ModelOpt's
+        code as written (the number of steps), "calls" the number of calls at that step (a true mean).
+    """
+
+    method: str = "global"
+    groups: int = 4
+    step_fraction: float = 1.0
+    mean_divisor: str = "steps"
+
+    def __post_init__(self) -> None:
+        if self.method not in AGGREGATIONS:
+            raise UserError(f"aggregation method must be one of {list(AGGREGATIONS)}, got {self.method!r}")
+        if isinstance(self.groups, bool) or not isinstance(self.groups, (int, np.integer)) or self.groups < 1:
+            raise UserError(f"aggregation groups must be an integer >= 1, got {self.groups!r}")
+        if isinstance(self.step_fraction, bool) or not isinstance(self.step_fraction, (int, float, np.floating)):
+            raise UserError(f"aggregation step_fraction must be a number in (0, 1], got {self.step_fraction!r}")
+        if not 0.0 < float(self.step_fraction) <= 1.0:
+            raise UserError(f"aggregation step_fraction must be in (0, 1], got {self.step_fraction!r}")
+        if self.mean_divisor not in MEAN_DIVISORS:
+            raise UserError(f"aggregation mean_divisor must be one of {list(MEAN_DIVISORS)}, got {self.mean_divisor!r}")
+        object.__setattr__(self, "groups", int(self.groups))
+        object.__setattr__(self, "step_fraction", float(self.step_fraction))
+
+    def to_dict(self) -> dict[str, Any]:
+        """Plain JSON-able values, one key per field."""
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: Mapping[str, Any]) -> AggregationConfig:
+        """Inverse of ``to_dict``; UserError on unknown keys or bad values."""
+        return cls(**config_kwargs(cls, data, "aggregation"))
+
+
+def amax_global(stats: StepStats, config: EstimatorConfig) -> float:
+    """The estimator on the histogram of all steps."""
+    return estimate_amax(stats.global_histogram(), config)
+
+
+def amax_min_mean(stats: StepStats, step_fraction: float = 1.0, mean_divisor: str = "steps") -> float:
+    """NVIDIA Model Optimizer's "min-mean": the smallest, over steps, of the mean per-call abs-max.
+
+    Source: ``examples/diffusers/quantization/calib/plugin_calib.py`` (``PercentileCalibrator``) in
+    NVIDIA/TensorRT-Model-Optimizer, used for Conv2d input quantizers by ``config.py`` (``reset_set_int8_config``)
+    and recommended in its README as ``--collect-method min-mean --percentile 1.0``. There, ``collect(x)`` adds the
+    abs-max of every call to ``data[i % total_step]`` (the sampler step index), and ``compute_amax`` returns
+    ``min(data[s] / total_step for s in range(int(total_step * percentile)))``: note that the per-step *sum over
+    calls* is divided by the number of *steps*, not of calls ("steps", the default here, reproduces this; with
+    N calls per step it scales the true mean by N / total_step). "calls" divides by the calls instead.
+
+    Here steps are keyed by the time step t, not a call counter: the sampler's step order is t descending, so
+    ``step_fraction`` keeps the ``int(S * step_fraction)`` largest t of the S steps seen. The histogram and the
+    estimator are not used (ModelOpt's calibrator uses raw abs-maxes). Returns amax > 0.
+    """
+    order = np.argsort(stats.steps)[::-1]  # sampler order: noisiest (largest t) first
+    total_steps = int(stats.steps.size)
+    used = int(total_steps * step_fraction)
+    if used < 1:
+        raise UserError(
+            f"aggregation step_fraction={step_fraction!r} keeps no step of the {total_steps} calibrated for "
+            f"tensor '{stats.name}'"
+        )
+    rows = order[:used]
+    if mean_divisor == "steps":
+        means = stats.absmax_sum[rows] / total_steps
+    elif mean_divisor == "calls":
+        means = stats.absmax_sum[rows] / stats.calls[rows]
+    else:
+        raise ValueError(f"unknown mean_divisor {mean_divisor!r}")
+    amax = float(means.min())
+    if amax > 0.0:
+        return amax
+    return amax_global(stats, EstimatorConfig("max"))  # a step with only zeros: fall back to the abs-max
+
+
+def split_groups(steps: Sequence[int] | np.ndarray, k: int) -> list[GroupBounds]:
+    """Split the distinct time steps into ``k`` groups of consecutive steps, as equal in size as possible.
+
+    Returns inclusive ``(first, last)`` ranges, ascending, that tile ``[min(steps), max(steps)]`` without gaps
+    (a step between two calibrated steps belongs to the group of the next calibrated step below it).
+    UserError if there are fewer distinct steps than groups.
+    """
+    distinct = np.unique(np.asarray(steps, dtype=np.int64))
+    if k < 1:
+        raise UserError(f"aggregation groups must be >= 1, got {k}")
+    if distinct.size < k:
+        raise UserError(f"aggregation groups={k} needs at least {k} distinct time steps, got {distinct.size}")
+    parts = np.array_split(distinct, k)
+    firsts = [int(part[0]) for part in parts]
+    lasts = [f - 1 for f in firsts[1:]] + [int(distinct[-1])]
+    return list(zip(firsts, lasts, strict=True))
+
+
+def group_of(bounds: Sequence[GroupBounds], t: int) -> int:
+    """Index of the group holding time step ``t``; steps outside every group go to the nearest end group."""
+    if not bounds:
+        raise ValueError("no groups")
+    for index, (first, last) in enumerate(bounds):
+        if first <= t <= last:
+            return index
+    return 0 if t < bounds[0][0] else len(bounds) - 1
+
+
+def step_groups(steps: Sequence[int] | np.ndarray, bounds: Sequence[GroupBounds]) -> dict[int, int]:
+    """The step -> group index mapping for the given time steps."""
+    return {int(t): group_of(bounds, int(t)) for t in np.unique(np.asarray(steps, dtype=np.int64))}
+
+
+def amax_groups(stats: StepStats, bounds: Sequence[GroupBounds], config: EstimatorConfig) -> list[float]:
+    """One estimate per group, on the histogram summed over the tensor's steps inside the group.
+
+    A group in which this tensor has no step gets the tensor's global estimate.
+    """
+    out: list[float] = []
+    for first, last in bounds:
+        inside = stats.steps[(stats.steps >= first) & (stats.steps <= last)]
+        if inside.size == 0:
+            out.append(amax_global(stats, config))
+        else:
+            out.append(estimate_amax(stats.histogram(inside.tolist()), config))
+    return out

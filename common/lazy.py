@@ -1,0 +1,25 @@
+"""Lazy imports of heavy optional modules with an install hint (torch, tensorrt, cuda)."""
+
+from __future__ import annotations
+
+import importlib
+from types import ModuleType
+
+from common.errors import UserError
+
+_HINTS = {
+    "torch": "pip install torch==2.13.0  (the CPU build; see requirements.txt)",
+    "diffusers": "pip install -r requirements.txt",
+    "tensorrt": "pip install -r requirements-gpu.txt  (needs an NVIDIA GPU; or use the Docker image)",
+    "polygraphy": "pip install -r requirements.txt",
+}
+
+
+def lazy_import(name: str) -> ModuleType:
+    """Import ``name`` or raise a UserError saying how to install it."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as exc:
+        root = name.split(".")[0]
+        hint = _HINTS.get(root, f"pip install {root}")
+        raise UserError(f"module '{name}' is not installed ({exc}); install it with: {hint}") from exc

@@ -1,0 +1,1 @@
+"""Inference backends (ONNX Runtime, TensorRT) behind one Session protocol, and the denoising runner."""

@@ -1,0 +1,128 @@
+"""The denoising loop over any Session with any diffusers scheduler, written out as the diffusers pipelines do."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from common.lazy import lazy_import
+from engines.session import Session
+
+# (step index, time step, model input x_t as fed to the UNet: B×C×H×W float32) -> None
+StepCallback = Callable[[int, int, np.ndarray], None]
+
+
+@dataclass(frozen=True)
+class Conditioning:
+    """Text conditioning for UNet2DConditionModel: ``cond`` and ``uncond`` are N×L×D float32 (or 1×L×D, broadcast)."""
+
+    cond: np.ndarray
+    uncond: np.ndarray | None = None
+    guidance_scale: float = 7.5
+
+    @property
+    def guided(self) -> bool:
+        return self.uncond is not None and self.guidance_scale != 1.0
+
+
+class DenoiseRunner:
+    """Loop a diffusers scheduler over a UNet Session.
+
+    The scheduler is used as it is: ``set_timesteps``, ``init_noise_sigma``, ``scale_model_input``, ``step``.
+    The UNet runs in chunks of ``batch_size`` images (twice that many rows with guidance); the scheduler steps
+    over the whole batch at once, so a stochastic scheduler draws the same noise as diffusers' pipelines.
+    """
+
+    def __init__(self, unet: Session, scheduler: Any, batch_size: int = 16) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        self.unet = unet
+        self.scheduler = scheduler
+        self.batch_size = batch_size
+
+    def initial_noise(self, shape: tuple[int, ...], seed: int) -> np.ndarray:
+        """x_T as diffusers' pipelines draw it on the CPU: ``torch.randn(shape, generator=manual_seed(seed))``."""
+        torch = lazy_import("torch")
+        gen = torch.Generator().manual_seed(seed)
+        return torch.randn(shape, generator=gen, dtype=torch.float32).numpy()
+
+    def predict_noise(self, x: np.ndarray, t: Any, cond: Conditioning | None) -> np.ndarray:
+        """The UNet output for model input ``x`` (N×C×H×W) at time step ``t``, with classifier-free guidance."""
+        outs = []
+        for i in range(0, x.shape[0], self.batch_size):
+            xb = x[i : i + self.batch_size]
+            n = xb.shape[0]
+            feeds: dict[str, np.ndarray] = {}
+            if cond is not None:
+                c = _rows(cond.cond, i, n)
+                if cond.guided:
+                    assert cond.uncond is not None
+                    xb = np.concatenate([xb, xb])
+                    c = np.concatenate([_rows(cond.uncond, i, n), c])
+                feeds["encoder_hidden_states"] = c
+            feeds["sample"] = np.ascontiguousarray(xb, dtype=np.float32)
+            feeds["timestep"] = np.full((xb.shape[0],), float(t), dtype=np.float32)
+            eps = self.unet.run(feeds)["out"]
+            if cond is not None and cond.guided:
+                uncond_eps, cond_eps = eps[:n], eps[n:]
+                eps = uncond_eps + cond.guidance_scale * (cond_eps - uncond_eps)
+            outs.append(eps)
+        return np.concatenate(outs)
+
+    def sample(
+        self,
+        noise: np.ndarray,
+        num_steps: int,
+        seed: int = 0,
+        cond: Conditioning | None = None,
+        callback: StepCallback | None = None,
+        stop_at_step: int | None = None,
+        eta: float | None = None,
+    ) -> np.ndarray:
+        """Denoise ``noise`` (x_T, N×C×H×W float32, unit variance) in ``num_steps`` scheduler steps.
+
+        Returns the final sample in model space, before any clipping. ``seed`` seeds the generator of stochastic
+        schedulers. ``callback`` sees every UNet input with its step index and time step. With ``stop_at_step=k``
+        the loop returns the model input of step k (the state x_t the UNet sees at ``scheduler.timesteps[k]``)
+        without running that step.
+        """
+        torch = lazy_import("torch")
+        sched = self.scheduler
+        sched.set_timesteps(num_steps)
+        gen = torch.Generator().manual_seed(seed)
+        x = torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)) * sched.init_noise_sigma
+        extra: dict[str, Any] = {"generator": gen}
+        if eta is not None:
+            extra["eta"] = eta
+        for i, t in enumerate(sched.timesteps):
+            model_in = sched.scale_model_input(x, t).numpy().astype(np.float32, copy=False)
+            if stop_at_step is not None and i == stop_at_step:
+                return model_in
+            if callback is not None:
+                callback(i, int(t), model_in)
+            eps = torch.from_numpy(self.predict_noise(model_in, t, cond))
+            x = sched.step(eps, t, x, **_accepted(sched, extra)).prev_sample
+        return x.numpy().astype(np.float32, copy=False)
+
+
+def _rows(a: np.ndarray, start: int, n: int) -> np.ndarray:
+    """Rows ``start:start+n`` of a per-image array, or the single row broadcast when it has one."""
+    if a.shape[0] == 1:
+        return np.repeat(a, n, axis=0).astype(np.float32, copy=False)
+    return np.ascontiguousarray(a[start : start + n], dtype=np.float32)
+
+
+def _accepted(scheduler: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
+    """The keyword arguments of ``kwargs`` that ``scheduler.step`` accepts (as diffusers' ``prepare_extra_step_kwargs``)."""
+    import inspect
+
+    params = inspect.signature(scheduler.step).parameters
+    return {k: v for k, v in kwargs.items() if k in params}
+
+
+def to_images(samples: np.ndarray) -> np.ndarray:
+    """Post-process as diffusers' pipelines do: ``(x / 2 + 0.5).clamp(0, 1)``; N×C×H×W float32 in [0, 1]."""
+    return np.clip(samples / 2 + 0.5, 0.0, 1.0).astype(np.float32)

@@ -1,0 +1,33 @@
+"""The Session protocol every backend implements: named numpy feeds in, named numpy outputs out."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import Protocol, runtime_checkable
+
+import numpy as np
+
+
+@runtime_checkable
+class Session(Protocol):
+    """A loaded UNet ready to run. Use as a context manager: ``with OrtSession(path) as s: s.run(feeds)``."""
+
+    @property
+    def input_names(self) -> list[str]:
+        """Names of the graph inputs, e.g. ``["sample", "timestep"]`` (+ ``"encoder_hidden_states"``)."""
+        ...
+
+    @property
+    def output_names(self) -> list[str]:
+        """Names of the graph outputs, e.g. ``["out"]``."""
+        ...
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        """Run once; ``feeds`` maps input names to host arrays; returns host arrays by output name."""
+        ...
+
+    def __enter__(self) -> Session: ...
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None: ...

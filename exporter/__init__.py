@@ -1,0 +1,1 @@
+"""PyTorch diffusers UNet -> ONNX export, and ONNX graph rewrites."""

@@ -1,0 +1,126 @@
+"""Shared fixtures: tiny diffusers UNets built in code, saved as local folders and exported once per session."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+REFERENCE_MODEL = REPO / "models" / "digits-ddpm"
+
+TINY_UNET2D: dict[str, Any] = {
+    "sample_size": 16,
+    "in_channels": 1,
+    "out_channels": 1,
+    "layers_per_block": 1,
+    "block_out_channels": [8, 16],
+    "down_block_types": ["DownBlock2D", "AttnDownBlock2D"],
+    "up_block_types": ["AttnUpBlock2D", "UpBlock2D"],
+    "norm_num_groups": 4,
+    "attention_head_dim": None,
+}
+TINY_COND: dict[str, Any] = {
+    "sample_size": 8,
+    "in_channels": 4,
+    "out_channels": 4,
+    "layers_per_block": 1,
+    "block_out_channels": [8, 16],
+    "down_block_types": ["CrossAttnDownBlock2D", "DownBlock2D"],
+    "up_block_types": ["UpBlock2D", "CrossAttnUpBlock2D"],
+    "cross_attention_dim": 12,
+    "attention_head_dim": 2,
+    "norm_num_groups": 4,
+}
+TINY_COND_LEN = 5
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip ``gpu`` tests cleanly when no CUDA device is visible."""
+    try:
+        import torch
+
+        has_cuda = bool(torch.cuda.is_available())
+    except ImportError:
+        has_cuda = False
+    if has_cuda:
+        return
+    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (run make test-gpu in the Docker image)")
+    for item in items:
+        if "gpu" in item.keywords:
+            item.add_marker(skip)
+
+
+def build_unet(config: dict[str, Any], conditional: bool, seed: int = 0) -> Any:
+    import diffusers
+    import torch
+
+    torch.manual_seed(seed)
+    cls = diffusers.UNet2DConditionModel if conditional else diffusers.UNet2DModel
+    unet = cls(**config).eval()
+    # Random init leaves zero-initialised output convs in some blocks: perturb so every path matters.
+    with torch.no_grad():
+        for p in unet.parameters():
+            if p.abs().sum() == 0:
+                p.normal_(0, 0.02)
+    return unet
+
+
+def save_pipeline(unet: Any, folder: Path, scheduler_cls: str = "DDPMScheduler") -> Path:
+    """Save ``unet`` as a diffusers pipeline-style folder with unet/ and scheduler/."""
+    import diffusers
+
+    unet.save_pretrained(folder / "unet")
+    sched = getattr(diffusers, scheduler_cls)(num_train_timesteps=1000)
+    sched.save_pretrained(folder / "scheduler")
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "DDPMPipeline"}))
+    return folder
+
+
+@pytest.fixture(scope="session")
+def tiny_unet_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A pipeline folder holding a tiny UNet2DModel (1×16×16) and a DDPM scheduler."""
+    return save_pipeline(build_unet(TINY_UNET2D, False), tmp_path_factory.mktemp("tiny-unet"))
+
+
+@pytest.fixture(scope="session")
+def tiny_cond_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A plain UNet folder (no scheduler) holding a tiny UNet2DConditionModel (4×8×8, text 5×12)."""
+    folder = tmp_path_factory.mktemp("tiny-cond") / "unet"
+    build_unet(TINY_COND, True).save_pretrained(folder)
+    return folder
+
+
+def run_cli(*args: str) -> int:
+    """Run ``python -m tools`` in-process; returns the exit code."""
+    from tools.__main__ import main
+
+    return main([str(a) for a in args])
+
+
+@pytest.fixture(scope="session")
+def tiny_work(tiny_unet_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny UNet2DModel exported to a work folder."""
+    work = tmp_path_factory.mktemp("work") / "tiny"
+    assert run_cli("export", "--model", tiny_unet_dir, work) == 0
+    return work
+
+
+@pytest.fixture(scope="session")
+def tiny_cond_work(tiny_cond_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny UNet2DConditionModel exported to a work folder."""
+    work = tmp_path_factory.mktemp("work") / "tiny-cond"
+    assert run_cli("export", "--model", tiny_cond_dir, work, "--cond-len", TINY_COND_LEN) == 0
+    return work
+
+
+@pytest.fixture(scope="session")
+def reference_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The bundled reference model exported to a work folder."""
+    if not (REFERENCE_MODEL / "unet" / "config.json").is_file():
+        pytest.fail(f"reference model missing at {REFERENCE_MODEL}: train it with python -m tools train-reference")
+    work = tmp_path_factory.mktemp("work") / "digits"
+    assert run_cli("export", "--model", REFERENCE_MODEL, work) == 0
+    return work

@@ -1,0 +1,72 @@
+"""``python -m tools sample``: outputs beside the grid, --init-noise reproduction, and bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import run_cli
+
+
+def test_sample_writes_grid_samples_and_noise(tiny_work: Path, tmp_path: Path) -> None:
+    out = tmp_path / "g.png"
+    assert run_cli("sample", tiny_work, "--steps", "4", "--num", "3", "--seed", "5", "--out", out) == 0
+    samples = np.load(tmp_path / "g.samples.npy")
+    noise = np.load(tmp_path / "g.noise.npy")
+    assert samples.shape == noise.shape == (3, 1, 16, 16)
+    assert Image.open(out).size[0] > 16
+    meta = json.loads((tmp_path / "g.json").read_text())
+    assert meta["steps"] == 4 and meta["seed"] == 5 and "ONNX Runtime" in meta["backend"]
+    # the same noise given back reproduces the samples exactly
+    out2 = tmp_path / "h.png"
+    assert run_cli("sample", tiny_work, "--steps", "4", "--num", "3", "--init-noise", tmp_path / "g.noise.npy",
+                   "--seed", "5", "--out", out2) == 0
+    np.testing.assert_array_equal(np.load(tmp_path / "h.samples.npy"), samples)
+
+
+def test_conditional_sampling_with_guidance(tiny_cond_work: Path, tmp_path: Path) -> None:
+    cond = np.random.default_rng(0).standard_normal((2, 5, 12)).astype(np.float32)
+    np.save(tmp_path / "cond.npy", cond)
+    out = tmp_path / "c.png"
+    assert run_cli("sample", tiny_cond_work, "--scheduler", "euler", "--steps", "3", "--num", "2", "--cond",
+                   tmp_path / "cond.npy", "--out", out) == 0
+    assert np.load(tmp_path / "c.samples.npy").shape == (2, 4, 8, 8)
+
+
+@pytest.mark.parametrize("shape", [(3, 1, 8, 8), (2, 1, 16, 16), (3, 16, 16)])
+def test_wrong_init_noise_shape(tiny_work: Path, tmp_path: Path, shape: tuple[int, ...],
+                                capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "n.npy", np.zeros(shape, np.float32))
+    out = tmp_path / "o" / "g.png"
+    assert run_cli("sample", tiny_work, "--num", "3", "--steps", "2", "--init-noise", tmp_path / "n.npy",
+                   "--out", out) == 2
+    err = capsys.readouterr().err.strip()
+    assert "--init-noise" in err and "n.npy" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "o").exists() or list((tmp_path / "o").iterdir()) == []
+
+
+def test_pickled_noise_is_refused(tiny_work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    np.save(tmp_path / "n.npy", np.array([{"a": 1}], dtype=object), allow_pickle=True)
+    assert run_cli("sample", tiny_work, "--num", "1", "--init-noise", tmp_path / "n.npy",
+                   "--out", tmp_path / "g.png") == 2
+    assert "not a readable .npy" in capsys.readouterr().err
+
+
+def test_truncated_model_in_work(tiny_work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "export.json").write_text((tiny_work / "export.json").read_text())
+    data = (tiny_work / "model.onnx").read_bytes()
+    (work / "model.onnx").write_bytes(data[: len(data) // 3])
+    assert run_cli("sample", work, "--num", "1", "--steps", "1") == 2
+    assert "cannot load ONNX model" in capsys.readouterr().err
+    assert sorted(p.name for p in work.iterdir()) == ["export.json", "model.onnx"]
+
+
+def test_not_a_work_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("sample", tmp_path) == 2
+    assert "export.json" in capsys.readouterr().err

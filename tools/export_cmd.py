@@ -1,0 +1,161 @@
+"""``python -m tools export --model DIR | --arch NAME WORK``: diffusers UNet -> WORK/model.onnx + export.json."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from common.atomic import atomic_dir, write_json
+from common.errors import CheckFailed, UserError
+from common.hashing import onnx_model_sha256
+from common.workdir import EXPORT_SCHEMA_VERSION, WorkDir
+from exporter.onnx_export import DEFAULT_OPSET, OUTPUT, export_unet, shapes_for
+from exporter.verify import default_timesteps, verify_export
+
+
+def add_work_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("work", type=Path, help="work folder to create")
+    p.add_argument("--force", action="store_true", help="replace WORK if it exists and is not empty")
+
+
+def check_new_work(work: Path, force: bool) -> None:
+    """WORK must be creatable: absent, empty, or replaced with --force; its parent must be a writable folder."""
+    if work.exists() and not work.is_dir():
+        raise UserError(f"WORK '{work}' exists and is not a folder")
+    if work.is_dir() and any(work.iterdir()) and not force:
+        raise UserError(f"WORK '{work}' is not empty (use --force to replace it)")
+    parent = work.resolve().parent
+    probe = parent
+    while not probe.exists():
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK):
+        raise UserError(f"cannot write WORK '{work}': '{probe}' is not a writable folder")
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools export", description=__doc__)
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--model", type=Path, help="local diffusers UNet folder, or pipeline folder with unet/")
+    src.add_argument("--arch", help="build a known architecture with random weights: ddpm-cifar10, sd15-unet, ...")
+    add_work_arg(p)
+    p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
+    p.add_argument("--max-batch", type=int, default=16, help="largest batch for engine profiles (recorded)")
+    p.add_argument("--cond-len", type=int, default=77, help="encoder_hidden_states length (conditional models)")
+    p.add_argument("--tolerance", type=float, default=1e-3, help="max relative error ONNX vs PyTorch")
+    p.add_argument("--seed", type=int, default=0, help="seed of random weights for --arch")
+    args = p.parse_args(argv)
+    if not 13 <= args.opset <= 21:
+        raise UserError(f"--opset {args.opset} out of range: per-channel Q/DQ needs >= 13, ONNX Runtime/TensorRT <= 21")
+    if args.max_batch < 1:
+        raise UserError("--max-batch must be >= 1")
+    return args
+
+
+def load_source(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+    """The UNet module and the provenance part of export.json."""
+    if args.arch:
+        from exporter.architectures import build_random_unet, get_architecture
+
+        arch = get_architecture(args.arch)
+        unet = build_random_unet(arch, seed=args.seed)
+        cls = "DDPMScheduler" if arch.class_name == "UNet2DModel" else "PNDMScheduler"
+        return unet, {
+            "source": {"arch": arch.name, "random_weights_seed": args.seed},
+            "scheduler": {"_class_name": cls, **arch.scheduler_config},
+            "scheduler_source": f"arch:{arch.name}",
+        }
+    from exporter.loading import load_unet, locate_model
+
+    source = locate_model(args.model)
+    unet = load_unet(source)
+    return unet, {
+        "source": {
+            "model_dir": str(args.model.resolve()),
+            "unet_dir": str(source.unet_dir.resolve()),
+            "weights": [p.name for p in source.weight_files],
+            "weights_sha256": source.weights_sha256(),
+        },
+        "scheduler": source.scheduler_config,
+        "scheduler_source": source.scheduler_source,
+    }
+
+
+def versions() -> dict[str, str]:
+    import diffusers
+    import onnx
+    import onnxruntime
+    import torch
+
+    return {
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "onnx": onnx.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    work = WorkDir(args.work)
+    check_new_work(args.work, args.force)
+    if args.model is not None:
+        from exporter.loading import locate_model
+
+        locate_model(args.model)  # fail on a bad folder before torch is imported
+    start = time.time()
+    unet, provenance = load_source(args)
+    shapes = shapes_for(unet, args.cond_len)
+    n_params = sum(p.numel() for p in unet.parameters())
+    print(f"exporting {type(unet).__name__} ({n_params / 1e6:.1f} M parameters) to ONNX opset {args.opset} ...")
+    if args.work.is_dir() and args.force:
+        shutil.rmtree(args.work)
+    try:
+        with atomic_dir(args.work) as tmp:
+            large = export_unet(unet, shapes, tmp / work.model.name, opset=args.opset)
+            export_seconds = time.time() - start
+            steps = default_timesteps(int(provenance["scheduler"].get("num_train_timesteps", 1000)))
+            result = verify_export(unet, tmp / work.model.name, shapes, steps, args.tolerance)
+            print(
+                f"ONNX vs PyTorch at t={[int(t) for t in steps]}: max relative error {result.max_rel_error:.2e} "
+                f"(tolerance {args.tolerance:g})"
+            )
+            if not result.ok:
+                raise CheckFailed(
+                    f"ONNX output differs from PyTorch: max relative error {result.max_rel_error:.2e} > "
+                    f"tolerance {args.tolerance:g}; nothing written"
+                )
+            info = {
+                "schema_version": EXPORT_SCHEMA_VERSION,
+                **provenance,
+                "model_class": type(unet).__name__,
+                "unet_config": {k: v for k, v in dict(unet.config).items() if not k.startswith("_")},
+                "num_parameters": n_params,
+                "onnx": {
+                    "file": work.model.name,
+                    "external_data": (work.model.name + ".data") if large else None,
+                    "sha256": onnx_model_sha256(tmp / work.model.name),
+                    "opset": args.opset,
+                },
+                "inputs": {n: {"shape": s, "dtype": "float32"} for n, s in shapes.input_shapes("batch").items()},
+                "outputs": {OUTPUT: {"shape": shapes.input_shapes("batch")["sample"][:1]
+                                     + [unet.config.out_channels, shapes.height, shapes.width], "dtype": "float32"}},
+                "dynamic_axes": {n: {"0": "batch"} for n in shapes.input_names() + [OUTPUT]},
+                "profile": {"min_batch": 1, "opt_batch": 1, "max_batch": args.max_batch},
+                "verification": result.to_json(),
+                "export_seconds": round(export_seconds, 1),
+                "versions": versions(),
+                "command": "python -m tools export " + " ".join(argv),
+            }
+            write_json(tmp / work.export_json.name, info)
+    except OSError as exc:
+        raise UserError(f"cannot write WORK '{args.work}': {exc}") from exc
+    print(f"wrote {work.model} and {work.export_json}")
+    sys.stdout.flush()
+    return 0
