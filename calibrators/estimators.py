@@ -240,7 +240,8 @@ def entropy_divergences(counts: np.ndarray, bits: int, start_bin: int = 128) -> 
     with np.errstate(divide="ignore", invalid="ignore"):
         p_entropy = cum_plogp[i - 1] + np.where(last > 0, last / total * np.log(last / total), 0.0)
         k = np.arange(levels + 1, dtype=np.int64)
-        bounds = (k[None, :] * i[:, None] + levels - 1) // levels  # level k holds bins [ceil(k i / L), ceil((k+1) i / L))
+        # level k holds bins [ceil(k i / L), ceil((k + 1) i / L)), exactly as linspace/digitize in the reference
+        bounds = (k[None, :] * i[:, None] + levels - 1) // levels
         level_sum = cum[bounds[:, 1:]] - cum[bounds[:, :-1]]
         level_nz = cum_nz[bounds[:, 1:]] - cum_nz[bounds[:, :-1]]
         q_level = level_sum / np.maximum(level_nz, 1) / kept[:, None]  # Q's value on each non-empty bin

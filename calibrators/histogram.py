@@ -103,7 +103,9 @@ class AbsHistogram:
         a = np.asarray(array)
         if a.size == 0:
             return 0.0
-        flat = np.abs(a.astype(np.float64, copy=False).reshape(-1))
+        # float16/float32 are binned in float32 (|x| and the power-of-two scaling below are exact there too)
+        work = np.float32 if a.dtype in (np.float16, np.float32) else np.float64
+        flat = np.abs(a.reshape(-1), dtype=work)
         absmax = float(flat.max())
         if not math.isfinite(absmax):
             raise ValueError("array holds NaN or inf")
@@ -111,9 +113,11 @@ class AbsHistogram:
         if self.range == 0.0:
             self.counts[0] += flat.size
         else:
-            scale = self.num_bins / self.range  # a power of two: the product below is exact
-            idx = (flat * scale).astype(np.int64)  # >= 0, so truncation is floor
-            self.counts += np.bincount(idx, minlength=self.num_bins)
+            scale = self.num_bins / self.range
+            if scale > 2.0**100:  # would overflow float32 (absmax < ~1e-27): bin in float64
+                flat = flat.astype(np.float64)
+            flat *= flat.dtype.type(scale)  # a power of two: exact, and < num_bins since |x| < R
+            self.counts += np.bincount(flat.astype(np.int64), minlength=self.num_bins)  # truncation = floor
         self.absmax = max(self.absmax, absmax)
         self.min = min(self.min, float(a.min()))
         self.max = max(self.max, float(a.max()))

@@ -202,7 +202,9 @@ class TensorRanges:
 
     def __post_init__(self) -> None:
         if self.schema_version != SCHEMA_VERSION:
-            raise UserError(f"ranges schema version {self.schema_version!r} is unknown (this program reads {SCHEMA_VERSION})")
+            raise UserError(
+                f"ranges schema version {self.schema_version!r} is unknown (this program reads {SCHEMA_VERSION})"
+            )
         if not isinstance(self.model_sha256, str) or not _SHA256.fullmatch(self.model_sha256):
             raise UserError(f"model_sha256 must be 64 lowercase hex digits, got {self.model_sha256!r}")
         if not isinstance(self.settings, CalibrationSettings):
@@ -271,7 +273,9 @@ class TensorRanges:
             "amax": dict(self.amax),
             "group_bounds": [[first, last] for first, last in self.group_bounds],
             "group_amax": {k: list(v) for k, v in self.group_amax.items()},
-            "step_summary": {k: {"steps": list(s.steps), "absmax": list(s.absmax)} for k, s in self.step_summary.items()},
+            "step_summary": {
+                k: {"steps": list(s.steps), "absmax": list(s.absmax)} for k, s in self.step_summary.items()
+            },
         }
 
     def to_json(self) -> str:
@@ -295,10 +299,10 @@ class TensorRanges:
         return cls(
             model_sha256=d["model_sha256"],
             settings=CalibrationSettings.from_dict(d["settings"]),
-            amax=_mapping(d["amax"], "amax"),
+            amax=dict(_mapping(d["amax"], "amax")),
             group_bounds=_list(d["group_bounds"], "group_bounds"),
-            group_amax=_mapping(d["group_amax"], "group_amax"),
-            step_summary=_mapping(d["step_summary"], "step_summary"),
+            group_amax=dict(_mapping(d["group_amax"], "group_amax")),
+            step_summary=dict(_mapping(d["step_summary"], "step_summary")),
             schema_version=SCHEMA_VERSION,
         )
 

@@ -1,0 +1,70 @@
+"""Expose chosen intermediate tensors of an ONNX model as outputs and stream them, per sample, to a collector."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import onnx
+
+from calibrators.sample import CalibSample
+from engines.ort_session import OrtSession
+
+
+def augment_with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph also outputs ``tensors`` (types left open; ONNX Runtime infers them)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    existing = {o.name for o in out.graph.output}
+    for name in tensors:
+        if name not in existing:
+            out.graph.output.append(onnx.ValueInfoProto(name=name))
+    return out
+
+
+@contextlib.contextmanager
+def tapped_session(model_path: Path, tensors: list[str], threads: int = 0) -> Iterator[OrtSession]:
+    """An OrtSession on ``model_path`` augmented to output ``tensors``.
+
+    The augmented graph is written beside the model under a temporary name, so its external data (if any) is
+    found by relative path without copying gigabytes; it is removed when the block ends.
+    """
+    model_path = Path(model_path)
+    model = onnx.load(str(model_path), load_external_data=False)
+    augmented = augment_with_outputs(model, tensors)
+    fd, tmp = tempfile.mkstemp(prefix=".tapped.", suffix=".onnx", dir=model_path.parent)
+    os.close(fd)
+    try:
+        onnx.save_model(augmented, tmp)
+        with OrtSession(tmp, threads=threads) as sess:
+            yield sess
+    finally:
+        Path(tmp).unlink(missing_ok=True)
+
+
+def sample_feeds(sample: CalibSample) -> dict[str, np.ndarray]:
+    """UNet feeds for one calibration sample: x (B×C×H×W), t broadcast to B, conditioning if any."""
+    x = np.ascontiguousarray(sample.x, dtype=np.float32)
+    feeds = {"sample": x, "timestep": np.full((x.shape[0],), float(sample.t), dtype=np.float32)}
+    if sample.cond is not None:
+        feeds["encoder_hidden_states"] = np.ascontiguousarray(sample.cond, dtype=np.float32)
+    return feeds
+
+
+def batch_samples(samples: list[CalibSample], max_rows: int) -> Iterator[tuple[dict[str, np.ndarray], np.ndarray]]:
+    """Group consecutive samples into feeds of at most ``max_rows`` rows; yields (feeds, per-row time steps)."""
+    i = 0
+    while i < len(samples):
+        group = [samples[i]]
+        rows = samples[i].x.shape[0]
+        while i + len(group) < len(samples) and rows + samples[i + len(group)].x.shape[0] <= max_rows:
+            rows += samples[i + len(group)].x.shape[0]
+            group.append(samples[i + len(group)])
+        feeds = [sample_feeds(s) for s in group]
+        merged = {k: np.concatenate([f[k] for f in feeds]) for k in feeds[0]}
+        yield merged, merged["timestep"].astype(np.int64)
+        i += len(group)

@@ -1,0 +1,298 @@
+"""Write QuantizeLinear/DequantizeLinear into an ONNX UNet: phase 1 plans (rules mark tensors, the policy filters),
+phase 2 rewrites the graph with onnx-graphsurgeon. ``insert_qdq`` is pure: it returns a new model.
+
+TensorRT's explicit-quantization conventions: symmetric INT8 with zero point 0; activations per tensor
+(Q -> DQ pairs); weights stored as INT8 initializers feeding a per-channel DequantizeLinear; biases float
+(``tensorrt`` target) or INT32 through DequantizeLinear with scale s_x·s_w (``onnxruntime`` target, which its
+QLinearConv/QGemm fusion requires).
+"""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import math
+from collections import defaultdict
+from dataclasses import dataclass, field
+
+import numpy as np
+import onnx
+import onnx_graphsurgeon as gs
+
+from calibrators.ranges import TensorRanges
+from common.errors import UserError
+from exporter.graph_index import GraphIndex
+from exporter.qdq_policy import QDQPolicy
+from exporter.qdq_rules import RULES, ActivationMark, Mark, OutputMark, WeightMark, is_skip_concat
+from exporter.weight_quant import channel_scales, quantize_codes
+
+ALL_CONSUMERS = "*"
+INT8_QMAX = 127
+
+
+@dataclass(frozen=True)
+class SplitConv:
+    """A shortcut Conv on a skip Concat, to be rewritten as one Conv per Concat branch, summed."""
+
+    conv: str
+    branches: tuple[str, ...]  # the Concat's input tensors, in channel order
+
+
+@dataclass
+class QDQPlan:
+    """Phase-1 result: what to quantize. activations: tensor -> consumers (node names, or ALL_CONSUMERS);
+    weights: (node, weight tensor) -> per-channel axis; splits: shortcut convs to split; float_nodes: left float."""
+
+    activations: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
+    weights: dict[tuple[str, str], int] = field(default_factory=dict)
+    splits: list[SplitConv] = field(default_factory=list)
+    float_nodes: list[str] = field(default_factory=list)
+    amax: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    def summary(self) -> dict[str, int]:
+        return {
+            "quantized_activations": len(self.activations),
+            "quantized_weights": len(self.weights) + 2 * len(self.splits),
+            "split_shortcut_convs": len(self.splits),
+            "float_nodes": len(self.float_nodes),
+        }
+
+
+def _matches(name: str, patterns: tuple[str, ...]) -> bool:
+    return any(fnmatch.fnmatchcase(name, p) for p in patterns)
+
+
+def _check_patterns(model: onnx.ModelProto, policy: QDQPolicy) -> list[str]:
+    """Warnings for exclusion patterns that match no node, with the node names they could have meant."""
+    names = [n.name for n in model.graph.node]
+    warnings = []
+    for pattern in policy.exclude:
+        if not any(fnmatch.fnmatchcase(n, pattern) for n in names):
+            near = difflib.get_close_matches(pattern.strip("*"), names, n=5, cutoff=0.4)
+            warnings.append(f"--exclude '{pattern}' matches no node; did you mean: {', '.join(near) or '(none close)'}")
+    for name in policy.keep_float:
+        if name not in names:
+            warnings.append(f"--keep-float node '{name}' does not exist")
+    return warnings
+
+
+def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) -> QDQPlan:
+    """Phase 1: let the rules mark tensors, filter the marks by the policy, and check every range exists."""
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
+    index = GraphIndex.build(model.graph, list(inferred.graph.value_info))
+    plan = QDQPlan(warnings=_check_patterns(model, policy))
+    shortcut_of: dict[str, onnx.NodeProto] = {}
+    for node in model.graph.node:
+        if node.op_type == "Conv":
+            src = index.producer.get(node.input[0])
+            if src is not None and is_skip_concat(src, index):
+                shortcut_of[node.name] = src
+    for node in model.graph.node:
+        rule = RULES.get(node.op_type)
+        if rule is None:
+            continue
+        if _matches(node.name, policy.exclude) or node.name in policy.keep_float:
+            plan.float_nodes.append(node.name)
+            continue
+        marks: list[Mark] = rule.mark(node, index)
+        if not marks:
+            continue
+        if node.op_type == "Concat":
+            continue  # branch marks only feed the shortcut split below (the Concat itself stays float)
+        if node.name in shortcut_of:
+            concat = shortcut_of[node.name]
+            if policy.shortcut == "float":
+                plan.float_nodes.append(node.name)
+                continue
+            if policy.shortcut == "split":
+                plan.splits.append(SplitConv(node.name, tuple(concat.input)))
+                for t in concat.input:
+                    plan.activations[t].add(f"{node.name}/split")
+                if policy.target == "onnxruntime":
+                    plan.activations[node.output[0]].add(ALL_CONSUMERS)
+                continue
+        for m in marks:
+            if isinstance(m, WeightMark):
+                plan.weights[(m.node, m.tensor)] = m.axis
+            elif isinstance(m, OutputMark):
+                if policy.target == "onnxruntime":
+                    plan.activations[m.tensor].add(ALL_CONSUMERS)
+            elif isinstance(m, ActivationMark):
+                if m.reason.startswith("attention") and not policy.attention_matmul:
+                    continue
+                if m.reason.startswith("residual") and not policy.residual_add:
+                    continue
+                plan.activations[m.tensor].add(m.node)
+    graph_outputs = {o.name for o in model.graph.output}
+    for tensor in list(plan.activations):
+        if tensor in graph_outputs and plan.activations[tensor] == {ALL_CONSUMERS}:
+            del plan.activations[tensor]  # the model output stays float
+            continue
+        if tensor not in ranges.amax:
+            raise UserError(f"ranges have no amax for tensor '{tensor}': calibrate this model again "
+                            f"(python -m tools calibrate WORK)")
+        amax = float(ranges.amax[tensor])
+        if not math.isfinite(amax) or amax <= 0:
+            raise UserError(f"tensor '{tensor}' has an unusable range (amax {amax!r}); exclude its node or recalibrate")
+        plan.amax[tensor] = amax
+    plan.activations = dict(plan.activations)
+    return plan
+
+
+class _Rewriter:
+    """Phase 2 on an onnx-graphsurgeon graph; every edit of the Q/DQ rewrite happens here."""
+
+    def __init__(self, graph: gs.Graph, plan: QDQPlan, policy: QDQPolicy) -> None:
+        self.graph = graph
+        self.plan = plan
+        self.policy = policy
+        self.nodes = {n.name: n for n in graph.nodes}
+        self.tensors = graph.tensors()
+        self.weight_scale: dict[str, np.ndarray] = {}  # node name -> per-channel weight scale
+        self.requests: dict[str, set[str]] = {t: set(c) for t, c in plan.activations.items()}
+        self.act_scale_of: dict[str, float] = {}
+        self._uid = 0
+
+    def _name(self, base: str) -> str:
+        self._uid += 1
+        return f"{base}_{self._uid}"
+
+    def run(self) -> None:
+        for split in self.plan.splits:
+            self.split_conv(split)
+        for (node_name, tensor), axis in self.plan.weights.items():
+            self.quantize_weight(self.nodes[node_name], tensor, axis)
+        for tensor, consumers in self.requests.items():
+            self.quantize_activation(tensor, consumers)
+        if self.policy.target == "onnxruntime":
+            self.quantize_biases()
+
+    def split_conv(self, split: SplitConv) -> None:
+        """Conv(concat(a, b), W) + bias -> Conv(a, W[:, :Ca], bias) + Conv(b, W[:, Ca:]); exact in FP32."""
+        conv = self.nodes[split.conv]
+        if int(conv.attrs.get("group", 1)) != 1:
+            raise UserError(f"cannot split grouped convolution '{conv.name}'")
+        weight = conv.inputs[1]
+        w = np.asarray(weight.values)
+        branches = [self.tensors[t] for t in split.branches]
+        widths = [self._channels(b) for b in branches]
+        if sum(widths) != w.shape[1]:
+            raise RuntimeError(f"{conv.name}: branch channels {widths} do not add up to {w.shape[1]}")
+        bias = conv.inputs[2] if len(conv.inputs) > 2 else None
+        out = conv.outputs[0]
+        partials: list[gs.Variable] = []
+        offset = 0
+        for i, (branch, width) in enumerate(zip(branches, widths, strict=True)):
+            name = f"{conv.name}/split{i}"
+            wi = gs.Constant(f"{weight.name}/split{i}", np.ascontiguousarray(w[:, offset : offset + width]))
+            offset += width
+            inputs = [branch, wi] + ([bias] if (bias is not None and i == 0) else [])
+            y = gs.Variable(f"{out.name}/split{i}", dtype=np.float32)
+            node = gs.Node("Conv", name=name, attrs=dict(conv.attrs), inputs=inputs, outputs=[y])
+            self.graph.nodes.append(node)
+            self.nodes[name] = node
+            self.quantize_weight(node, wi.name, 0)
+            self.requests[branch.name].discard(f"{conv.name}/split")
+            self.requests[branch.name].add(name)
+            partials.append(y)
+        conv.outputs.clear()
+        acc: gs.Variable = partials[0]
+        for i, y in enumerate(partials[1:], start=1):
+            last = i == len(partials) - 1
+            z = out if last else gs.Variable(f"{out.name}/sum{i}", dtype=np.float32)
+            self.graph.nodes.append(gs.Node("Add", name=f"{conv.name}/split_sum{i}", inputs=[acc, y], outputs=[z]))
+            acc = z
+
+    def _channels(self, tensor: gs.Tensor) -> int:
+        shape = tensor.shape
+        if shape is None or len(shape) < 2 or not isinstance(shape[1], (int, np.integer)):
+            raise RuntimeError(f"unknown channel count of '{tensor.name}' (shape {shape})")
+        return int(shape[1])
+
+    def quantize_weight(self, node: gs.Node, tensor: str, axis: int) -> None:
+        """Replace a float weight input by INT8 codes -> per-channel DequantizeLinear."""
+        idx = next(i for i, t in enumerate(node.inputs) if t.name == tensor)
+        w = np.asarray(node.inputs[idx].values, dtype=np.float32)
+        qmax = self.policy.weight_qmax
+        scale = channel_scales(w, axis, qmax, method="max" if self.policy.weight_bits == 8 else "mse")
+        codes = quantize_codes(w, scale, axis, qmax)
+        q = gs.Constant(self._name(f"{tensor}_int{self.policy.weight_bits}"), codes)
+        s = gs.Constant(self._name(f"{tensor}_scale"), scale)
+        zp = gs.Constant(self._name(f"{tensor}_zero_point"), np.zeros(scale.shape, dtype=np.int8))
+        out = gs.Variable(self._name(f"{tensor}_dequant"), dtype=np.float32, shape=list(w.shape))
+        self.graph.nodes.append(gs.Node("DequantizeLinear", name=self._name(f"{node.name}/weight_DQ"),
+                                        attrs={"axis": axis}, inputs=[q, s, zp], outputs=[out]))
+        node.inputs[idx] = out
+        self.weight_scale[node.name] = scale
+
+    def quantize_activation(self, tensor: str, consumers: set[str]) -> None:
+        """One Q -> DQ pair on ``tensor``; the listed consumers (or all) read the dequantized tensor."""
+        src = self.tensors[tensor]
+        scale = np.array(self.plan.amax[tensor] / INT8_QMAX, dtype=np.float32)
+        q_out = gs.Variable(self._name(f"{tensor}_quantized"), dtype=np.int8, shape=src.shape)
+        dq_out = gs.Variable(self._name(f"{tensor}_dequantized"), dtype=np.float32, shape=src.shape)
+        s = gs.Constant(self._name(f"{tensor}_scale"), scale)
+        zp = gs.Constant(self._name(f"{tensor}_zero_point"), np.array(0, dtype=np.int8))
+        readers = [n for n in list(src.outputs)]
+        self.graph.nodes.append(gs.Node("QuantizeLinear", name=self._name(f"{tensor}_Q"), inputs=[src, s, zp],
+                                        outputs=[q_out]))
+        self.graph.nodes.append(gs.Node("DequantizeLinear", name=self._name(f"{tensor}_DQ"),
+                                        inputs=[q_out, s, zp], outputs=[dq_out]))
+        every = ALL_CONSUMERS in consumers
+        for reader in readers:
+            if reader.op in ("QuantizeLinear",) and reader.inputs[0] is src and reader.outputs[0] is q_out:
+                continue
+            if every or reader.name in consumers:
+                for i, inp in enumerate(reader.inputs):
+                    if inp is src:
+                        reader.inputs[i] = dq_out
+        self.act_scale_of[tensor] = float(scale)
+
+    def quantize_biases(self) -> None:
+        """ONNX Runtime target: Conv/Gemm biases as INT32 codes with scale s_x·s_w (what QLinearConv expects)."""
+        for node in list(self.graph.nodes):
+            if node.op not in ("Conv", "Gemm") or len(node.inputs) < 3 or node.name not in self.weight_scale:
+                continue
+            x = node.inputs[0]
+            if not x.inputs or x.inputs[0].op != "DequantizeLinear":
+                continue
+            bias = node.inputs[2]
+            if not isinstance(bias, gs.Constant):
+                continue
+            s_x = float(np.asarray(x.inputs[0].inputs[1].values))
+            scale = (s_x * self.weight_scale[node.name]).astype(np.float32)
+            b = np.asarray(bias.values, dtype=np.float64)
+            codes = np.clip(np.rint(b / scale), -(2**31) + 1, 2**31 - 1).astype(np.int32)
+            out = gs.Variable(self._name(f"{bias.name}_dequant"), dtype=np.float32, shape=list(b.shape))
+            self.graph.nodes.append(gs.Node(
+                "DequantizeLinear", name=self._name(f"{node.name}/bias_DQ"), attrs={"axis": 0},
+                inputs=[gs.Constant(self._name(f"{bias.name}_int32"), codes),
+                        gs.Constant(self._name(f"{bias.name}_scale"), scale),
+                        gs.Constant(self._name(f"{bias.name}_zero_point"), np.zeros(scale.shape, np.int32))],
+                outputs=[out]))
+            node.inputs[2] = out
+
+
+def insert_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) -> onnx.ModelProto:
+    """The Q/DQ model for ``model`` under ``policy`` with activation ranges from ``ranges`` (``model`` untouched)."""
+    return rewrite(model, plan_qdq(model, ranges, policy), policy)
+
+
+def rewrite(model: onnx.ModelProto, plan: QDQPlan, policy: QDQPolicy) -> onnx.ModelProto:
+    """Phase 2: apply ``plan``; the result passes ``onnx.checker`` and shape inference."""
+    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True) if model.ByteSize() < 2**31 - 1 else model
+    graph = gs.import_onnx(inferred)
+    rewriter = _Rewriter(graph, plan, policy)
+    rewriter.run()
+    graph.cleanup().toposort()
+    out = gs.export_onnx(graph, do_type_check=True)
+    out.ir_version = model.ir_version
+    del out.opset_import[:]
+    out.opset_import.extend(model.opset_import)
+    out.producer_name = "qdiff-trt insert_qdq"
+    del out.graph.value_info[:]
+    if out.ByteSize() < 2**31 - 1:
+        onnx.checker.check_model(out)
+        out = onnx.shape_inference.infer_shapes(out, strict_mode=True)
+    return out
