@@ -31,5 +31,18 @@ test-gpu:
 	docker run --rm --gpus all -v $(CURDIR):/workspace/qdiff-trt -w /workspace/qdiff-trt --entrypoint python3 \
 		qdiff-trt -m pytest -q -m gpu
 
+# Type-check the TensorRT layer without TensorRT: against tensorrt-stubs (installed without its tensorrt dependency,
+# then patched so mypy can parse it) and Polygraphy's sources (pyproject.toml: follow_untyped_imports).
+TRT_STUBS := tensorrt-stubs==10.13.0.35.1
+TYPECHECKED := engines/trt_plan.py engines/trt_build.py engines/trt_session.py engines/fp16_convert.py \
+	tools/build_cmd.py benchmarks/gpu_bench.py
+typecheck: setup
+	$(PY) -m pip install --quiet --no-deps $(TRT_STUBS)
+	$(PY) .ci/patch_trt_stubs.py
+	$(PY) -m mypy $(TYPECHECKED)
+
+lint-docker: setup
+	$(VENV)/bin/hadolint Dockerfile
+
 clean:
 	rm -rf work $(VENV)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import os
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -27,23 +26,22 @@ def augment_with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.Mod
 
 
 @contextlib.contextmanager
-def tapped_session(model_path: Path, tensors: list[str], threads: int = 0) -> Iterator[OrtSession]:
-    """An OrtSession on ``model_path`` augmented to output ``tensors``.
+def tapped_session(model: onnx.ModelProto, tensors: list[str], scratch_dir: Path, threads: int = 0
+                   ) -> Iterator[OrtSession]:
+    """An OrtSession on ``model`` augmented to output ``tensors``.
 
-    The augmented graph is written beside the model under a temporary name, so its external data (if any) is
-    found by relative path without copying gigabytes; it is removed when the block ends.
+    The augmented model is written to a temporary folder inside ``scratch_dir`` (the work folder, so a multi-GB
+    model stays on the same disk; weights as external data above 2 GB) and removed when the block ends.
     """
-    model_path = Path(model_path)
-    model = onnx.load(str(model_path), load_external_data=False)
+    from exporter.onnx_export import save_model
+
     augmented = augment_with_outputs(model, tensors)
-    fd, tmp = tempfile.mkstemp(prefix=".tapped.", suffix=".onnx", dir=model_path.parent)
-    os.close(fd)
-    try:
-        onnx.save_model(augmented, tmp)
-        with OrtSession(tmp, threads=threads) as sess:
+    with tempfile.TemporaryDirectory(prefix=".tapped.", dir=scratch_dir) as tmp:
+        path = Path(tmp) / "tapped.onnx"
+        save_model(augmented, path)
+        del augmented
+        with OrtSession(path, threads=threads) as sess:
             yield sess
-    finally:
-        Path(tmp).unlink(missing_ok=True)
 
 
 def sample_feeds(sample: CalibSample) -> dict[str, np.ndarray]:

@@ -6,7 +6,8 @@
   really produced at (PTQ4DM's released code labels x taken at a loop index counted from the noise end with t counted
   from the clean end; here both come from the same scheduler step).
 - ``uniform`` (Q-Diffusion): whole trajectories, keeping the state at every k-th sampler step.
-- ``noise``: N(0, 1) inputs with t uniform over [0, T-1] (the naive PTQ baseline).
+- ``noise``: N(0, 1) inputs with t drawn uniformly from the sampler's time steps (the naive PTQ baseline; drawing
+  from the schedule keeps the per-step statistics bounded to ``steps`` distinct time steps).
 - ``single-step``: trajectory states at one sampler step only.
 """
 
@@ -111,10 +112,10 @@ class TrajectorySource:
     def __iter__(self) -> Iterator[CalibSample]:
         cfg = self.config
         rng = np.random.default_rng(cfg.seed)
-        if cfg.method == "noise":
-            yield from self._noise(rng)
-            return
         schedule = self.schedule()
+        if cfg.method == "noise":
+            yield from self._noise(rng, schedule)
+            return
         if cfg.method == "ndtc":
             t = ndtc_timesteps(cfg.samples, self.num_train_timesteps, cfg.mu_frac, cfg.sigma_frac, rng)
             targets = [[int(k)] for k in nearest_steps(t, schedule)]
@@ -128,11 +129,11 @@ class TrajectorySource:
             targets = [[k] for _ in range(cfg.samples)]
         yield from self._trajectories(targets, schedule)
 
-    def _noise(self, rng: np.random.Generator) -> Iterator[CalibSample]:
-        for _ in range(self.config.samples):
+    def _noise(self, rng: np.random.Generator, schedule: np.ndarray) -> Iterator[CalibSample]:
+        for i in range(self.config.samples):
             x = rng.standard_normal((1, *self.sample_shape)).astype(np.float32)
-            t = int(rng.integers(0, self.num_train_timesteps))
-            yield self._with_cond(x, t, -1, 0)
+            k = int(rng.integers(0, len(schedule)))
+            yield self._with_cond(x, int(round(schedule[k])), -1, i)
 
     def _trajectories(self, targets: list[list[int]], schedule: np.ndarray) -> Iterator[CalibSample]:
         """Run trajectories in batches; ``targets[i]`` lists the sampler steps whose states trajectory i keeps."""

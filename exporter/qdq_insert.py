@@ -2,9 +2,13 @@
 phase 2 rewrites the graph with onnx-graphsurgeon. ``insert_qdq`` is pure: it returns a new model.
 
 TensorRT's explicit-quantization conventions: symmetric INT8 with zero point 0; activations per tensor
-(Q -> DQ pairs); weights stored as INT8 initializers feeding a per-channel DequantizeLinear; biases float
-(``tensorrt`` target) or INT32 through DequantizeLinear with scale s_x·s_w (``onnxruntime`` target, which its
-QLinearConv/QGemm fusion requires).
+(Q -> DQ pairs); weights stored as INT8 initializers feeding a per-channel DequantizeLinear; biases float.
+
+The ``onnxruntime`` target differs in two exact ways that ONNX Runtime's CPU fusions need: biases are INT32 codes
+through DequantizeLinear with scale s_x·s_w (QLinearConv/QGemm take them so), and activations are UINT8 with zero
+point 128 — the same 255-level grid as symmetric INT8 (q_u8 = q_s8 + 128, bit-identical results), but the form its
+U8S8 kernels fuse everywhere (measured: with INT8 activations a Conv whose output also feeds a residual Add or a skip
+Concat stays unfused).
 """
 
 from __future__ import annotations
@@ -107,8 +111,10 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
                 continue
             if policy.shortcut == "split":
                 plan.splits.append(SplitConv(node.name, tuple(concat.input)))
-                for t in concat.input:
+                for i, t in enumerate(concat.input):
                     plan.activations[t].add(f"{node.name}/split")
+                    if policy.target == "onnxruntime":  # branch outputs: names made by split_conv
+                        plan.activations[f"{node.output[0]}/split{i}"].add(ALL_CONSUMERS)
                 if policy.target == "onnxruntime":
                     plan.activations[node.output[0]].add(ALL_CONSUMERS)
                 continue
@@ -143,7 +149,8 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
 class _Rewriter:
     """Phase 2 on an onnx-graphsurgeon graph; every edit of the Q/DQ rewrite happens here."""
 
-    def __init__(self, graph: gs.Graph, plan: QDQPlan, policy: QDQPolicy) -> None:
+    def __init__(self, graph: gs.Graph, plan: QDQPlan, policy: QDQPolicy, quantize: bool = True) -> None:
+        self.quantize = quantize
         self.graph = graph
         self.plan = plan
         self.policy = policy
@@ -161,6 +168,7 @@ class _Rewriter:
     def run(self) -> None:
         for split in self.plan.splits:
             self.split_conv(split)
+        self.tensors = self.graph.tensors()
         for (node_name, tensor), axis in self.plan.weights.items():
             self.quantize_weight(self.nodes[node_name], tensor, axis)
         for tensor, consumers in self.requests.items():
@@ -192,9 +200,10 @@ class _Rewriter:
             node = gs.Node("Conv", name=name, attrs=dict(conv.attrs), inputs=inputs, outputs=[y])
             self.graph.nodes.append(node)
             self.nodes[name] = node
-            self.quantize_weight(node, wi.name, 0)
-            self.requests[branch.name].discard(f"{conv.name}/split")
-            self.requests[branch.name].add(name)
+            if self.quantize:
+                self.quantize_weight(node, wi.name, 0)
+                self.requests[branch.name].discard(f"{conv.name}/split")
+                self.requests[branch.name].add(name)
             partials.append(y)
         conv.outputs.clear()
         acc: gs.Variable = partials[0]
@@ -227,26 +236,30 @@ class _Rewriter:
         self.weight_scale[node.name] = scale
 
     def quantize_activation(self, tensor: str, consumers: set[str]) -> None:
-        """One Q -> DQ pair on ``tensor``; the listed consumers (or all) read the dequantized tensor."""
+        """One Q on ``tensor`` and a dedicated DQ for each reading node (the listed consumers, or all).
+
+        A DQ per consumer keeps every node unit separate, which ONNX Runtime's QDQ fusions require (a DQ shared by
+        two nodes blocks QLinearConv) and TensorRT accepts (it folds identical DQs).
+        """
         src = self.tensors[tensor]
         scale = np.array(self.plan.amax[tensor] / INT8_QMAX, dtype=np.float32)
-        q_out = gs.Variable(self._name(f"{tensor}_quantized"), dtype=np.int8, shape=src.shape)
-        dq_out = gs.Variable(self._name(f"{tensor}_dequantized"), dtype=np.float32, shape=src.shape)
         s = gs.Constant(self._name(f"{tensor}_scale"), scale)
-        zp = gs.Constant(self._name(f"{tensor}_zero_point"), np.array(0, dtype=np.int8))
-        readers = [n for n in list(src.outputs)]
+        zp_value = np.array(self.policy.activation_zero_point, dtype=self.policy.activation_dtype)
+        zp = gs.Constant(self._name(f"{tensor}_zero_point"), zp_value)
+        every = ALL_CONSUMERS in consumers
+        readers = [n for n in list(src.outputs) if every or n.name in consumers]
+        if not readers:
+            return
+        q_out = gs.Variable(self._name(f"{tensor}_quantized"), dtype=self.policy.activation_dtype, shape=src.shape)
         self.graph.nodes.append(gs.Node("QuantizeLinear", name=self._name(f"{tensor}_Q"), inputs=[src, s, zp],
                                         outputs=[q_out]))
-        self.graph.nodes.append(gs.Node("DequantizeLinear", name=self._name(f"{tensor}_DQ"),
-                                        inputs=[q_out, s, zp], outputs=[dq_out]))
-        every = ALL_CONSUMERS in consumers
         for reader in readers:
-            if reader.op in ("QuantizeLinear",) and reader.inputs[0] is src and reader.outputs[0] is q_out:
-                continue
-            if every or reader.name in consumers:
-                for i, inp in enumerate(reader.inputs):
-                    if inp is src:
-                        reader.inputs[i] = dq_out
+            dq_out = gs.Variable(self._name(f"{tensor}_dequantized"), dtype=np.float32, shape=src.shape)
+            self.graph.nodes.append(gs.Node("DequantizeLinear", name=self._name(f"{tensor}_DQ"),
+                                            inputs=[q_out, s, zp], outputs=[dq_out]))
+            for i, inp in enumerate(reader.inputs):
+                if inp is src:
+                    reader.inputs[i] = dq_out
         self.act_scale_of[tensor] = float(scale)
 
     def quantize_biases(self) -> None:
@@ -279,11 +292,22 @@ def insert_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) 
     return rewrite(model, plan_qdq(model, ranges, policy), policy)
 
 
-def rewrite(model: onnx.ModelProto, plan: QDQPlan, policy: QDQPolicy) -> onnx.ModelProto:
+def split_shortcuts(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Only the shortcut split, in FP32 (no Q/DQ): equal to ``model`` up to float rounding."""
+    index = GraphIndex.build(model.graph, list(onnx.shape_inference.infer_shapes(model).graph.value_info))
+    plan = QDQPlan()
+    for node in model.graph.node:
+        src = index.producer.get(node.input[0]) if node.op_type == "Conv" else None
+        if src is not None and is_skip_concat(src, index):
+            plan.splits.append(SplitConv(node.name, tuple(src.input)))
+    return rewrite(model, plan, QDQPolicy(), quantize=False)
+
+
+def rewrite(model: onnx.ModelProto, plan: QDQPlan, policy: QDQPolicy, quantize: bool = True) -> onnx.ModelProto:
     """Phase 2: apply ``plan``; the result passes ``onnx.checker`` and shape inference."""
     inferred = onnx.shape_inference.infer_shapes(model, data_prop=True) if model.ByteSize() < 2**31 - 1 else model
     graph = gs.import_onnx(inferred)
-    rewriter = _Rewriter(graph, plan, policy)
+    rewriter = _Rewriter(graph, plan, policy, quantize=quantize)
     rewriter.run()
     graph.cleanup().toposort()
     out = gs.export_onnx(graph, do_type_check=True)

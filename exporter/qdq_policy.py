@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import numpy as np
+
 from common.errors import UserError
 
 TARGETS = ("tensorrt", "onnxruntime")
@@ -50,6 +52,16 @@ class QDQPolicy:
             raise UserError(f"activations are INT8 only, got {self.activation_bits} bits")
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
+
+    @property
+    def activation_dtype(self) -> type:
+        """numpy dtype of quantized activations: int8 (TensorRT), uint8 with zero point 128 (ONNX Runtime CPU)."""
+        return np.uint8 if self.target == "onnxruntime" else np.int8
+
+    @property
+    def activation_zero_point(self) -> int:
+        """0 for int8; 128 for uint8, the same symmetric grid shifted (q_u8 = q_s8 + 128)."""
+        return 128 if self.target == "onnxruntime" else 0
 
     @property
     def weight_qmax(self) -> int:

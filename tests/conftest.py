@@ -124,3 +124,10 @@ def reference_work(tmp_path_factory: pytest.TempPathFactory) -> Path:
     work = tmp_path_factory.mktemp("work") / "digits"
     assert run_cli("export", "--model", REFERENCE_MODEL, work) == 0
     return work
+
+
+@pytest.fixture(scope="session")
+def tiny_calibrated(tiny_work: Path) -> Path:
+    """The tiny UNet2DModel work folder with a ranges.json (uniform, 16 samples, 10 DDIM steps)."""
+    assert run_cli("calibrate", tiny_work, "--method", "uniform", "--samples", "16", "--steps", "10") == 0
+    return tiny_work

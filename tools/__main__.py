@@ -8,7 +8,11 @@ import sys
 from common.errors import CheckFailed, UserError
 
 COMMANDS: dict[str, str] = {
+    "build": "tools.build_cmd",
+    "calibrate": "tools.calibrate_cmd",
     "export": "tools.export_cmd",
+    "lint": "tools.lint_cmd",
+    "quantize": "tools.quantize_cmd",
     "pipeline": "tools.pipeline_cmd",
     "sample": "tools.sample_cmd",
     "train-reference": "tools.train_reference",

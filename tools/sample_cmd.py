@@ -23,7 +23,7 @@ from engines.schedulers import SCHEDULERS, make_scheduler
 def parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="python -m tools sample", description=__doc__)
     p.add_argument("work", type=Path, help="work folder made by export")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8"])
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16"], help="fp16: TensorRT engines only")
     p.add_argument("--backend", default="auto", choices=list(BACKENDS))
     p.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
     p.add_argument("--steps", type=int, default=50)

@@ -1,0 +1,116 @@
+"""Calibration of one work folder: inputs from the FP32 trajectory -> statistics on the ONNX tensors -> ranges."""
+
+from __future__ import annotations
+
+import sys
+from collections import defaultdict
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+from tqdm import tqdm
+
+from calibrators.aggregation import AggregationConfig
+from calibrators.calib_store import load_cached, save_samples, settings_key
+from calibrators.collectors import StatsCollector, TensorStats
+from calibrators.estimators import EstimatorConfig
+from calibrators.graph_taps import batch_samples, tapped_session
+from calibrators.ranges import TensorRanges, ranges_from_stats
+from calibrators.sample import CalibSample
+from calibrators.sources import SourceConfig, TrajectorySource
+from common.hashing import onnx_model_sha256
+from common.workdir import WorkDir
+from engines.ort_session import OrtSession
+from engines.runner import Conditioning, DenoiseRunner
+from engines.schedulers import make_scheduler
+from exporter.qdq_insert import split_shortcuts
+from exporter.qdq_rules import calibration_tensors
+
+
+@dataclass(frozen=True)
+class CalibrateConfig:
+    """Everything ``calibrate`` needs besides the work folder. batch_rows: rows per UNet call when collecting."""
+
+    source: SourceConfig
+    estimator: EstimatorConfig
+    aggregation: AggregationConfig
+    num_bins: int = 2048
+    batch_rows: int = 32
+    threads: int = 0
+
+
+def conditioning_for(info: dict[str, Any], cond: np.ndarray | None, seed: int, guidance: float) -> Conditioning | None:
+    """Conditioning of a conditional model: given embeddings, or seeded random ones (random-weight models);
+    the unconditional embedding is zeros; guidance as in sampling."""
+    spec = info["inputs"].get("encoder_hidden_states")
+    if spec is None:
+        return None
+    _, length, dim = spec["shape"]
+    if cond is None:
+        cond = np.random.default_rng(seed + 7).standard_normal((8, length, dim)).astype(np.float32)
+    return Conditioning(cond.astype(np.float32), np.zeros((1, length, dim), np.float32), guidance)
+
+
+def generate_samples(work: WorkDir, info: dict[str, Any], cfg: CalibrateConfig, model_sha: str,
+                     cond: np.ndarray | None = None, progress: bool = True) -> list[CalibSample]:
+    """Calibration samples for ``cfg.source``: from ``calib/`` when cached for the same settings, else generated
+    with the FP32 model through the runner's scheduler loop and cached."""
+    settings = {"model_sha256": model_sha, "source": cfg.source.to_json(),
+                "cond_sha": None if cond is None else settings_key({"c": cond.round(6).tolist()})}
+    cached = load_cached(work.calib_dir, settings)
+    if cached is not None:
+        print(f"reusing {len(cached)} cached calibration samples from {work.calib_dir / settings_key(settings)}")
+        return cached
+    c, h, w = info["inputs"]["sample"]["shape"][1:]
+    scheduler = make_scheduler(cfg.source.scheduler, info["scheduler"])
+    conditioning = conditioning_for(info, cond, cfg.source.seed, cfg.source.guidance_scale)
+    with OrtSession(work.model, threads=cfg.threads) as sess:
+        runner = DenoiseRunner(sess, scheduler, batch_size=cfg.batch_rows)
+        source = TrajectorySource(runner, cfg.source, (c, h, w), int(info["scheduler"]["num_train_timesteps"]),
+                                  conditioning, batch=cfg.batch_rows)
+        items = tqdm(source, total=len(source), desc=f"{cfg.source.method} samples", file=sys.stderr,
+                     disable=not progress, mininterval=2)
+        samples = save_samples(work.calib_dir, settings, items)
+    return samples
+
+
+def collect(model: onnx.ModelProto, scratch_dir: Path, samples: list[CalibSample], tensors: list[str],
+            cfg: CalibrateConfig, progress: bool = True) -> TensorStats:
+    """Stream every tapped tensor of every sample through a StatsCollector, grouped by time step."""
+    by_t: dict[int, list[CalibSample]] = defaultdict(list)
+    for s in samples:
+        by_t[s.t].append(s)
+    collector = StatsCollector(num_bins=cfg.num_bins)
+    bar = tqdm(total=len(samples), desc="statistics", file=sys.stderr, disable=not progress, mininterval=2)
+    with tapped_session(model, tensors, scratch_dir, threads=cfg.threads) as sess:
+        for t in sorted(by_t):
+            group = by_t[t]
+            for feeds, _ in batch_samples(group, cfg.batch_rows):
+                outs = sess.run(feeds)
+                for name in tensors:
+                    collector.update(name, outs[name], t)
+                bar.update(len(feeds["sample"]) // group[0].x.shape[0])
+    bar.close()
+    return collector.finalize()
+
+
+def calibrate(work: WorkDir, cfg: CalibrateConfig, cond: np.ndarray | None = None,
+              progress: bool = True) -> TensorRanges:
+    """Calibrate ``work``'s FP32 model and return its ranges (not yet saved)."""
+    info = work.load_export_info()
+    model_path = work.model_for("fp32")
+    model_sha = onnx_model_sha256(model_path)
+    samples = generate_samples(work, info, cfg, model_sha, cond, progress)
+    # Statistics are taken on the graph with every shortcut conv split (equal to the FP32 model): it has all the
+    # tensors of the original plus the outputs of the split branch convolutions, so one ranges file serves every
+    # --shortcut mode and every target.
+    model = onnx.load(str(model_path))
+    split = split_shortcuts(model)
+    tensors = sorted(set(calibration_tensors(model)) | set(calibration_tensors(split)))
+    del model
+    stats = collect(split, work.root, samples, tensors, cfg, progress)
+    params = {**cfg.source.to_json(), "batch_rows": cfg.batch_rows}
+    return ranges_from_stats(stats, cfg.estimator, cfg.aggregation, model_sha256=model_sha,
+                             calibration=cfg.source.method, calibration_params=params, seed=cfg.source.seed)

@@ -1,0 +1,218 @@
+"""The ``.plan.json`` beside every TensorRT engine: how it was built, and the check that it fits this machine.
+
+An engine runs only on the TensorRT version and the GPU model that built it (engines are built on the device that
+runs them). ``model.int8.plan.json`` records the TensorRT version, the GPU name and compute capability, the
+optimization profiles and the sha256 of the source ONNX; ``check_compatible`` turns a mismatch into a UserError
+that names the engine file, before TensorRT is asked to deserialize it. This module also finds out what this
+machine has (``require_tensorrt``, ``current_gpu``), importing tensorrt and torch.cuda lazily.
+"""
+
+from __future__ import annotations
+
+import importlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+from common.atomic import write_json
+from common.errors import UserError
+from common.hashing import onnx_model_sha256
+from common.lazy import lazy_import
+
+PLAN_SCHEMA_VERSION = 1
+PRECISIONS = ("int8", "fp16")
+TRT_HINT = "pip install -r requirements-gpu.txt (needs an NVIDIA GPU), or run in the Docker image (see README)"
+
+
+# --- what this machine has -------------------------------------------------------------------------------------
+def require_tensorrt() -> ModuleType:
+    """The real ``tensorrt`` module, or a UserError with the install hint.
+
+    ``tensorrt-stubs`` (installed for type checking) leaves a ``tensorrt/`` folder of .pyi files that imports as
+    an empty namespace package: that counts as missing.
+    """
+    trt = lazy_import("tensorrt")
+    if not hasattr(trt, "Builder") or not hasattr(trt, "__version__"):
+        raise UserError(f"TensorRT is not installed (only its type stubs are); install it with: {TRT_HINT}")
+    return trt
+
+
+def tensorrt_installed() -> bool:
+    """True when the real tensorrt module imports (its stubs alone do not count)."""
+    try:
+        mod = importlib.import_module("tensorrt")
+    except ImportError:
+        return False
+    return hasattr(mod, "Builder") and hasattr(mod, "__version__")
+
+
+def trt_major(version: str) -> int:
+    """Major version number of a TensorRT version string (``"10.13.0.35"`` -> 10)."""
+    try:
+        return int(version.split(".")[0])
+    except ValueError as exc:
+        raise UserError(f"cannot read TensorRT version '{version}'") from exc
+
+
+@dataclass(frozen=True)
+class GpuInfo:
+    """A CUDA device as engines see it: its name and compute capability (``"8.9"``)."""
+
+    name: str
+    compute_capability: str
+
+    def to_json(self) -> dict[str, str]:
+        return {"name": self.name, "compute_capability": self.compute_capability}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> GpuInfo:
+        return cls(name=str(obj["name"]), compute_capability=str(obj["compute_capability"]))
+
+
+def current_gpu(device: int = 0) -> GpuInfo:
+    """The CUDA device ``device`` through torch.cuda; a UserError when there is none."""
+    torch = lazy_import("torch")
+    if not torch.cuda.is_available():
+        raise UserError(f"no CUDA GPU is visible (torch {torch.__version__}); TensorRT needs an NVIDIA GPU: "
+                        f"{TRT_HINT}")
+    major, minor = torch.cuda.get_device_capability(device)
+    return GpuInfo(name=str(torch.cuda.get_device_name(device)), compute_capability=f"{major}.{minor}")
+
+
+# --- the metadata ------------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class ShapeRange:
+    """min/opt/max shape of one engine input in one optimization profile."""
+
+    min: tuple[int, ...]
+    opt: tuple[int, ...]
+    max: tuple[int, ...]
+
+    def to_json(self) -> dict[str, list[int]]:
+        return {"min": list(self.min), "opt": list(self.opt), "max": list(self.max)}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> ShapeRange:
+        return cls(tuple(int(v) for v in obj["min"]), tuple(int(v) for v in obj["opt"]),
+                   tuple(int(v) for v in obj["max"]))
+
+    @property
+    def static(self) -> bool:
+        return self.min == self.opt == self.max
+
+
+Profile = dict[str, ShapeRange]
+
+
+@dataclass(frozen=True)
+class PlanInfo:
+    """Everything ``.plan.json`` holds. ``source_onnx`` is the ONNX file name in the work folder."""
+
+    precision: str
+    tensorrt_version: str
+    gpu: GpuInfo
+    profiles: list[Profile]
+    source_onnx: str
+    source_sha256: str
+    strongly_typed: bool
+    cuda_graph: bool = False
+    builder: dict[str, Any] = field(default_factory=dict)
+    schema_version: int = PLAN_SCHEMA_VERSION
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "schema_version": self.schema_version,
+            "precision": self.precision,
+            "tensorrt_version": self.tensorrt_version,
+            "gpu": self.gpu.to_json(),
+            "profiles": [{name: r.to_json() for name, r in p.items()} for p in self.profiles],
+            "source_onnx": {"file": self.source_onnx, "sha256": self.source_sha256},
+            "strongly_typed": self.strongly_typed,
+            "cuda_graph": self.cuda_graph,
+            "builder": self.builder,
+        }
+
+    @classmethod
+    def from_json(cls, obj: Any) -> PlanInfo:
+        """Parse; KeyError/TypeError/ValueError on a malformed object (``read_plan_info`` names the file)."""
+        if obj.get("schema_version") != PLAN_SCHEMA_VERSION:
+            raise ValueError(f"unknown schema_version {obj.get('schema_version')!r} "
+                             f"(expected {PLAN_SCHEMA_VERSION})")
+        return cls(
+            precision=str(obj["precision"]),
+            tensorrt_version=str(obj["tensorrt_version"]),
+            gpu=GpuInfo.from_json(obj["gpu"]),
+            profiles=[{name: ShapeRange.from_json(r) for name, r in p.items()} for p in obj["profiles"]],
+            source_onnx=str(obj["source_onnx"]["file"]),
+            source_sha256=str(obj["source_onnx"]["sha256"]),
+            strongly_typed=bool(obj["strongly_typed"]),
+            cuda_graph=bool(obj.get("cuda_graph", False)),
+            builder=dict(obj.get("builder", {})),
+        )
+
+
+def plan_path(work_root: Path, precision: str) -> Path:
+    """``WORK/model.<precision>.plan``."""
+    if precision not in PRECISIONS:
+        raise UserError(f"TensorRT engines are built as {' or '.join(PRECISIONS)}, not '{precision}'")
+    return Path(work_root) / f"model.{precision}.plan"
+
+
+def info_path(plan: Path) -> Path:
+    """``model.int8.plan`` -> ``model.int8.plan.json``."""
+    return plan.with_name(plan.name + ".json")
+
+
+def write_plan_info(plan: Path, info: PlanInfo) -> Path:
+    """Write ``<plan>.json`` atomically; returns its path."""
+    path = info_path(plan)
+    write_json(path, info.to_json())
+    return path
+
+
+def read_plan_info(plan: Path) -> PlanInfo:
+    """Read ``<plan>.json``; a missing or malformed file is a UserError naming the engine."""
+    path = info_path(plan)
+    if not plan.is_file():
+        raise UserError(f"no TensorRT engine '{plan}': build it with python -m tools build {plan.parent} "
+                        f"--precision {plan.stem.split('.')[-1]}")
+    if not path.is_file():
+        raise UserError(f"engine '{plan}' has no '{path.name}' beside it: load only engines built by "
+                        f"python -m tools build (an engine can carry plugin code); rebuild it")
+    try:
+        return PlanInfo.from_json(json.loads(path.read_text()))
+    except (OSError, json.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise UserError(f"cannot read '{path}' (metadata of engine '{plan}'): {exc}") from exc
+
+
+def check_compatible(info: PlanInfo, plan: Path, trt_version: str, gpu: GpuInfo) -> None:
+    """UserError naming ``plan`` when it was built by another TensorRT version or for another GPU model."""
+    rebuild = f"rebuild it here with python -m tools build {plan.parent} --precision {info.precision}"
+    if info.tensorrt_version != trt_version:
+        raise UserError(f"engine '{plan}' was built by TensorRT {info.tensorrt_version}, this is TensorRT "
+                        f"{trt_version}: engines run only on the TensorRT version that built them; {rebuild}")
+    if info.gpu != gpu:
+        raise UserError(f"engine '{plan}' was built for {info.gpu.name} (compute capability "
+                        f"{info.gpu.compute_capability}), this GPU is {gpu.name} ({gpu.compute_capability}): "
+                        f"engines are built on the device that runs them; {rebuild}")
+
+
+def check_source(info: PlanInfo, plan: Path) -> None:
+    """UserError when the source ONNX beside the engine changed since the build (a stale engine).
+
+    An engine copied alone to a device (no ONNX beside it) passes: there is nothing to compare.
+    """
+    source = plan.parent / info.source_onnx
+    if source.is_file() and onnx_model_sha256(source) != info.source_sha256:
+        raise UserError(f"engine '{plan}' is stale: '{source.name}' changed since the engine was built from it; "
+                        f"rebuild it with python -m tools build {plan.parent} --precision {info.precision}")
+
+
+def load_checked(plan: Path, trt_version: str, gpu: GpuInfo) -> PlanInfo:
+    """Read ``<plan>.json`` and run every check; the PlanInfo of an engine that may be loaded here."""
+    info = read_plan_info(plan)
+    check_compatible(info, plan, trt_version, gpu)
+    check_source(info, plan)
+    return info

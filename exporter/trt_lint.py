@@ -1,0 +1,194 @@
+"""Lint a Q/DQ ONNX model against TensorRT's documented explicit-quantization constraints.
+
+Rules (TensorRT developer guide, "Working with Quantized Types" / "Q/DQ Layer-Placement"):
+- ``opset``: Q/DQ per-channel needs opset >= 13; blocked (INT4) DequantizeLinear needs opset >= 21.
+- ``dtype``: INT8 Q/DQ must be signed int8 (a Q without zero point produces uint8); INT4 only as weights with a block.
+- ``zero-point``: every zero point is 0 (TensorRT quantization is symmetric).
+- ``scale``: scales are build-time constants, finite and > 0.
+- ``per-tensor-activation``: activation (non-constant) Q/DQ use one scale.
+- ``axis``: per-channel weight DQ uses the output-channel axis of its consumer (Conv 0, ConvTranspose 1, MatMul the
+  last axis, Gemm 0 with transB=1 else 1).
+- ``pair``: every QuantizeLinear feeds only DequantizeLinear nodes, with the same scale; every DequantizeLinear reads a
+  QuantizeLinear or a constant.
+- ``placement``: no Q/DQ on integer or shape tensors; no DequantizeLinear output that is a graph output.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import onnx
+
+from exporter.graph_index import GraphIndex
+
+SHAPE_INPUTS = {"Reshape": 1, "Expand": 1, "Tile": 1, "Slice": 1, "ConstantOfShape": 0, "Resize": 3}
+FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
+
+
+@dataclass(frozen=True)
+class Violation:
+    """One broken rule at one node."""
+
+    rule: str
+    node: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"[{self.rule}] {self.node}: {self.message}"
+
+    def to_json(self) -> dict[str, str]:
+        return asdict(self)
+
+
+def _opset(model: onnx.ModelProto) -> int:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+
+
+def _attr(node: onnx.NodeProto, name: str, default: int | None = None) -> int | None:
+    for a in node.attribute:
+        if a.name == name:
+            return int(a.i)
+    return default
+
+
+def _dtype_of(index: GraphIndex, name: str, inferred: dict[str, int]) -> int | None:
+    if name in index.initializers:
+        return index.initializers[name].data_type
+    if name in index.constants:
+        return index.constants[name].data_type
+    return inferred.get(name)
+
+
+def lint_model(model: onnx.ModelProto, allow_int32_bias: bool = False) -> list[Violation]:
+    """All violations of the rules above, in node order (an empty list for a clean model).
+
+    ``allow_int32_bias`` (the ``onnxruntime`` target) accepts INT32 bias DequantizeLinear (constant codes feeding a
+    Conv/Gemm bias) and UINT8 activations with zero point 128 (symmetric INT8 shifted), which ONNX Runtime's CPU
+    fusions need and TensorRT rejects: lint an ``onnxruntime``-target model with it, a ``tensorrt`` one without."""
+    out: list[Violation] = []
+    opset = _opset(model)
+    inferred_model = onnx.shape_inference.infer_shapes(model)
+    elem: dict[str, int] = {}
+    for vi in list(inferred_model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+        if vi.type.HasField("tensor_type"):
+            elem[vi.name] = vi.type.tensor_type.elem_type
+    index = GraphIndex.build(model.graph, list(inferred_model.graph.value_info))
+    graph_outputs = {o.name for o in model.graph.output}
+    qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
+    if qdq and opset < 13:
+        out.append(Violation("opset", qdq[0].name, f"opset {opset} < 13: TensorRT needs opset >= 13 for Q/DQ"))
+    for node in qdq:
+        out.extend(_check_node(node, index, elem, opset, graph_outputs, allow_int32_bias))
+    return out
+
+
+def _is_bias_dq(node: onnx.NodeProto, index: GraphIndex) -> bool:
+    readers = index.consumers.get(node.output[0], [])
+    return node.op_type == "DequantizeLinear" and index.is_constant(node.input[0]) and bool(readers) and all(
+        r.op_type in ("Conv", "ConvTranspose", "Gemm") and len(r.input) > 2 and r.input[2] == node.output[0]
+        for r in readers)
+
+
+def _check_node(node: onnx.NodeProto, index: GraphIndex, elem: dict[str, int], opset: int,
+                graph_outputs: set[str], allow_int32_bias: bool) -> list[Violation]:
+    v: list[Violation] = []
+    name = node.name or node.output[0]
+    is_q = node.op_type == "QuantizeLinear"
+    x, scale_name = node.input[0], node.input[1]
+    zp_name = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    block = _attr(node, "block_size", 0) or 0
+    # scale: constant, finite, > 0
+    if not index.is_constant(scale_name):
+        v.append(Violation("scale", name, f"scale '{scale_name}' is not a constant"))
+        scale = None
+    else:
+        scale = index.array(scale_name).astype(np.float64)
+        if not np.all(np.isfinite(scale)) or np.any(scale <= 0):
+            v.append(Violation("scale", name, "scale must be finite and > 0"))
+    # zero point and dtype
+    if zp_name is None:
+        if is_q:
+            v.append(Violation("dtype", name, "QuantizeLinear without zero point outputs uint8; TensorRT needs int8"))
+    elif not index.is_constant(zp_name):
+        v.append(Violation("zero-point", name, f"zero point '{zp_name}' is not a constant"))
+    else:
+        zp = index.array(zp_name)
+        zp_type = (index.initializers.get(zp_name) or index.constants[zp_name]).data_type
+        u8_symmetric = allow_int32_bias and zp_type == onnx.TensorProto.UINT8 and np.all(zp == 128)
+        if np.any(zp != 0) and not u8_symmetric:
+            v.append(Violation("zero-point", name, "non-zero zero point: TensorRT quantization is symmetric"))
+        if zp_type == onnx.TensorProto.INT4:
+            if is_q or not index.is_constant(x):
+                v.append(Violation("dtype", name, "INT4 is supported only for constant weights (DequantizeLinear)"))
+            if opset < 21 or not block:
+                v.append(Violation("opset", name, "INT4 DequantizeLinear needs opset >= 21 and a block_size"))
+        elif zp_type == onnx.TensorProto.INT32 and allow_int32_bias and _is_bias_dq(node, index):
+            pass
+        elif u8_symmetric:
+            pass
+        elif zp_type != onnx.TensorProto.INT8:
+            type_name = onnx.TensorProto.DataType.Name(zp_type)
+            v.append(Violation("dtype", name, f"zero point type {type_name}: TensorRT INT8 Q/DQ needs int8"))
+    if block and opset < 21:
+        v.append(Violation("opset", name, f"block_size needs opset >= 21 (model has {opset})"))
+    # per-tensor activations, per-channel axis for weights
+    per_channel = scale is not None and scale.size > 1
+    constant_input = index.is_constant(x)
+    if per_channel and not constant_input:
+        v.append(Violation("per-tensor-activation", name, f"activation '{x}' has {scale.size} scales; "  # type: ignore[union-attr]
+                           "TensorRT quantizes activations per tensor"))
+    if per_channel and constant_input and not is_q and not block and not _is_bias_dq(node, index):
+        v.extend(_check_axis(node, name, index))
+    # pairs
+    if is_q:
+        readers = index.consumers.get(node.output[0], [])
+        if not readers:
+            v.append(Violation("pair", name, "QuantizeLinear output is unused or a graph output (Q without DQ)"))
+        for r in readers:
+            if r.op_type != "DequantizeLinear":
+                v.append(Violation("pair", name, f"QuantizeLinear feeds {r.op_type} '{r.name}', not a DequantizeLinear"))
+            elif scale is not None and index.is_constant(r.input[1]):
+                if not np.allclose(index.array(r.input[1]), scale, rtol=1e-6, atol=0):
+                    v.append(Violation("pair", name, f"Q and DQ '{r.name}' use different scales"))
+        x_type = _dtype_of(index, x, elem)
+        if x_type is not None and x_type not in FLOAT_TYPES:
+            v.append(Violation("placement", name, f"quantizes non-float tensor '{x}'"))
+    else:
+        src = index.producer.get(x)
+        if not constant_input and (src is None or src.op_type != "QuantizeLinear"):
+            v.append(Violation("pair", name, f"DequantizeLinear reads '{x}', which is neither a Q output nor a constant"))
+        if node.output[0] in graph_outputs:
+            v.append(Violation("placement", name, "DequantizeLinear output is a graph output"))
+        for r in index.consumers.get(node.output[0], []):
+            shape_input = SHAPE_INPUTS.get(r.op_type)
+            if shape_input is not None and len(r.input) > shape_input and r.input[shape_input] == node.output[0]:
+                v.append(Violation("placement", name, f"feeds the shape input of {r.op_type} '{r.name}'"))
+    return v
+
+
+def _check_axis(node: onnx.NodeProto, name: str, index: GraphIndex) -> list[Violation]:
+    axis = _attr(node, "axis", 1)
+    w = index.array(node.input[0])
+    out = []
+    for r in index.consumers.get(node.output[0], []):
+        if r.input[1] != node.output[0] and r.op_type != "Gemm":
+            continue
+        if r.op_type == "Conv":
+            want = 0
+        elif r.op_type == "ConvTranspose":
+            want = 1
+        elif r.op_type == "MatMul":
+            want = w.ndim - 1
+        elif r.op_type == "Gemm":
+            if r.input[1] != node.output[0]:
+                continue
+            want = 0 if _attr(r, "transB", 0) else 1
+        else:
+            continue
+        if axis is not None and axis < 0:
+            axis += w.ndim
+        if axis != want:
+            out.append(Violation("axis", name, f"per-channel axis {axis} for {r.op_type} '{r.name}' weights; "
+                                 f"TensorRT needs the output-channel axis {want}"))
+    return out

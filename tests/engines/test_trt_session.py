@@ -1,0 +1,136 @@
+"""TrtSession: lazy and honest without TensorRT (CPU); 50 DDIM steps on the INT8 engine vs ORT FP32 (gpu)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from common.errors import UserError
+from common.workdir import WorkDir
+from engines import backends
+from engines.backends import open_session
+from engines.ort_session import OrtSession
+from engines.runner import DenoiseRunner, to_images
+from engines.schedulers import make_scheduler
+from engines.session import Session
+from engines.trt_plan import GpuInfo, PlanInfo, ShapeRange, tensorrt_installed, write_plan_info
+from engines.trt_session import TrtSession
+from tests.engines.test_trt_build import quantized_reference
+
+
+def psnr(reference: np.ndarray, test: np.ndarray) -> float:
+    """PSNR in dB of images in [0, 1]."""
+    mse = float(np.mean((reference.astype(np.float64) - test.astype(np.float64)) ** 2))
+    return float("inf") if mse == 0 else 10.0 * np.log10(1.0 / mse)
+
+
+def test_construction_is_lazy_and_metadata_needs_activate(tmp_path: Path) -> None:
+    session = TrtSession(tmp_path / "model.int8.plan", cuda_graph=True)
+    with pytest.raises(RuntimeError, match="before activate"):
+        _ = session.input_names
+    assert session.inference_time == 0.0
+
+
+@pytest.mark.skipif(tensorrt_installed(), reason="TensorRT is installed here")
+def test_activate_without_tensorrt_is_a_user_error_with_hint(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="requirements-gpu.txt"):
+        TrtSession(tmp_path / "model.int8.plan").activate()
+
+
+def _fake_engine(work: Path, precision: str = "int8", cuda_graph: bool = True) -> Path:
+    plan = work / f"model.{precision}.plan"
+    plan.write_bytes(b"engine")
+    write_plan_info(plan, PlanInfo(precision=precision, tensorrt_version="10.13.0.35",
+                                   gpu=GpuInfo("NVIDIA L40S", "8.9"),
+                                   profiles=[{"timestep": ShapeRange((1,), (1,), (16,))}], source_onnx="model.onnx",
+                                   source_sha256="0" * 64, strongly_typed=True, cuda_graph=cuda_graph))
+    return plan
+
+
+def test_open_session_trt_branch_with_tensorrt_present(tiny_work: Path, tmp_path: Path,
+                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    """As on a GPU machine: the engine and its .plan.json decide; nothing is loaded before activate."""
+    monkeypatch.setattr(backends, "tensorrt_available", lambda: True)
+    work = WorkDir(tmp_path)
+    (tmp_path / "model.onnx").write_bytes((tiny_work / "model.onnx").read_bytes())
+    with pytest.raises(UserError, match="no TensorRT engine .*model.int8.plan.*python -m tools build"):
+        open_session(work, "int8", "trt")
+    with pytest.raises(UserError, match="int8 or fp16, not 'fp32'"):
+        open_session(work, "fp32", "trt")
+    _fake_engine(tmp_path)
+    session, described = open_session(work, "int8", "trt")
+    assert isinstance(session, TrtSession) and session.cuda_graph
+    assert described == "TensorRT 10.13.0.35 (model.int8.plan, CUDA graphs)"
+    # auto: TensorRT and a GPU, but no fp32 engine -> ONNX Runtime, saying why
+    session, described = open_session(work, "fp32", "auto")
+    assert isinstance(session, OrtSession) and "no engine model.fp32.plan" in described
+    session, described = open_session(work, "int8", "auto")
+    assert isinstance(session, TrtSession)
+
+
+def test_auto_without_tensorrt_uses_onnx_runtime_and_says_why(tiny_work: Path) -> None:
+    session, described = open_session(WorkDir(tiny_work), "fp32", "auto")
+    if backends.tensorrt_available():
+        pytest.skip("TensorRT and a GPU are here")
+    assert isinstance(session, OrtSession)
+    assert described == "ONNX Runtime (model.onnx; --backend auto: no TensorRT or no NVIDIA GPU here)"
+    with pytest.raises(UserError, match="fp16 runs on TensorRT engines only"):
+        open_session(WorkDir(tiny_work), "fp16", "auto")
+
+
+def test_ort_gpu_backend_needs_onnxruntime_gpu(tiny_work: Path) -> None:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" in ort.get_available_providers():
+        session, described = open_session(WorkDir(tiny_work), "fp32", "ort-gpu")
+        assert isinstance(session, OrtSession) and "CUDAExecutionProvider" in described
+    else:
+        with pytest.raises(UserError, match="onnxruntime-gpu .*requirements-gpu.txt"):
+            open_session(WorkDir(tiny_work), "fp32", "ort-gpu")
+
+
+# --- GPU -------------------------------------------------------------------------------------------------------------
+def _ddim(work: Path, session: Session, noise: np.ndarray, steps: int = 50) -> np.ndarray:
+    scheduler = make_scheduler("ddim", WorkDir(work).load_export_info()["scheduler"])
+    return DenoiseRunner(session, scheduler, batch_size=noise.shape[0]).sample(noise, steps, seed=0)
+
+
+@pytest.mark.gpu
+def test_50_ddim_steps_on_the_int8_engine_match_ort_fp32(reference_work: Path) -> None:
+    work = quantized_reference(reference_work)
+    c, h, w = WorkDir(work).load_export_info()["inputs"]["sample"]["shape"][1:]
+    with OrtSession(work / "model.onnx") as ort_session:
+        noise = DenoiseRunner(ort_session, None).initial_noise((8, c, h, w), seed=0)
+        reference = _ddim(work, ort_session, noise)
+    with TrtSession(work / "model.int8.plan") as trt_session:
+        assert trt_session.input_names == ["sample", "timestep"] and trt_session.output_names == ["out"]
+        int8 = _ddim(work, trt_session, noise)
+        assert trt_session.inference_time > 0
+    value = psnr(to_images(reference), to_images(int8))
+    print(f"PSNR INT8 TensorRT vs FP32 ONNX Runtime, 50 DDIM steps, 8 images: {value:.2f} dB")
+    assert value >= 30.0
+
+
+@pytest.mark.gpu
+def test_cuda_graphs_give_the_same_result_and_shapes_are_checked(reference_work: Path) -> None:
+    work = quantized_reference(reference_work)
+    c, h, w = WorkDir(work).load_export_info()["inputs"]["sample"]["shape"][1:]
+    rng = np.random.default_rng(0)
+    feeds = {"sample": rng.standard_normal((3, c, h, w)).astype(np.float32),
+             "timestep": np.array([999.0, 500.0, 1.0], np.float32)}
+    with TrtSession(work / "model.int8.plan") as plain:
+        expected = plain.run(feeds)["out"]
+        with pytest.raises(ValueError, match="missing \\['timestep'\\]"):
+            plain.run({"sample": feeds["sample"]})
+        too_big = {"sample": np.zeros((4096, c, h, w), np.float32), "timestep": np.zeros(4096, np.float32)}
+        with pytest.raises(ValueError, match="outside engine 'model.int8.plan' profile"):
+            plain.run(too_big)
+    with TrtSession(work / "model.int8.plan", cuda_graph=True) as graphed:
+        first = graphed.run(feeds)["out"]  # warm-up run, then capture
+        replayed = graphed.run(feeds)["out"]  # graph replay
+        other = graphed.run({k: v[:2] for k, v in feeds.items()})["out"]  # a second shape: its own graph
+    np.testing.assert_allclose(first, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(replayed, expected, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(other, expected[:2], rtol=0, atol=1e-3)

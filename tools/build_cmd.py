@@ -1,0 +1,69 @@
+"""``python -m tools build WORK --precision int8|fp16``: a TensorRT engine for this GPU -> WORK/model.<precision>.plan.
+
+int8 builds the Q/DQ graph (model.int8.onnx, from ``quantize``); fp16 builds the FP32 graph (model.onnx) with its
+float parts converted to FP16. The optimization profile comes from export.json (``profile`` and ``inputs``; a
+conditional model's batch is doubled for classifier-free guidance); the flags override its batch range. Beside the
+engine, ``model.<precision>.plan.json`` records the TensorRT version, GPU, profiles and the source ONNX's sha256.
+Engines are built on the device that runs them (a datacenter GPU, or a Jetson: see README "TensorRT (GPU)").
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+from common.errors import UserError
+from common.workdir import WorkDir
+from engines.trt_build import BuildOptions, profiles_from_export, source_onnx
+from engines.trt_plan import PRECISIONS, current_gpu, require_tensorrt
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools build", description=__doc__)
+    p.add_argument("work", type=Path, help="work folder (export, and quantize for int8)")
+    p.add_argument("--precision", default="int8", choices=list(PRECISIONS))
+    p.add_argument("--min-batch", type=int, help="smallest batch of images (default: export.json profile)")
+    p.add_argument("--opt-batch", type=int, help="batch TensorRT tunes for (default: export.json profile)")
+    p.add_argument("--max-batch", type=int, help="largest batch of images (default: export.json profile)")
+    p.add_argument("--timing-cache", type=Path, help="tactic timing cache: loaded if it exists, updated after")
+    p.add_argument("--opt-level", type=int, help="builder optimization level 0..5 (TensorRT's default: 3)")
+    p.add_argument("--workspace-gb", type=float, help="workspace memory pool limit in GiB (default: the GPU's)")
+    p.add_argument("--cuda-graph", action="store_true",
+                   help="record that sample/bench run this engine with CUDA graphs (one capture per input shape)")
+    args = p.parse_args(argv)
+    for flag in ("min_batch", "opt_batch", "max_batch"):
+        value = getattr(args, flag)
+        if value is not None and value < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    cache = args.timing_cache
+    if cache is not None and (cache.is_dir() or not cache.parent.is_dir()):
+        raise UserError(f"--timing-cache '{cache}' must be a file in an existing folder")
+    return args
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    work = WorkDir(args.work)
+    info = work.load_export_info()
+    source = source_onnx(work, args.precision)
+    options = BuildOptions(
+        precision=args.precision,
+        profiles=tuple(profiles_from_export(info, args.min_batch, args.opt_batch, args.max_batch)),
+        timing_cache=args.timing_cache,
+        opt_level=args.opt_level,
+        workspace_gb=args.workspace_gb,
+        cuda_graph=args.cuda_graph,
+    )
+    # Everything about the input is checked: now the machine. Both raise a UserError with the install hint.
+    require_tensorrt()
+    current_gpu()
+    from engines.trt_build import build_engine
+
+    print(f"building a {args.precision} engine from {source.name}; profile "
+          + json.dumps({n: r.to_json() for n, r in options.profiles[0].items()}))
+    plan, meta = build_engine(work, options, command="python -m tools build " + " ".join(argv))
+    layers = meta.builder.get("layers", {})
+    print(f"wrote {plan} (+ {plan.name}.json) in {meta.builder.get('build_seconds')} s: {layers.get('layers')} "
+          f"layers, {layers.get('int8_convolutions')} of {layers.get('convolutions')} convolutions in INT8")
+    return 0

@@ -1,0 +1,83 @@
+"""``python -m tools calibrate WORK``: time-step-aware calibration of the FP32 model -> WORK/ranges.json."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+import numpy as np
+
+from calibrators.aggregation import AGGREGATIONS, AggregationConfig
+from calibrators.calibrate import CalibrateConfig, calibrate
+from calibrators.estimators import ESTIMATORS, EstimatorConfig
+from calibrators.sources import METHODS, SourceConfig
+from common.errors import UserError
+from common.workdir import WorkDir
+from engines.schedulers import SCHEDULERS
+from tools.sample_cmd import load_array
+
+
+def add_calibration_args(p: argparse.ArgumentParser) -> None:
+    """The calibration argument group (shared with ``pipeline``)."""
+    g = p.add_argument_group("calibration inputs")
+    g.add_argument("--method", default="ndtc", choices=list(METHODS))
+    g.add_argument("--samples", type=int, default=256, help="calibration samples (x_t states)")
+    g.add_argument("--steps", type=int, default=50, help="sampler steps of the calibration trajectories")
+    g.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--ndtc-mu", type=float, default=0.4, help="NDTC mean as a fraction of T (PTQ4DM: 0.4)")
+    g.add_argument("--ndtc-sigma", type=float, default=0.4,
+                   help="NDTC std as a fraction of T (PTQ4DM's script 0.4; the paper's T/2 is 0.5)")
+    g.add_argument("--every", type=int, default=0, help="uniform: keep every k-th step (default steps//10)")
+    g.add_argument("--single-step", type=int, default=-1, help="single-step: sampler step index (default middle)")
+    g.add_argument("--cond", type=Path, help="conditional models: .npy of encoder_hidden_states N×L×D")
+    g.add_argument("--guidance-scale", type=float, default=7.5)
+    e = p.add_argument_group("ranges")
+    e.add_argument("--estimator", default="max", choices=sorted(ESTIMATORS))
+    e.add_argument("--bits", type=int, default=8, choices=[8, 4], help="activation bits the ranges are for")
+    e.add_argument("--percentile", type=float, default=99.99)
+    e.add_argument("--lp", type=float, default=2.0, help="Lp norm of the MSE search (PTQ4DM/Q-Diffusion: 2.4)")
+    e.add_argument("--aggregation", default="groups", choices=list(AGGREGATIONS),
+                   help="time-step aggregation; 'groups' = global amax plus K per-group amax recorded")
+    e.add_argument("--groups", type=int, default=4, help="K step groups")
+    e.add_argument("--num-bins", type=int, default=2048)
+    p.add_argument("--batch-rows", type=int, default=32, help="rows per UNet call")
+    p.add_argument("--threads", type=int, default=0)
+
+
+def config_from_args(args: argparse.Namespace) -> CalibrateConfig:
+    source = SourceConfig(method=args.method, samples=args.samples, steps=args.steps, scheduler=args.scheduler,
+                          seed=args.seed, mu_frac=args.ndtc_mu, sigma_frac=args.ndtc_sigma, every=args.every,
+                          single_step=args.single_step, guidance_scale=args.guidance_scale)
+    estimator = EstimatorConfig(method=args.estimator, bits=args.bits, percentile=args.percentile, p=args.lp)
+    aggregation = AggregationConfig(method=args.aggregation, groups=args.groups)
+    if args.batch_rows < 1 or args.num_bins < 16:
+        raise UserError("--batch-rows must be >= 1 and --num-bins >= 16")
+    return CalibrateConfig(source, estimator, aggregation, num_bins=args.num_bins, batch_rows=args.batch_rows,
+                           threads=args.threads)
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools calibrate", description=__doc__)
+    p.add_argument("work", type=Path)
+    add_calibration_args(p)
+    args = p.parse_args(argv)
+    work = WorkDir(args.work)
+    info = work.load_export_info()
+    cfg = config_from_args(args)
+    cond = None
+    if args.cond is not None:
+        spec = info["inputs"].get("encoder_hidden_states")
+        if spec is None:
+            raise UserError("--cond given but the model has no encoder_hidden_states input")
+        cond = load_array(args.cond, "--cond", (None, spec["shape"][1], spec["shape"][2]))
+    start = time.perf_counter()
+    ranges = calibrate(work, cfg, cond)
+    ranges.save(work.ranges)
+    seconds = time.perf_counter() - start
+    amax = np.array(list(ranges.amax.values()))
+    print(f"calibrated {len(ranges.amax)} tensors ({cfg.source.method}, {cfg.source.samples} samples, "
+          f"{cfg.estimator.method}) in {seconds:.1f} s; amax median {np.median(amax):.3g}, max {amax.max():.3g}")
+    print(f"wrote {work.ranges}")
+    return 0

@@ -1,0 +1,44 @@
+"""``python -m tools lint MODEL.onnx``: report violations of TensorRT's Q/DQ rules (exit 1 when any)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import onnx
+
+from common.errors import UserError
+from exporter.trt_lint import lint_model
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools lint", description=__doc__)
+    p.add_argument("model", type=Path, help="Q/DQ ONNX model")
+    p.add_argument("--json", action="store_true", help="print violations as JSON")
+    p.add_argument("--target", choices=["tensorrt", "onnxruntime"], default="tensorrt",
+                   help="onnxruntime also accepts INT32 bias DequantizeLinear (QLinearConv needs it)")
+    args = p.parse_args(argv)
+    if not args.model.is_file():
+        raise UserError(f"model '{args.model}' does not exist")
+    try:
+        model = onnx.load(str(args.model), load_external_data=False)
+        if _has_external(model):
+            onnx.load_external_data_for_model(model, str(args.model.parent))
+    except Exception as exc:
+        raise UserError(f"cannot read ONNX model '{args.model}': {str(exc).splitlines()[0][:200]}") from exc
+    violations = lint_model(model, allow_int32_bias=args.target == "onnxruntime")
+    if args.json:
+        print(json.dumps([v.to_json() for v in violations], indent=2))
+    else:
+        for v in violations:
+            print(v)
+        n_q = sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
+        n_dq = sum(n.op_type == "DequantizeLinear" for n in model.graph.node)
+        verdict = "passes" if not violations else f"has {len(violations)} violation(s) of"
+        print(f"{args.model}: {n_q} Q / {n_dq} DQ nodes; {verdict} TensorRT's Q/DQ rules")
+    return 1 if violations else 0
+
+
+def _has_external(model: onnx.ModelProto) -> bool:
+    return any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer)

@@ -1,0 +1,124 @@
+"""``python -m tools quantize WORK``: ranges.json + QDQ policy -> WORK/model.int8.onnx (+ quantize.json)."""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from calibrators.ranges import TensorRanges
+from common.atomic import write_json
+from common.errors import UserError
+from common.hashing import onnx_model_sha256
+from common.workdir import WorkDir
+from exporter.onnx_export import save_model
+from exporter.qdq_insert import plan_qdq, rewrite
+from exporter.qdq_policy import SHORTCUT_MODES, TARGETS, QDQPolicy
+
+
+def add_policy_args(p: argparse.ArgumentParser) -> None:
+    """The QDQ policy argument group (shared with ``pipeline``)."""
+    g = p.add_argument_group("Q/DQ policy")
+    g.add_argument("--target", default="onnxruntime", choices=list(TARGETS),
+                   help="tensorrt: TensorRT placement; onnxruntime: + output Q/DQ for real INT8 CPU kernels")
+    g.add_argument("--weight-bits", type=int, default=8, choices=[8, 4])
+    g.add_argument("--shortcut", default="split", choices=list(SHORTCUT_MODES))
+    g.add_argument("--attention-matmul", action="store_true", help="also quantize QK^T and softmax·V")
+    g.add_argument("--no-residual-add", action="store_true", help="leave residual Add inputs in float")
+    g.add_argument("--exclude", nargs="*", default=[], metavar="PATTERN", help="node-name patterns left float")
+    g.add_argument("--keep-float-nodes", nargs="*", default=[], metavar="NODE", help="node names left float")
+
+
+def policy_from_args(args: argparse.Namespace) -> QDQPolicy:
+    return QDQPolicy(target=args.target, weight_bits=args.weight_bits, shortcut=args.shortcut,
+                     attention_matmul=args.attention_matmul, residual_add=not args.no_residual_add,
+                     exclude=tuple(args.exclude), keep_float=tuple(args.keep_float_nodes))
+
+
+def kernel_report(model: onnx.ModelProto, policy: QDQPolicy) -> list[str]:
+    """Which quantized kernels are real and which are emulated, in words."""
+    lines = []
+    if policy.weight_bits == 4:
+        lines.append("weights: 4-bit values (per-channel, MSE-searched scales) stored in INT8 containers: "
+                     "the kernels are INT8 (TensorRT and ONNX Runtime have no INT4 convolution); 4-bit accuracy "
+                     "is exact, 4-bit memory and speed are emulated")
+    else:
+        lines.append("weights: INT8 per-channel, real INT8 kernels")
+    if policy.target == "onnxruntime":
+        lines.append("ONNX Runtime CPU: DQ->Conv->Q groups fuse into QLinearConv (real INT8); convolutions without "
+                     "an output Q (split shortcut branches, the last conv) run in float on dequantized inputs")
+    else:
+        lines.append("TensorRT: Q/DQ placement for explicit quantization (strongly typed INT8 engines); on ONNX "
+                     "Runtime's CPU provider this graph runs float convolutions on dequantized inputs")
+    return lines
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools quantize", description=__doc__)
+    p.add_argument("work", type=Path)
+    p.add_argument("--ranges", type=Path, help="ranges file (default WORK/ranges.json)")
+    p.add_argument("--out", type=Path, help="output model (default WORK/model.int8.onnx)")
+    add_policy_args(p)
+    args = p.parse_args(argv)
+    work = WorkDir(args.work)
+    info = work.load_export_info()
+    model_path = work.model_for("fp32")
+    ranges_path = args.ranges or work.ranges
+    if not ranges_path.is_file():
+        raise UserError(f"no ranges file '{ranges_path}': run python -m tools calibrate {work.root} first")
+    model_sha = onnx_model_sha256(model_path)
+    ranges = TensorRanges.load(ranges_path, expected_model_sha256=model_sha)
+    policy = policy_from_args(args)
+    out_path = args.out or work.int8_model
+    if out_path.suffix != ".onnx":
+        raise UserError(f"--out '{out_path}' must end in .onnx")
+    start = time.perf_counter()
+    model = onnx.load(str(model_path))
+    plan = plan_qdq(model, ranges, policy)
+    for w in plan.warnings:
+        print(f"warning: {w}")
+    qmodel = rewrite(model, plan, policy)
+    del model
+    counts = collections.Counter(n.op_type for n in qmodel.graph.node)
+    external = info["onnx"].get("external_data") is not None
+    out_path.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as tmp_name:
+        tmp = Path(tmp_name)
+        save_model(qmodel, tmp / out_path.name, external=external)
+        q_sha = onnx_model_sha256(tmp / out_path.name)
+        record: dict[str, Any] = {
+            "schema_version": 1,
+            "command": "python -m tools quantize " + " ".join(argv),
+            "policy": policy.to_json(),
+            "source_model_sha256": model_sha,
+            "ranges": {"file": str(ranges_path), "settings": ranges.settings.to_dict()},
+            "model": out_path.name,
+            "model_sha256": q_sha,
+            "summary": plan.summary(),
+            "op_counts": {k: counts[k] for k in ("QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm")},
+            "float_nodes": plan.float_nodes,
+            "kernels": kernel_report(qmodel, policy),
+            "warnings": plan.warnings,
+        }
+        write_json(tmp / "quantize.json", record)
+        # data first, the .onnx that references it next, the record last: each rename is atomic
+        for f in sorted(tmp.iterdir(), key=lambda f: (f.suffix == ".json", f.suffix == ".onnx")):
+            f.replace(out_path.parent / (f.name if f.name != "quantize.json" else _record_name(out_path, work)))
+    seconds = time.perf_counter() - start
+    s = plan.summary()
+    print(f"quantized {s['quantized_activations']} activations and {s['quantized_weights']} weights "
+          f"({s['split_shortcut_convs']} shortcut convs split, {s['float_nodes']} nodes float) in {seconds:.1f} s")
+    for line in record["kernels"]:
+        print(f"  {line}")
+    print(f"wrote {out_path} and {out_path.parent / _record_name(out_path, work)}")
+    return 0
+
+
+def _record_name(out_path: Path, work: WorkDir) -> str:
+    """quantize.json for the default model, else <stem>.quantize.json beside a custom --out."""
+    return work.quantize_json.name if out_path == work.int8_model else f"{out_path.stem}.quantize.json"
