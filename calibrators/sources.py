@@ -141,7 +141,7 @@ class TrajectorySource:
         for start in range(0, len(targets), self.batch):
             chunk = targets[start : start + self.batch]
             last = max(max(ks) for ks in chunk)
-            noise = self.runner.initial_noise((len(chunk), *self.sample_shape), seed=cfg.seed * 1_000_003 + start)
+            noise = self.trajectory_noise(start, len(chunk))
             kept: list[tuple[int, int, int, np.ndarray]] = []  # (trajectory, step, t, x)
 
             def grab(i: int, t: int, x: np.ndarray, chunk: list[list[int]] = chunk) -> None:
@@ -157,6 +157,10 @@ class TrajectorySource:
                 if int(round(schedule[i])) != t:
                     raise RuntimeError(f"step {i} ran at t={t} but the schedule says {schedule[i]}")
                 yield self._with_cond(x, t, i, start + j)
+
+    def trajectory_noise(self, start: int, n: int) -> np.ndarray:
+        """x_T of trajectories ``start .. start+n-1`` (one draw per batch of trajectories, seeded by its start)."""
+        return self.runner.initial_noise((n, *self.sample_shape), seed=self.config.seed * 1_000_003 + start)
 
     def _cond_rows(self, start: int, n: int) -> Conditioning | None:
         if self.cond is None:

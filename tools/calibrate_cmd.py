@@ -38,8 +38,9 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--bits", type=int, default=8, choices=[8, 4], help="activation bits the ranges are for")
     e.add_argument("--percentile", type=float, default=99.99)
     e.add_argument("--lp", type=float, default=2.0, help="Lp norm of the MSE search (PTQ4DM/Q-Diffusion: 2.4)")
-    e.add_argument("--aggregation", default="groups", choices=list(AGGREGATIONS),
-                   help="time-step aggregation; 'groups' = global amax plus K per-group amax recorded")
+    e.add_argument("--aggregation", choices=list(AGGREGATIONS),
+                   help="time-step aggregation; 'groups' = global amax plus K per-group amax recorded "
+                        "(default: groups, or global for single-step)")
     e.add_argument("--groups", type=int, default=4, help="K step groups")
     e.add_argument("--num-bins", type=int, default=2048)
     p.add_argument("--batch-rows", type=int, default=32, help="rows per UNet call")
@@ -51,7 +52,8 @@ def config_from_args(args: argparse.Namespace) -> CalibrateConfig:
                           seed=args.seed, mu_frac=args.ndtc_mu, sigma_frac=args.ndtc_sigma, every=args.every,
                           single_step=args.single_step, guidance_scale=args.guidance_scale)
     estimator = EstimatorConfig(method=args.estimator, bits=args.bits, percentile=args.percentile, p=args.lp)
-    aggregation = AggregationConfig(method=args.aggregation, groups=args.groups)
+    method = args.aggregation or ("global" if args.method == "single-step" else "groups")
+    aggregation = AggregationConfig(method=method, groups=args.groups)
     if args.batch_rows < 1 or args.num_bins < 16:
         raise UserError("--batch-rows must be >= 1 and --num-bins >= 16")
     return CalibrateConfig(source, estimator, aggregation, num_bins=args.num_bins, batch_rows=args.batch_rows,

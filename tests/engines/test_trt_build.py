@@ -164,7 +164,8 @@ def test_int8_engine_runs_the_quantized_convolutions_in_int8(reference_work: Pat
     assert quantized, "quantize wrote no quantized Conv"
     found = {name: [layer for layer in layers if name in layer.name] for name in quantized}
     located = {name: hits for name, hits in found.items() if hits}
-    assert len(located) >= 0.8 * len(quantized), f"quantized convs not found in the engine: {sorted(set(found) - set(located))}"
+    missing = sorted(set(found) - set(located))
+    assert len(located) >= 0.8 * len(quantized), f"quantized convs not found in the engine's layers: {missing}"
     not_int8 = [name for name, hits in located.items() if not any(h.int8_input for h in hits)]
     assert not not_int8, f"quantized Conv layers not running in INT8: {not_int8}"
     assert info.builder["layers"]["int8_convolutions"] >= len(located)

@@ -1,0 +1,92 @@
+"""``python -m tools calibrate``: ranges.json on a real exported UNet, determinism, cache, mismatch, interruption."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import pytest
+
+from calibrators.ranges import TensorRanges
+from tests.conftest import run_cli
+
+ARGS = ["--method", "ndtc", "--samples", "8", "--steps", "8", "--seed", "3"]
+
+
+@pytest.fixture()
+def work(tiny_work: Path, tmp_path: Path) -> Path:
+    dest = tmp_path / "w"
+    shutil.copytree(tiny_work, dest, ignore=shutil.ignore_patterns("calib", "ranges.json", "*.int8.*"))
+    return dest
+
+
+def test_ranges_cover_every_quantizable_tensor_and_are_deterministic(work: Path,
+                                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("calibrate", work, *ARGS) == 0
+    first = (work / "ranges.json").read_bytes()
+    ranges = TensorRanges.load(work / "ranges.json")
+    info = json.loads((work / "export.json").read_text())
+    assert ranges.model_sha256 == info["onnx"]["sha256"]
+    assert ranges.settings.method == "ndtc" and ranges.settings.seed == 3
+    assert any("/split0" in name for name in ranges.amax)  # branch outputs of the split shortcut convs
+    assert len(ranges.group_bounds) >= 2 and set(ranges.group_amax) == set(ranges.amax)
+    capsys.readouterr()
+    # same settings: samples come from the cache, and the file is byte-identical
+    assert run_cli("calibrate", work, *ARGS) == 0
+    assert "reusing" in capsys.readouterr().out
+    assert (work / "ranges.json").read_bytes() == first
+    # without the cache too
+    shutil.rmtree(work / "calib")
+    assert run_cli("calibrate", work, *ARGS) == 0
+    assert (work / "ranges.json").read_bytes() == first
+    # another seed gives other ranges
+    assert run_cli("calibrate", work, *ARGS[:-1], "4") == 0
+    assert (work / "ranges.json").read_bytes() != first
+
+
+@pytest.mark.parametrize("estimator", ["percentile", "mse", "entropy"])
+def test_every_estimator_runs(work: Path, estimator: str) -> None:
+    assert run_cli("calibrate", work, *ARGS, "--estimator", estimator, "--aggregation", "global") == 0
+    assert TensorRanges.load(work / "ranges.json").settings.estimator.method == estimator
+
+
+def test_ranges_of_another_model_are_refused(work: Path, tiny_cond_work: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("calibrate", work, *ARGS) == 0
+    other = json.loads((tiny_cond_work / "export.json").read_text())["onnx"]["sha256"]
+    with pytest.raises(Exception, match="ranges.json"):
+        TensorRanges.load(work / "ranges.json", expected_model_sha256=other)
+    shutil.copy(work / "ranges.json", tiny_cond_work / "foreign.json")
+    assert run_cli("quantize", tiny_cond_work, "--ranges", tiny_cond_work / "foreign.json") == 2
+    assert "foreign.json" in capsys.readouterr().err
+    (tiny_cond_work / "foreign.json").unlink()
+
+
+def test_interrupted_run_leaves_previous_ranges(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    assert run_cli("calibrate", work, *ARGS) == 0
+    before = (work / "ranges.json").read_bytes()
+    import calibrators.calibrate as cal
+
+    def boom(*args: object, **kwargs: object) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cal, "ranges_from_stats", boom)
+    with pytest.raises(KeyboardInterrupt):
+        run_cli("calibrate", work, *ARGS[:-1], "9")
+    assert (work / "ranges.json").read_bytes() == before
+    assert not [p for p in work.iterdir() if p.name.startswith(".")]
+
+
+def test_conditional_model_calibrates_with_guidance_pairs(tiny_cond_work: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "c"
+    shutil.copytree(tiny_cond_work, dest)
+    assert run_cli("calibrate", dest, "--method", "uniform", "--samples", "4", "--steps", "4", "--every", "2",
+                   "--groups", "2") == 0
+    cached = next((dest / "calib").iterdir())
+    import numpy as np
+
+    x, cond = np.load(cached / "x.npy"), np.load(cached / "cond.npy")
+    assert x.shape == (4, 2, 4, 8, 8) and cond.shape == (4, 2, 5, 12)
+    np.testing.assert_array_equal(cond[:, 0], 0)  # the unconditional half of each pair
+    np.testing.assert_array_equal(x[:, 0], x[:, 1])

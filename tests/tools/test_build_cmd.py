@@ -1,0 +1,85 @@
+"""``python -m tools build`` and ``sample --backend trt|auto`` on a machine without TensorRT or a GPU."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engines.backends import tensorrt_available
+from tests.conftest import run_cli
+
+no_tensorrt = pytest.mark.skipif(tensorrt_available(), reason="TensorRT and a GPU are here")
+
+
+def _one_line_error(capsys: pytest.CaptureFixture[str]) -> str:
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    return err
+
+
+def test_build_is_a_registered_command(capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("--help") == 0
+    assert "build" in capsys.readouterr().out
+
+
+@no_tensorrt
+@pytest.mark.parametrize("precision", ["fp16", "int8"])
+def test_build_without_tensorrt_exits_2_with_install_hint(tiny_work: Path, tmp_path: Path, precision: str,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "w"
+    work.mkdir()
+    for name, src in (("export.json", "export.json"), ("model.onnx", "model.onnx"), ("model.int8.onnx", "model.onnx")):
+        (work / name).write_bytes((tiny_work / src).read_bytes())
+    assert run_cli("build", work, "--precision", precision, "--max-batch", "8") == 2
+    err = _one_line_error(capsys)
+    assert "TensorRT" in err and "pip install -r requirements-gpu.txt" in err and "Docker image" in err
+    # no engine, no .plan.json, no temporary build folder
+    assert sorted(p.name for p in work.iterdir()) == ["export.json", "model.int8.onnx", "model.onnx"]
+
+
+@pytest.mark.parametrize(("args", "message"), [
+    (["--min-batch", "0"], "--min-batch must be >= 1"),
+    (["--min-batch", "9", "--max-batch", "4"], "1 <= min <= opt <= max"),
+    (["--opt-level", "9"], "--opt-level must be in 0..5"),
+    (["--workspace-gb", "-1"], "--workspace-gb must be > 0"),
+    (["--timing-cache", "/no/such/folder/t.cache"], "--timing-cache '/no/such/folder/t.cache'"),
+    (["--precision", "int8"], "missing model.int8.onnx); run python -m tools quantize"),
+])
+def test_bad_input_is_checked_before_tensorrt(tiny_work: Path, args: list[str], message: str,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["build", tiny_work, *args] if "--precision" in args else ["build", tiny_work, "--precision", "fp16", *args]
+    assert run_cli(*argv) == 2
+    assert message in _one_line_error(capsys)
+
+
+def test_build_on_a_folder_that_is_not_a_work_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("build", tmp_path, "--precision", "fp16") == 2
+    assert "export.json" in _one_line_error(capsys)
+
+
+@no_tensorrt
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
+def test_sample_backend_trt_without_tensorrt_exits_2(tiny_work: Path, tmp_path: Path, precision: str,
+                                                     capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("sample", tiny_work, "--backend", "trt", "--precision", precision, "--num", "1", "--steps", "1",
+                   "--out", tmp_path / "g.png") == 2
+    err = _one_line_error(capsys)
+    assert "--backend trt needs TensorRT and an NVIDIA GPU" in err and "requirements-gpu.txt" in err
+    assert not (tmp_path / "g.png").exists()
+
+
+@no_tensorrt
+def test_sample_backend_auto_falls_back_to_onnx_runtime_and_says_so(tiny_work: Path, tmp_path: Path,
+                                                                    capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("sample", tiny_work, "--backend", "auto", "--num", "1", "--steps", "2",
+                   "--out", tmp_path / "g.png") == 0
+    out = capsys.readouterr().out
+    assert "on ONNX Runtime (model.onnx; --backend auto: no TensorRT or no NVIDIA GPU here)" in out
+    assert "--backend auto: no TensorRT" in json.loads((tmp_path / "g.json").read_text())["backend"]
+
+
+def test_sample_fp16_needs_a_tensorrt_engine(tiny_work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("sample", tiny_work, "--backend", "ort", "--precision", "fp16", "--num", "1") == 2
+    assert "fp16 runs on TensorRT engines only" in _one_line_error(capsys)
