@@ -23,7 +23,8 @@ $(STAMP): requirements.txt requirements-dev.txt
 demo: setup
 	$(PY) -m tools pipeline --model $(MODEL) $(WORK) --force
 
-test: setup
+# The suite: type-check the TensorRT layer, lint the Dockerfile, then the tests (gpu-marked ones skip without CUDA).
+test: setup typecheck lint-docker
 	$(PY) -m pytest -q
 
 test-gpu:

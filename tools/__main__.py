@@ -15,6 +15,7 @@ COMMANDS: dict[str, str] = {
     "quantize": "tools.quantize_cmd",
     "pipeline": "tools.pipeline_cmd",
     "sample": "tools.sample_cmd",
+    "train-classifier": "validation.digit_classifier",
     "train-reference": "tools.train_reference",
 }
 

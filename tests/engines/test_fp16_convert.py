@@ -150,3 +150,28 @@ def test_large_values_are_clipped_not_inf() -> None:
     assert report.clipped_values == 1 and report.casts == 2
     out = _session(fp16).run(None, {"x": np.array([1.0, 1.0], np.float32)})[0]
     assert out.dtype == np.float32 and np.isfinite(out).all() and out[0] == np.float16(65504)
+
+
+def test_the_quantize_stage_output_for_tensorrt(tiny_work: Path, tmp_path: Path) -> None:
+    """``calibrate`` + ``quantize --target tensorrt`` then FP16: Q/DQ untouched, runs on ORT, close to the INT8 graph."""
+    import shutil
+
+    from tests.conftest import run_cli
+
+    work = tmp_path / "w"
+    work.mkdir()
+    for name in ("export.json", "model.onnx"):
+        shutil.copy(tiny_work / name, work / name)
+    assert run_cli("calibrate", work, "--samples", "8", "--steps", "5") == 0
+    assert run_cli("quantize", work, "--target", "tensorrt") == 0
+    qdq = onnx.load(work / "model.int8.onnx")
+    fp16, report = convert_to_fp16(qdq)
+    onnx.checker.check_model(fp16)
+    qdq_ops = ("QuantizeLinear", "DequantizeLinear")
+    nodes = {n.name: n.SerializeToString() for n in qdq.graph.node if n.op_type in qdq_ops}
+    assert nodes and nodes == {n.name: n.SerializeToString() for n in fp16.graph.node if n.op_type in qdq_ops}
+    assert report.fp32_nodes >= len(nodes) and report.fp16_nodes > 0
+    s_qdq, s16 = _session(qdq), _session(fp16)
+    feeds = _feeds(s_qdq)
+    q32, q16 = s_qdq.run(None, feeds)[0], s16.run(None, feeds)[0]
+    assert q16.dtype == np.float32 and float(np.linalg.norm(q16 - q32) / np.linalg.norm(q32)) < 0.15

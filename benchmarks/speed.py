@@ -1,0 +1,140 @@
+"""UNet step latency on the CPU, side by side in one run: PyTorch eager FP32, ONNX Runtime FP32, our INT8
+(``onnxruntime`` target), and ONNX Runtime's ``quantize_static`` (all ops, and Conv/MatMul/Gemm only).
+
+    python -m benchmarks.speed [--arch ddpm-cifar10] [--model models/digits-ddpm] [--batches 1 8] [--repeats 15]
+
+Every model gets one UNet call per round, rounds interleaved, so machine noise hits all rows alike; medians over
+the rounds. Activation ranges for the INT8 models come from a short NDTC calibration (their values do not change
+the speed); threads: all cores.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from benchmarks.common import REPO, machine, markdown_table, today, write_section
+from calibrators.aggregation import AggregationConfig
+from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
+from calibrators.estimators import EstimatorConfig
+from calibrators.sources import SourceConfig
+from common.hashing import onnx_model_sha256
+from common.workdir import WorkDir
+from engines.ort_session import OrtSession, session_options
+from exporter.qdq_insert import insert_qdq
+from exporter.qdq_policy import QDQPolicy
+
+
+def prepare(work: WorkDir, source: list[str], calib_samples: int) -> dict[str, Path]:
+    """Export (once), calibrate briefly, and write the INT8 variants; returns label -> ONNX path."""
+    from benchmarks.ort_baseline import ort_quantize_static
+    from tools.__main__ import main as cli
+
+    if not work.export_json.is_file():
+        assert cli(["export", *source, str(work.root), "--force"]) == 0
+    info = work.load_export_info()
+    cfg = CalibrateConfig(SourceConfig(method="ndtc", samples=calib_samples, steps=20),
+                          EstimatorConfig("max"), AggregationConfig("global"))
+    ranges = calibrate(work, cfg, progress=False)
+    samples = generate_samples(work, info, cfg, onnx_model_sha256(work.model), progress=False)
+    out = work.root / "speed-models"
+    out.mkdir(exist_ok=True)
+    paths = {"ORT FP32": work.model}
+    ours = out / "ours_int8.onnx"
+    onnx.save(insert_qdq(onnx.load(str(work.model)), ranges, QDQPolicy(target="onnxruntime")), str(ours))
+    paths["ours INT8 (onnxruntime target)"] = ours
+    for label, ops in (("ORT quantize_static (all ops)", None), ("ORT quantize_static (Conv/MatMul/Gemm)",
+                                                                  ["Conv", "MatMul", "Gemm"])):
+        path = out / ("static_all.onnx" if ops is None else "static_cmg.onnx")
+        ort_quantize_static(work.model, path, samples, op_types=ops, symmetric_activations=ops is not None)
+        paths[label] = path
+    return paths
+
+
+def torch_model(work: WorkDir, source: list[str]) -> Any:
+    """The PyTorch UNet the work folder was exported from (eager, FP32)."""
+    from exporter.architectures import build_random_unet, get_architecture
+    from exporter.loading import load_unet, locate_model
+
+    if source[0] == "--arch":
+        return build_random_unet(get_architecture(source[1]))
+    return load_unet(locate_model(Path(source[1])))
+
+
+def bench(work: WorkDir, source: list[str], batches: list[int], repeats: int, calib_samples: int,
+          threads: int) -> list[list[object]]:
+    import torch
+
+    torch.set_num_threads(threads)
+    paths = prepare(work, source, calib_samples)
+    info = work.load_export_info()
+    c, h, w = info["inputs"]["sample"]["shape"][1:]
+    unet = torch_model(work, source)
+    rows: list[list[object]] = []
+    for batch in batches:
+        rng = np.random.default_rng(0)
+        feeds = {"sample": rng.standard_normal((batch, c, h, w)).astype(np.float32),
+                 "timestep": np.full(batch, 500.0, np.float32)}
+        sessions = {k: OrtSession(p, options=session_options(threads)).activate() for k, p in paths.items()}
+        xt = (torch.from_numpy(feeds["sample"]), torch.from_numpy(feeds["timestep"]))
+        runs: dict[str, Any] = {"PyTorch eager FP32": lambda: unet(*xt)}
+        runs.update({k: (lambda s=s: s.run(feeds)) for k, s in sessions.items()})
+        times: dict[str, list[float]] = collections.defaultdict(list)
+        with torch.no_grad():
+            for fn in runs.values():
+                fn()
+            for _ in range(repeats):
+                for label, fn in runs.items():
+                    start = time.perf_counter()
+                    fn()
+                    times[label].append(time.perf_counter() - start)
+        base = statistics.median(times["ORT FP32"])
+        for label in runs:
+            med = statistics.median(times[label])
+            rows.append([work.root.name, batch, label, f"{1000 * med:.1f}", f"{base / med:.2f}x"])
+            print(f"{work.root.name:14s} batch {batch:2d}  {label:45s} {1000 * med:8.1f} ms  {base / med:5.2f}x",
+                  flush=True)
+        for s in sessions.values():
+            s.deactivate()
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--arch", default="ddpm-cifar10")
+    p.add_argument("--model", type=Path, default=REPO / "models" / "digits-ddpm")
+    p.add_argument("--batches", type=int, nargs="+", default=[1, 8])
+    p.add_argument("--repeats", type=int, default=15)
+    p.add_argument("--calib-samples", type=int, default=32)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--section", default="speed")
+    args = p.parse_args(argv)
+    command = "python -m benchmarks.speed " + " ".join(sys.argv[1:] if argv is None else argv)
+    rows = []
+    for name, source in ((args.arch, ["--arch", args.arch]), ("digits-ddpm", ["--model", str(args.model)])):
+        rows += bench(WorkDir(REPO / "work" / f"speed-{name}"), source, args.batches, args.repeats,
+                      args.calib_samples, args.threads)
+    body = "\n".join([
+        "## Speed: UNet step latency on the CPU (one call, median)",
+        "",
+        f"- Command: `{command}`",
+        f"- Machine: {machine()}; {args.threads} threads; date {today()}",
+        f"- {args.repeats} rounds, models interleaved within each round; speed-up relative to ONNX Runtime FP32 "
+        "of the same batch.",
+        "",
+        markdown_table(["model", "batch", "backend", "median ms", "vs ORT FP32"], rows),
+    ])
+    write_section(args.section, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

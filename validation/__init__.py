@@ -1,0 +1,1 @@
+"""What quantization cost: image metrics, the digit-feature Fréchet distance, Polygraphy comparisons, reports."""

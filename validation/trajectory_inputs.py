@@ -1,0 +1,45 @@
+"""UNet inputs drawn from the real FP32 denoising trajectory at chosen steps, as Polygraphy feed dicts."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from engines.ort_session import OrtSession
+from engines.runner import Conditioning, DenoiseRunner
+from engines.schedulers import make_scheduler
+
+
+def spread_steps(num_steps: int, count: int) -> list[int]:
+    """``count`` sampler step indices spread evenly over ``0..num_steps-1`` (first and last included)."""
+    count = max(1, min(count, num_steps))
+    return sorted({int(round(x)) for x in np.linspace(0, num_steps - 1, count)})
+
+
+def trajectory_feeds(model: Path, info: dict[str, Any], steps: int, at: list[int], num: int, seed: int,
+                     cond: Conditioning | None = None, scheduler: str = "ddim") -> list[dict[str, np.ndarray]]:
+    """One feed dict per step in ``at``: the batch of ``num`` states the FP32 UNet sees there (with guidance, the
+    (uncond, cond) rows as the runner feeds them), seeded like ``python -m tools sample --seed``."""
+    c, h, w = info["inputs"]["sample"]["shape"][1:]
+    feeds: dict[int, dict[str, np.ndarray]] = {}
+    with OrtSession(model) as sess:
+        runner = DenoiseRunner(sess, make_scheduler(scheduler, info["scheduler"]), batch_size=num)
+
+        def grab(i: int, t: int, x: np.ndarray) -> None:
+            if i in at:
+                f: dict[str, np.ndarray] = {"sample": x.copy(), "timestep": np.full(len(x), float(t), np.float32)}
+                if cond is not None:
+                    rows = np.repeat(cond.cond, len(x), 0) if cond.cond.shape[0] == 1 else cond.cond[: len(x)]
+                    if cond.guided and cond.uncond is not None:
+                        f["sample"] = np.concatenate([x, x])
+                        f["timestep"] = np.full(2 * len(x), float(t), np.float32)
+                        rows = np.concatenate([np.repeat(cond.uncond[:1], len(x), 0), rows])
+                    f["encoder_hidden_states"] = rows.astype(np.float32)
+                feeds[i] = f
+
+        noise = runner.initial_noise((num, c, h, w), seed)
+        runner.sample(noise, steps, seed=seed, cond=cond, callback=grab, stop_at_step=max(at) + 1
+                      if max(at) + 1 < steps else None)
+    return [feeds[i] for i in sorted(feeds)]
