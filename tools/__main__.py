@@ -13,10 +13,13 @@ COMMANDS: dict[str, str] = {
     "export": "tools.export_cmd",
     "lint": "tools.lint_cmd",
     "quantize": "tools.quantize_cmd",
+    "report": "tools.report_cmd",
     "pipeline": "tools.pipeline_cmd",
     "sample": "tools.sample_cmd",
+    "sensitivity": "tools.sensitivity_cmd",
     "train-classifier": "validation.digit_classifier",
     "train-reference": "tools.train_reference",
+    "validate": "tools.validate_cmd",
 }
 
 

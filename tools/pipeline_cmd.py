@@ -18,18 +18,41 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=50, help="sampler steps")
     p.add_argument("--num", type=int, default=16, help="images per grid")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--method", default="ndtc", help="calibration method (see calibrate)")
+    p.add_argument("--samples", type=int, default=256, help="calibration samples")
+    p.add_argument("--target", default="onnxruntime", help="Q/DQ target (see quantize)")
     return p.parse_args(argv)
 
 
 def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
-    """(command, argv) of each stage, in order."""
+    """(command, argv) of each stage, in order: export -> calibrate -> quantize -> sample FP32 and INT8 ->
+    validate."""
     work = str(args.work)
     export = ["--model", str(args.model), work] + (["--force"] if args.force else [])
     sample = [work, "--steps", str(args.steps), "--num", str(args.num), "--seed", str(args.seed)]
     return [
         ("export", export),
+        ("calibrate", [work, "--method", args.method, "--samples", str(args.samples), "--seed", str(args.seed)]),
+        ("quantize", [work, "--target", args.target]),
         ("sample", sample + ["--precision", "fp32"]),
+        ("sample", sample + ["--precision", "int8"]),
+        ("validate", [work, "--steps", str(args.steps), "--images", str(args.num), "--seed", str(args.seed)]),
     ]
+
+
+def side_by_side(work: WorkDir, steps: int) -> Path:
+    """One PNG with the FP32 grid on the left and the INT8 grid (same seeds) on the right."""
+    from PIL import Image
+
+    left = Image.open(work.samples_dir / f"fp32_ddim{steps}.png").convert("RGB")
+    right = Image.open(work.samples_dir / f"int8_ddim{steps}.png").convert("RGB")
+    canvas = Image.new("RGB", (left.width + right.width + 16, max(left.height, right.height)), (255, 255, 255))
+    canvas.paste(left, (0, 0))
+    canvas.paste(right, (left.width + 16, 0))
+    out = work.samples_dir / f"fp32_vs_int8_ddim{steps}.png"
+    canvas.save(out)
+    print(f"\nFP32 (left) and INT8 (right), same seeds: {out}")
+    return out
 
 
 def main(argv: list[str]) -> int:
@@ -43,6 +66,7 @@ def main(argv: list[str]) -> int:
         if code != 0:
             return code
     work = WorkDir(args.work)
+    side_by_side(work, args.steps)
     print(f"\noutputs in {work.root}/:")
     for path in sorted(work.root.rglob("*")):
         if path.is_file() and not path.name.startswith("."):

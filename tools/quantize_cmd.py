@@ -6,6 +6,7 @@ import argparse
 import collections
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +20,8 @@ from common.workdir import WorkDir
 from exporter.onnx_export import save_model
 from exporter.qdq_insert import plan_qdq, rewrite
 from exporter.qdq_policy import SHORTCUT_MODES, TARGETS, QDQPolicy
+from validation.sensitivity_file import FILE_NAME as SENSITIVITY_FILE
+from validation.sensitivity_file import SensitivityResult
 
 
 def add_policy_args(p: argparse.ArgumentParser) -> None:
@@ -38,6 +41,25 @@ def policy_from_args(args: argparse.Namespace) -> QDQPolicy:
     return QDQPolicy(target=args.target, weight_bits=args.weight_bits, shortcut=args.shortcut,
                      attention_matmul=args.attention_matmul, residual_add=not args.no_residual_add,
                      exclude=tuple(args.exclude), keep_float=tuple(args.keep_float_nodes))
+
+
+def keep_most_sensitive(policy: QDQPolicy, work: WorkDir, count: int, model_sha: str) -> tuple[QDQPolicy, list[str]]:
+    """``policy`` with the ``count`` most sensitive layers of WORK/report/sensitivity.json added to keep_float."""
+    if count < 0:
+        raise UserError(f"--keep-float must be >= 0, got {count}")
+    if count == 0:
+        return policy, []
+    path = work.report_dir / SENSITIVITY_FILE
+    result = SensitivityResult.load(path, expected_model_sha256=model_sha)
+    if count > len(result.layers):
+        raise UserError(f"--keep-float {count} exceeds the {len(result.layers)} layers ranked in '{path}'")
+    measured = {k: result.policy.get(k) for k in ("target", "weight_bits")}
+    if measured != {"target": policy.target, "weight_bits": policy.weight_bits}:
+        print(f"warning: '{path}' was measured with {measured}, quantizing with target {policy.target}, "
+              f"{policy.weight_bits}-bit weights")
+    nodes = result.most_sensitive(count)
+    keep = policy.keep_float + tuple(n for n in nodes if n not in policy.keep_float)
+    return replace(policy, keep_float=keep), nodes
 
 
 def kernel_report(model: onnx.ModelProto, policy: QDQPolicy) -> list[str]:
@@ -63,6 +85,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("work", type=Path)
     p.add_argument("--ranges", type=Path, help="ranges file (default WORK/ranges.json)")
     p.add_argument("--out", type=Path, help="output model (default WORK/model.int8.onnx)")
+    p.add_argument("--keep-float", type=int, default=0, metavar="N",
+                   help="keep the N most sensitive layers (WORK/report/sensitivity.json) float")
     add_policy_args(p)
     args = p.parse_args(argv)
     work = WorkDir(args.work)
@@ -73,7 +97,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"no ranges file '{ranges_path}': run python -m tools calibrate {work.root} first")
     model_sha = onnx_model_sha256(model_path)
     ranges = TensorRanges.load(ranges_path, expected_model_sha256=model_sha)
-    policy = policy_from_args(args)
+    policy, sensitive = keep_most_sensitive(policy_from_args(args), work, args.keep_float, model_sha)
     out_path = args.out or work.int8_model
     if out_path.suffix != ".onnx":
         raise UserError(f"--out '{out_path}' must end in .onnx")
@@ -102,6 +126,8 @@ def main(argv: list[str]) -> int:
             "summary": plan.summary(),
             "op_counts": {k: counts[k] for k in ("QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm")},
             "float_nodes": plan.float_nodes,
+            "sensitivity_keep_float": {"count": len(sensitive), "nodes": sensitive,
+                                       "file": str(work.report_dir / SENSITIVITY_FILE) if sensitive else None},
             "kernels": kernel_report(qmodel, policy),
             "warnings": plan.warnings,
         }

@@ -1,0 +1,107 @@
+"""Layer sensitivity on the tiny UNet: every quantized layer ranked, deterministic, and ``quantize --keep-float N``."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import onnx
+import pytest
+
+from calibrators.ranges import TensorRanges
+from exporter.qdq_insert import plan_qdq
+from exporter.qdq_policy import QDQPolicy
+from tests.conftest import run_cli
+from validation.sensitivity import quantized_layers, single_layer_policy
+from validation.sensitivity_file import SensitivityResult
+
+FAST = ("--steps", "6", "--points", "2", "--num", "2")
+
+
+@pytest.fixture
+def work(tiny_calibrated: Path, tmp_path: Path) -> Path:
+    """A private copy of the calibrated tiny work folder (commands here write quantize.json and report/)."""
+    dst = tmp_path / "w"
+    shutil.copytree(tiny_calibrated, dst, ignore=shutil.ignore_patterns("calib", "report", "model.int8.onnx*",
+                                                                         "quantize.json"))
+    return dst
+
+
+def _layers(work: Path) -> list[tuple[str, str]]:
+    model = onnx.load(str(work / "model.onnx"))
+    return quantized_layers(model, TensorRanges.load(work / "ranges.json"), QDQPolicy(target="onnxruntime"))
+
+
+def _weight_dq_consumers(model: onnx.ModelProto) -> set[str]:
+    """Names of nodes with an input made by a DequantizeLinear of a constant (a weight DQ)."""
+    inits = {i.name for i in model.graph.initializer}
+    dq_out = {n.output[0] for n in model.graph.node if n.op_type == "DequantizeLinear" and n.input[0] in inits}
+    return {n.name for n in model.graph.node if n.op_type != "DequantizeLinear" and set(n.input) & dq_out}
+
+
+def test_single_layer_policy_quantizes_one_layer(work: Path) -> None:
+    model = onnx.load(str(work / "model.onnx"))
+    ranges = TensorRanges.load(work / "ranges.json")
+    policy = QDQPolicy(target="onnxruntime")
+    layers = [name for name, _ in quantized_layers(model, ranges, policy)]
+    assert len(layers) > 10 and len(set(layers)) == len(layers)
+    for layer in (layers[0], layers[-1]):
+        plan = plan_qdq(model, ranges, single_layer_policy(policy, layer, layers))
+        assert {node for node, _ in plan.weights} | {s.conv for s in plan.splits} == {layer}
+
+
+def test_ranking_has_every_layer_and_is_deterministic(work: Path) -> None:
+    assert run_cli("sensitivity", work, *FAST) == 0
+    first = json.loads((work / "report" / "sensitivity.json").read_text())
+    assert run_cli("sensitivity", work, *FAST) == 0
+    second = json.loads((work / "report" / "sensitivity.json").read_text())
+    layers = first["layers"]
+    assert sorted((x["node"], x["op_type"]) for x in layers) == sorted(_layers(work))
+    assert [x["rank"] for x in layers] == list(range(1, len(layers) + 1))
+    assert all(a["mse"] >= b["mse"] for a, b in zip(layers, layers[1:]))
+    assert all(x["mse"] > 0 and 0.9 < x["cosine"] <= 1.0 for x in layers)
+    assert [x["node"] for x in second["layers"]] == [x["node"] for x in layers]
+    assert [x["mse"] for x in second["layers"]] == pytest.approx([x["mse"] for x in layers], rel=1e-6)
+    assert first["settings"]["step_indices"] == [0, 5] and first["policy"]["target"] == "onnxruntime"
+    result = SensitivityResult.load(work / "report" / "sensitivity.json")
+    assert SensitivityResult.from_json(result.to_json(), "x").to_json() == result.to_json()
+
+
+def test_keep_float_n_leaves_exactly_those_layers_without_weight_dq(work: Path) -> None:
+    assert run_cli("sensitivity", work, *FAST) == 0
+    ranked = [x["node"] for x in json.loads((work / "report" / "sensitivity.json").read_text())["layers"]]
+    assert run_cli("quantize", work, "--keep-float", "2") == 0
+    qmodel = onnx.load(str(work / "model.int8.onnx"))
+    weighted = _weight_dq_consumers(qmodel)
+
+    def has_weight_dq(layer: str) -> bool:  # a split shortcut conv lives on as <name>/split<i>
+        return layer in weighted or any(w.startswith(f"{layer}/split") for w in weighted)
+
+    assert [n for n in ranked if not has_weight_dq(n)] == ranked[:2]
+    record = json.loads((work / "quantize.json").read_text())
+    assert record["sensitivity_keep_float"]["nodes"] == ranked[:2]
+    assert set(ranked[:2]) <= set(record["policy"]["keep_float"])
+    # sensitivity again after --keep-float: the recorded policy still ranks every layer
+    assert run_cli("sensitivity", work, *FAST) == 0
+    again = json.loads((work / "report" / "sensitivity.json").read_text())
+    assert len(again["layers"]) == len(ranked) and again["policy"]["keep_float"] == []
+
+
+def test_keep_float_without_sensitivity_exits_2(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("quantize", work, "--keep-float", "2") == 2
+    err = capsys.readouterr().err.strip()
+    assert "sensitivity.json" in err and len(err.splitlines()) == 1
+    assert not (work / "model.int8.onnx").exists() and not (work / "quantize.json").exists()
+
+
+def test_keep_float_with_sensitivity_of_another_model_exits_2(work: Path,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("sensitivity", work, *FAST) == 0
+    path = work / "report" / "sensitivity.json"
+    data = json.loads(path.read_text())
+    data["model_sha256"] = "0" * 64
+    path.write_text(json.dumps(data))
+    assert run_cli("quantize", work, "--keep-float", "1") == 2
+    assert "another model" in capsys.readouterr().err
+    assert run_cli("quantize", work, "--keep-float", "-1") == 2

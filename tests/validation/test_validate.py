@@ -1,0 +1,86 @@
+"""``python -m tools validate``: Polygraphy comparison along the schedule, gates that can fail, bad input."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from calibrators.ranges import TensorRanges
+from tests.conftest import run_cli
+from validation.step_metrics import step_metrics
+
+FAST = ["--steps", "10", "--points", "5", "--num", "2", "--images", "4"]
+
+
+@pytest.fixture()
+def quantized(tiny_calibrated: Path, tmp_path: Path) -> Path:
+    work = tmp_path / "w"
+    shutil.copytree(tiny_calibrated, work, ignore=shutil.ignore_patterns("calib", "report"))
+    assert run_cli("quantize", work) == 0
+    return work
+
+
+def test_validate_passes_and_writes_polygraphy_inputs(quantized: Path) -> None:
+    assert run_cli("validate", quantized, *FAST, "--min-cosine", "0.95", "--min-snr", "10", "--min-psnr", "5") == 0
+    report = json.loads((quantized / "report" / "validate.json").read_text())
+    assert report["passed"] and len(report["steps"]) == 5
+    ts = [s["t"] for s in report["steps"]]
+    assert ts == sorted(ts, reverse=True) and ts[0] >= 900 and ts[-1] == 0  # spread over the whole schedule
+    assert all(0.9 < s["cosine"] <= 1.0 for s in report["steps"])
+    assert {"psnr", "ssim"} <= set(report["images"])
+    # the saved inputs replay in Polygraphy and are the real trajectory states
+    from polygraphy.json import load_json
+
+    feeds = load_json(str(quantized / "report" / "validate_inputs.json"))
+    assert len(feeds) == 5 and feeds[0]["sample"].shape == (2, 1, 16, 16)
+    assert (quantized / "report" / "fp32.png").is_file() and (quantized / "report" / "int8.png").is_file()
+
+
+def test_broken_quantization_fails_the_check(quantized: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """Ranges scaled by 0.01 clip nearly everything: validate must exit 1."""
+    ranges = TensorRanges.load(quantized / "ranges.json")
+    broken = TensorRanges(ranges.model_sha256, ranges.settings, {k: v * 0.01 for k, v in ranges.amax.items()})
+    broken.save(quantized / "broken.json")
+    assert run_cli("quantize", quantized, "--ranges", quantized / "broken.json") == 0
+    capsys.readouterr()
+    assert run_cli("validate", quantized, *FAST, "--min-cosine", "0.95", "--min-snr", "10", "--min-psnr", "5") == 1
+    err = capsys.readouterr().err
+    assert "threshold(s) violated" in err and "cosine" in err
+    assert json.loads((quantized / "report" / "validate.json").read_text())["passed"] is False
+
+
+def test_without_quantized_model(tiny_work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "w"
+    shutil.copytree(tiny_work, work, ignore=shutil.ignore_patterns("*.int8.*", "report", "calib"))
+    assert run_cli("validate", work, *FAST) == 2
+    assert "no int8 model" in capsys.readouterr().err
+
+
+def test_ranges_of_another_model(quantized: Path, tiny_cond_work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    ranges = json.loads((quantized / "ranges.json").read_text())
+    ranges["model_sha256"] = json.loads((tiny_cond_work / "export.json").read_text())["onnx"]["sha256"]
+    (quantized / "ranges.json").write_text(json.dumps(ranges))
+    assert run_cli("validate", quantized, *FAST) == 2
+    assert "ranges.json" in capsys.readouterr().err
+
+
+def test_mismatched_shapes(quantized: Path, tiny_cond_work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    shutil.copy(tiny_cond_work / "model.onnx", quantized / "model.int8.onnx")
+    (quantized / "quantize.json").unlink()
+    assert run_cli("validate", quantized, *FAST) == 2
+    err = capsys.readouterr().err
+    assert "model.int8.onnx" in err and "shape" in err
+
+
+def test_step_metrics_closed_forms() -> None:
+    r = np.array([3.0, 4.0, 0.0, 0.0])
+    m = step_metrics(r, r * 0.5, t=7)
+    assert m.cosine == pytest.approx(1.0)
+    assert m.snr_db == pytest.approx(10 * np.log10(25 / 6.25))
+    assert m.max_abs == pytest.approx(2.0) and m.mean_abs == pytest.approx(3.5 / 4)
+    assert m.psnr_db == pytest.approx(20 * np.log10(4.0) - 10 * np.log10(6.25 / 4))
+    assert step_metrics(r, -r, t=0).cosine == pytest.approx(-1.0)

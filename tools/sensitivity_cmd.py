@@ -1,0 +1,95 @@
+"""``python -m tools sensitivity WORK``: rank the quantized layers by their contribution to the UNet output error
+(one layer quantized at a time, on FP32-trajectory inputs) -> WORK/report/sensitivity.json."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from calibrators.calibrate import conditioning_for
+from calibrators.ranges import TensorRanges
+from common.errors import UserError
+from common.hashing import onnx_model_sha256, sha256_files
+from common.workdir import WorkDir
+from engines.schedulers import SCHEDULERS
+from exporter.qdq_policy import QDQPolicy
+from validation.sensitivity import SensitivityConfig, rank_layers
+from validation.sensitivity_file import FILE_NAME, SensitivityResult
+from validation.trajectory_inputs import spread_steps, trajectory_feeds
+
+SHOWN = 10
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools sensitivity", description=__doc__)
+    p.add_argument("work", type=Path)
+    p.add_argument("--steps", type=int, default=50, help="sampler steps of the FP32 trajectory")
+    p.add_argument("--points", type=int, default=5, help="compared steps, spread over the schedule")
+    p.add_argument("--num", type=int, default=4, help="trajectories (batch rows) per compared step")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    args = p.parse_args(argv)
+    for flag in ("steps", "points", "num"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be >= 1")
+    if args.points > args.steps:
+        raise UserError(f"--points {args.points} exceeds --steps {args.steps}")
+    return args
+
+
+def recorded_policy(work: WorkDir) -> QDQPolicy:
+    """The policy in WORK/quantize.json without the layers a previous ``--keep-float N`` kept float; the default
+    ONNX Runtime policy when there is no quantize.json."""
+    path = work.quantize_json
+    if not path.is_file():
+        return QDQPolicy(target="onnxruntime")
+    try:
+        record: dict[str, Any] = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        raise UserError(f"cannot read '{path}': {exc}") from exc
+    if "policy" not in record:
+        return QDQPolicy(target="onnxruntime")
+    policy = QDQPolicy.from_json(record["policy"])
+    chosen = set(record.get("sensitivity_keep_float", {}).get("nodes", []))
+    return replace(policy, keep_float=tuple(n for n in policy.keep_float if n not in chosen))
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    work = WorkDir(args.work)
+    info = work.load_export_info()
+    model_path = work.model_for("fp32")
+    if not work.ranges.is_file():
+        raise UserError(f"no ranges file '{work.ranges}': run python -m tools calibrate {work.root} first")
+    model_sha = onnx_model_sha256(model_path)
+    ranges = TensorRanges.load(work.ranges, expected_model_sha256=model_sha)
+    policy = recorded_policy(work)
+    cfg = SensitivityConfig(args.steps, args.points, args.num, args.seed, args.scheduler, args.threads)
+    start = time.perf_counter()
+    at = spread_steps(cfg.steps, cfg.points)
+    cond = conditioning_for(info, None, cfg.seed, 7.5)
+    feeds = trajectory_feeds(model_path, info, cfg.steps, at, cfg.num, cfg.seed, cond, cfg.scheduler)
+    model = onnx.load(str(model_path))
+    print(f"ranking quantized layers ({policy.target} policy, {len(feeds)} steps × {cfg.num} rows)")
+    layers = rank_layers(model, ranges, policy, feeds, cfg.threads)
+    seconds = time.perf_counter() - start
+    settings = {"steps": cfg.steps, "points": cfg.points, "num": cfg.num, "seed": cfg.seed,
+                "scheduler": cfg.scheduler, "step_indices": at,
+                "timesteps": [int(f["timestep"][0]) for f in feeds]}
+    result = SensitivityResult(model_sha, sha256_files([work.ranges]), policy.to_json(), settings, tuple(layers),
+                               "python -m tools sensitivity " + " ".join(argv), round(seconds, 1))
+    out = work.report_dir / FILE_NAME
+    result.save(out)
+    for layer in layers[:SHOWN]:
+        print(f"  {layer.rank:3d}. {layer.node:60s} {layer.op_type:8s} MSE {layer.mse:.3e}  cosine {layer.cosine:.6f}")
+    if len(layers) > SHOWN:
+        print(f"  ... {len(layers) - SHOWN} more")
+    print(f"ranked {len(layers)} layers in {seconds:.1f} s; wrote {out}")
+    return 0

@@ -1,0 +1,146 @@
+"""``python -m tools validate WORK``: the quantized model against FP32 along the denoising schedule (Polygraphy
+Comparator) and on final images; exit 1 when a threshold is violated, so CI can gate on it."""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+from common.atomic import write_json
+from common.errors import CheckFailed, UserError
+from common.images import save_grid
+from common.workdir import WorkDir
+from engines.backends import resolve_backend
+from engines.schedulers import SCHEDULERS
+from tools.sample_cmd import load_array
+from validation.validate import (
+    Thresholds,
+    ValidateConfig,
+    check_work,
+    compare_steps,
+    final_images,
+    image_metrics,
+    thresholds_json,
+    trajectory_inputs,
+    violations,
+)
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def parse(argv: list[str]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m tools validate", description=__doc__)
+    p.add_argument("work", type=Path)
+    g = p.add_argument_group("what to compare")
+    g.add_argument("--precision", default="int8", choices=["int8"])
+    g.add_argument("--backend", default="auto", choices=["auto", "ort", "trt"])
+    g.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
+    g.add_argument("--steps", type=int, default=50)
+    g.add_argument("--points", type=int, default=5, help="time steps compared, spread over the schedule")
+    g.add_argument("--num", type=int, default=4, help="trajectories per compared time step")
+    g.add_argument("--images", type=int, default=16, help="seeds for the final-image metrics (0: skip)")
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--verbose", action="store_true", help="show Polygraphy's own comparison log")
+    g.add_argument("--cond", type=Path, help="conditional models: .npy of encoder_hidden_states")
+    g.add_argument("--guidance-scale", type=float, default=7.5)
+    g.add_argument("--inception-onnx", type=Path, help="local ONNX Inception feature extractor for FID")
+    g.add_argument("--classifier", type=Path, default=REPO / "models" / "digit-classifier",
+                   help="digit classifier folder (FD-digits for 1×32×32 models)")
+    t = p.add_argument_group("thresholds (exit 1 when violated; a negative value disables a gate)")
+    t.add_argument("--min-cosine", type=float, default=0.99)
+    t.add_argument("--min-step-psnr", type=float, default=-1)
+    t.add_argument("--min-snr", type=float, default=15.0)
+    t.add_argument("--max-abs-error", type=float, default=-1)
+    t.add_argument("--min-psnr", type=float, default=20.0, help="final-image PSNR in dB")
+    t.add_argument("--min-ssim", type=float, default=-1)
+    args = p.parse_args(argv)
+    for flag in ("steps", "points", "num"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be >= 1")
+    if args.points > args.steps:
+        raise UserError(f"--points {args.points} exceeds --steps {args.steps}")
+    if args.inception_onnx is not None and not args.inception_onnx.is_file():
+        raise UserError(f"--inception-onnx file '{args.inception_onnx}' does not exist")
+    return args
+
+
+def _gate(value: float) -> float | None:
+    return None if value < 0 else value
+
+
+def main(argv: list[str]) -> int:
+    args = parse(argv)
+    work = WorkDir(args.work)
+    info, qpath = check_work(work, args.precision)
+    th = Thresholds(min_cosine=_gate(args.min_cosine), min_step_psnr=_gate(args.min_step_psnr),
+                    min_snr=_gate(args.min_snr), max_abs_error=_gate(args.max_abs_error),
+                    min_image_psnr=_gate(args.min_psnr), min_ssim=_gate(args.min_ssim))
+    cfg = ValidateConfig(steps=args.steps, points=args.points, num=args.num, images=args.images, seed=args.seed,
+                         scheduler=args.scheduler, precision=args.precision, thresholds=th)
+    cond = None
+    spec = info["inputs"].get("encoder_hidden_states")
+    if spec is not None:
+        from calibrators.calibrate import conditioning_for
+
+        given = load_array(args.cond, "--cond", (None, spec["shape"][1], spec["shape"][2])) if args.cond else None
+        cond = conditioning_for(info, given, args.seed, args.guidance_scale)
+    backend = resolve_backend(args.backend)
+    plan = None
+    if backend == "trt":
+        from engines.trt_plan import plan_path
+
+        plan = plan_path(work.root, args.precision)
+        if not plan.is_file():
+            print(f"no TensorRT engine {plan.name}: validating the Q/DQ model on ONNX Runtime instead")
+            plan, backend = None, "ort"
+    start = time.perf_counter()
+    report = work.report_dir
+    feeds = trajectory_inputs(work.model, info, cfg, cond)
+    inputs_json = report / "validate_inputs.json"
+    steps, polygraphy_ok = compare_steps(work.model, qpath, feeds, inputs_json, plan, args.verbose)
+    for s in steps:
+        print(f"  t={s.t:4d}  cosine {s.cosine:.5f}  PSNR {s.psnr_db:6.2f} dB  SNR {s.snr_db:6.2f} dB  "
+              f"mean|e| {s.mean_abs:.4g}  max|e| {s.max_abs:.4g}")
+    images: dict[str, float] = {}
+    if cfg.images > 0:
+        ref, img = final_images(work.model, qpath, info, cfg, cond)
+        images = image_metrics(ref, img, args.classifier, args.inception_onnx)
+        save_grid(ref, report / "fp32.png")
+        save_grid(img, report / f"{args.precision}.png")
+        extra = "".join(f", {k} {images[k]:.3f}" for k in ("fd_digits", "fid") if k in images)
+        print(f"  final images ({cfg.images} seeds): PSNR {images['psnr']:.2f} dB, SSIM {images['ssim']:.4f}{extra}")
+    bad = violations(steps, images or {"psnr": np.inf, "ssim": 1.0}, th)
+    import onnx
+    import onnxruntime
+    import polygraphy
+
+    write_json(report / "validate.json", {
+        "schema_version": 1,
+        "command": "python -m tools validate " + " ".join(argv),
+        "backend": "TensorRT engine" if plan is not None else "ONNX Runtime (CPU)",
+        "settings": {"steps": cfg.steps, "points": cfg.points, "num": cfg.num, "images": cfg.images,
+                     "seed": cfg.seed, "scheduler": cfg.scheduler, "precision": cfg.precision},
+        "steps": [s.to_json() for s in steps],
+        "polygraphy_simple_compare_passed": polygraphy_ok,
+        "images": images,
+        "grids": {"fp32": "fp32.png", "int8": f"{args.precision}.png"} if images else {},
+        "inputs": inputs_json.name,
+        "thresholds": thresholds_json(th),
+        "violations": bad,
+        "passed": not bad,
+        "seconds": round(time.perf_counter() - start, 1),
+        "versions": {"python": platform.python_version(), "onnx": onnx.__version__,
+                     "onnxruntime": onnxruntime.__version__, "polygraphy": polygraphy.__version__},
+    })
+    print(f"wrote {report / 'validate.json'}; inputs for `polygraphy run {work.model} --onnxrt --load-inputs "
+          f"{inputs_json}`")
+    sys.stdout.flush()
+    if bad:
+        raise CheckFailed(f"{len(bad)} threshold(s) violated: " + "; ".join(bad[:3]) + (" ..." if len(bad) > 3 else ""))
+    print("validation passed")
+    return 0

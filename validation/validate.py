@@ -1,0 +1,181 @@
+"""Validation of a quantized work folder with Polygraphy's Comparator along the denoising schedule.
+
+Inputs are the states the FP32 UNet sees on its real trajectory at several steps; they are saved in Polygraphy's
+input JSON format so ``polygraphy run WORK/model.onnx --onnxrt --load-inputs WORK/report/validate_inputs.json``
+replays them. The FP32 model runs in an ``OnnxrtRunner``; the quantized model in an ``OnnxrtRunner`` (CPU) or a
+``TrtRunner`` on a TensorRT engine (GPU). Per step: cosine, PSNR, SNR, mean/max absolute error; Polygraphy's own
+``CompareFunc.simple`` verdict is recorded beside them. Then final images over N seeds: PSNR, SSIM, and the
+digit-feature (or a user-supplied ONNX Inception) Fréchet distance.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from common.errors import UserError
+from common.hashing import onnx_model_sha256
+from common.workdir import WorkDir
+from engines.ort_session import OrtSession
+from engines.runner import Conditioning, DenoiseRunner, to_images
+from engines.schedulers import make_scheduler
+from validation.image_metrics import frechet_distance, psnr, ssim
+from validation.step_metrics import StepMetrics, step_metrics
+from validation.trajectory_inputs import spread_steps, trajectory_feeds
+
+
+@dataclass(frozen=True)
+class Thresholds:
+    """Gates: a step or the images failing any of them makes ``validate`` exit 1. None disables a gate."""
+
+    min_cosine: float | None = 0.99
+    min_step_psnr: float | None = None
+    min_snr: float | None = 15.0
+    max_abs_error: float | None = None
+    min_image_psnr: float | None = 20.0
+    min_ssim: float | None = None
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """steps: sampler steps; points: time steps compared (spread over the schedule, >= 5 by default);
+    num: trajectories per compared step; images: seeds for the final-image metrics."""
+
+    steps: int = 50
+    points: int = 5
+    num: int = 4
+    images: int = 16
+    seed: int = 0
+    scheduler: str = "ddim"
+    precision: str = "int8"
+    thresholds: Thresholds = field(default_factory=Thresholds)
+
+
+def check_work(work: WorkDir, precision: str) -> tuple[dict[str, Any], Path]:
+    """The export info and quantized model, after the bad-input checks (each a one-line UserError)."""
+    info = work.load_export_info()
+    qpath = work.model_for(precision)
+    fp32 = work.model_for("fp32")
+    record_path = work.quantize_json
+    if record_path.is_file():
+        try:
+            record = json.loads(record_path.read_text())
+        except json.JSONDecodeError as exc:
+            raise UserError(f"cannot read '{record_path}': {exc}") from exc
+        sha = onnx_model_sha256(fp32)
+        if record.get("source_model_sha256") not in (None, sha):
+            raise UserError(f"'{qpath}' was quantized from another model than '{fp32}' (see {record_path}); "
+                            f"run python -m tools quantize {work.root} again")
+    if work.ranges.is_file():
+        from calibrators.ranges import TensorRanges
+
+        TensorRanges.load(work.ranges, expected_model_sha256=onnx_model_sha256(fp32))
+    q_inputs = _input_shapes(qpath)
+    for name, spec in info["inputs"].items():
+        want = [d if isinstance(d, int) else None for d in spec["shape"]]
+        got = q_inputs.get(name)
+        if got is None or len(got) != len(want) or any(w is not None and g not in (w, None)
+                                                         for w, g in zip(want, got, strict=True)):
+            raise UserError(f"'{qpath}' input '{name}' has shape {got}, but export.json says {spec['shape']}")
+    return info, qpath
+
+
+def _input_shapes(path: Path) -> dict[str, list[int | None]]:
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception as exc:  # protobuf decode errors have many types
+        raise UserError(f"cannot read ONNX model '{path}': {str(exc).splitlines()[0][:200]}") from exc
+    return {i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
+            for i in model.graph.input}
+
+
+def compare_steps(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]], inputs_json: Path,
+                  plan: Path | None = None, verbose: bool = False) -> tuple[list[StepMetrics], bool]:
+    """Polygraphy Comparator: FP32 OnnxrtRunner against the quantized runner on ``feeds`` (one iteration per
+    step). Returns our per-step metrics and Polygraphy's ``CompareFunc.simple`` verdict (rtol/atol 5e-2)."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy.logger import G_LOGGER
+
+    if not verbose:
+        G_LOGGER.module_severity = G_LOGGER.CRITICAL  # our per-step table replaces Polygraphy's histograms
+
+    runners = [OnnxrtRunner(SessionFromOnnx(str(fp32), providers=["cpu"]), name="fp32")]
+    if plan is not None:  # the quantized model as a TensorRT engine (GPU)
+        from engines.trt_polygraphy import trt_runner
+
+        runners.append(trt_runner(plan))
+    else:
+        runners.append(OnnxrtRunner(SessionFromOnnx(str(quantized), providers=["cpu"]), name="quantized"))
+    inputs_json.parent.mkdir(parents=True, exist_ok=True)
+    results = Comparator.run(runners, data_loader=feeds, save_inputs_path=str(inputs_json))
+    accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(rtol=5e-2, atol=5e-2))
+    ref_iters, q_iters = results[0][1], results[1][1]
+    metrics = [step_metrics(r["out"], q["out"], int(f["timestep"][0]))
+               for r, q, f in zip(ref_iters, q_iters, feeds, strict=True)]
+    return metrics, bool(accuracy)
+
+
+def final_images(fp32: Path, quantized: Path, info: dict[str, Any], cfg: ValidateConfig,
+                 cond: Conditioning | None) -> tuple[np.ndarray, np.ndarray]:
+    """FP32 and quantized final images in [0, 1] from the same ``cfg.images`` seeds (image i: seed cfg.seed+i)."""
+    c, h, w = info["inputs"]["sample"]["shape"][1:]
+    out = []
+    for path in (fp32, quantized):
+        with OrtSession(path) as sess:
+            runner = DenoiseRunner(sess, make_scheduler(cfg.scheduler, info["scheduler"]), batch_size=cfg.images)
+            noise = np.concatenate([runner.initial_noise((1, c, h, w), cfg.seed + i) for i in range(cfg.images)])
+            out.append(to_images(runner.sample(noise, cfg.steps, seed=cfg.seed, cond=cond)))
+    return out[0], out[1]
+
+
+def image_metrics(ref: np.ndarray, img: np.ndarray, classifier: Path | None,
+                  inception_onnx: Path | None) -> dict[str, float]:
+    """PSNR/SSIM, plus FD on digit features (1×32×32 images) or on an ONNX Inception feature extractor."""
+    result = {"psnr": psnr(img, ref), "ssim": ssim(img, ref), "num": float(len(img))}
+    if classifier is not None and ref.shape[1:] == (1, 32, 32) and (classifier / "model.safetensors").is_file():
+        from validation.digit_classifier import DigitFeatures
+
+        feats = DigitFeatures(classifier)
+        result["fd_digits"] = frechet_distance(feats.features(img), feats.features(ref))
+    if inception_onnx is not None:
+        from validation.inception import inception_features
+
+        result["fid"] = frechet_distance(inception_features(inception_onnx, img),
+                                         inception_features(inception_onnx, ref))
+    return result
+
+
+def violations(steps: list[StepMetrics], images: dict[str, float], th: Thresholds) -> list[str]:
+    """Human-readable threshold violations (empty: passed)."""
+    bad = []
+    for s in steps:
+        if th.min_cosine is not None and s.cosine < th.min_cosine:
+            bad.append(f"t={s.t}: cosine {s.cosine:.4f} < {th.min_cosine}")
+        if th.min_step_psnr is not None and s.psnr_db < th.min_step_psnr:
+            bad.append(f"t={s.t}: PSNR {s.psnr_db:.2f} dB < {th.min_step_psnr}")
+        if th.min_snr is not None and s.snr_db < th.min_snr:
+            bad.append(f"t={s.t}: SNR {s.snr_db:.2f} dB < {th.min_snr}")
+        if th.max_abs_error is not None and s.max_abs > th.max_abs_error:
+            bad.append(f"t={s.t}: max abs error {s.max_abs:.4g} > {th.max_abs_error}")
+    if th.min_image_psnr is not None and images["psnr"] < th.min_image_psnr:
+        bad.append(f"images: PSNR {images['psnr']:.2f} dB < {th.min_image_psnr}")
+    if th.min_ssim is not None and images["ssim"] < th.min_ssim:
+        bad.append(f"images: SSIM {images['ssim']:.4f} < {th.min_ssim}")
+    return bad
+
+
+def thresholds_json(th: Thresholds) -> dict[str, float | None]:
+    return asdict(th)
+
+
+def trajectory_inputs(fp32: Path, info: dict[str, Any], cfg: ValidateConfig,
+                      cond: Conditioning | None) -> list[dict[str, np.ndarray]]:
+    """Feeds at ``cfg.points`` steps spread over the schedule (first and last included)."""
+    return trajectory_feeds(fp32, info, cfg.steps, spread_steps(cfg.steps, cfg.points), cfg.num, cfg.seed, cond,
+                            cfg.scheduler)
