@@ -21,6 +21,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--method", default="ndtc", help="calibration method (see calibrate)")
     p.add_argument("--samples", type=int, default=256, help="calibration samples")
     p.add_argument("--target", default="onnxruntime", help="Q/DQ target (see quantize)")
+    p.add_argument("--min-psnr", type=float, default=20.0, help="validate: final-image PSNR gate (dB)")
+    p.add_argument("--min-cosine", type=float, default=0.99, help="validate: per-step cosine gate")
+    p.add_argument("--min-snr", type=float, default=15.0, help="validate: per-step SNR gate (dB)")
     return p.parse_args(argv)
 
 
@@ -36,7 +39,9 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ("quantize", [work, "--target", args.target]),
         ("sample", sample + ["--precision", "fp32"]),
         ("sample", sample + ["--precision", "int8"]),
-        ("validate", [work, "--steps", str(args.steps), "--images", str(args.num), "--seed", str(args.seed)]),
+        ("validate", [work, "--steps", str(args.steps), "--images", str(args.num), "--seed", str(args.seed),
+                      "--min-psnr", str(args.min_psnr), "--min-cosine", str(args.min_cosine),
+                      "--min-snr", str(args.min_snr)]),
     ]
 
 

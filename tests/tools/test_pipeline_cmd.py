@@ -1,0 +1,24 @@
+"""``python -m tools pipeline``: every stage on a tiny model, outputs where it says."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from PIL import Image
+
+from tests.conftest import run_cli
+
+
+def test_pipeline_end_to_end(tiny_unet_dir: Path, tmp_path: Path, capsys) -> None:  # type: ignore[no-untyped-def]
+    work = tmp_path / "w"
+    code = run_cli("pipeline", "--model", tiny_unet_dir, work, "--steps", "6", "--num", "2", "--samples", "8",
+                   "--min-psnr", "0", "--min-cosine", "0.9", "--min-snr", "0")
+    assert code == 0
+    for name in ("model.onnx", "export.json", "ranges.json", "model.int8.onnx", "quantize.json",
+                 "samples/fp32_ddim6.png", "samples/int8_ddim6.png", "samples/fp32_vs_int8_ddim6.png",
+                 "samples/int8_ddim6.samples.npy", "report/validate.json"):
+        assert (work / name).is_file(), name
+    both = Image.open(work / "samples" / "fp32_vs_int8_ddim6.png")
+    single = Image.open(work / "samples" / "fp32_ddim6.png")
+    assert both.width > 2 * single.width
+    assert "outputs in" in capsys.readouterr().out
