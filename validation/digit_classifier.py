@@ -33,7 +33,7 @@ def _build() -> Any:
     )
 
 
-def train_classifier(out: Path, seed: int = 0, epochs: int = 30) -> dict[str, Any]:
+def train_classifier(out: Path, seed: int = 0, epochs: int = 100) -> dict[str, Any]:
     """Train on 80% of the digits, report accuracy on the other 20%, save weights (safetensors) and a card."""
     torch = lazy_import("torch")
     from safetensors.torch import save_file
