@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 WORK ?= work/digits-ddpm
 MODEL ?= models/digits-ddpm
 
-.PHONY: setup demo test test-gpu typecheck lint-docker bench clean
+.PHONY: setup demo test test-gpu typecheck lint-docker chromium bench clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,7 @@ demo: setup
 	$(PY) -m tools pipeline --model $(MODEL) $(WORK) --force
 
 # The suite: type-check the TensorRT layer, lint the Dockerfile, then the tests (gpu-marked ones skip without CUDA).
-test: setup typecheck lint-docker
+test: setup typecheck lint-docker chromium
 	$(PY) -m pytest -q
 
 test-gpu:
@@ -41,6 +41,10 @@ typecheck: setup
 	$(PY) -m pip install --quiet --no-deps $(TRT_STUBS)
 	$(PY) .ci/patch_trt_stubs.py
 	$(PY) -m mypy $(TYPECHECKED)
+
+# Headless Chromium renders the HTML report in tests/validation/test_report.py (Debian's package; needs root to install).
+chromium:
+	command -v chromium || (apt-get update && apt-get install -y chromium)
 
 lint-docker: setup
 	$(VENV)/bin/hadolint Dockerfile

@@ -85,14 +85,17 @@ class DenoiseRunner:
         """Denoise ``noise`` (x_T, N×C×H×W float32, unit variance) in ``num_steps`` scheduler steps.
 
         Returns the final sample in model space, before any clipping. ``seed`` seeds the generator of stochastic
-        schedulers. ``callback`` sees every UNet input with its step index and time step. With ``stop_at_step=k``
+        schedulers, advanced past x_T as diffusers' pipelines do. ``callback`` sees every UNet input with its step index and time step. With ``stop_at_step=k``
         the loop returns the model input of step k (the state x_t the UNet sees at ``scheduler.timesteps[k]``)
         without running that step.
         """
         torch = lazy_import("torch")
         sched = self.scheduler
         sched.set_timesteps(num_steps)
+        # diffusers' pipelines draw x_T first and then let stochastic schedulers continue the same generator:
+        # advance ours past an x_T-sized draw so the step noise matches theirs (whether or not x_T came from it).
         gen = torch.Generator().manual_seed(seed)
+        torch.randn(noise.shape, generator=gen, dtype=torch.float32)
         x = torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)) * sched.init_noise_sigma
         extra: dict[str, Any] = {"generator": gen}
         if eta is not None:

@@ -10,22 +10,41 @@ import onnx
 import pytest
 
 from calibrators.ranges import TensorRanges
+from common.workdir import WorkDir
 from exporter.qdq_insert import plan_qdq
 from exporter.qdq_policy import QDQPolicy
 from tests.conftest import run_cli
+from tools.sensitivity_cmd import recorded_policy
 from validation.sensitivity import quantized_layers, single_layer_policy
 from validation.sensitivity_file import SensitivityResult
 
 FAST = ("--steps", "6", "--points", "2", "--num", "2")
 
 
+def _copy(src: Path, dst: Path, keep_report: bool = False) -> Path:
+    skip = ["calib", "model.int8.onnx*", "quantize.json"] + ([] if keep_report else ["report"])
+    shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*skip))
+    return dst
+
+
 @pytest.fixture
 def work(tiny_calibrated: Path, tmp_path: Path) -> Path:
     """A private copy of the calibrated tiny work folder (commands here write quantize.json and report/)."""
-    dst = tmp_path / "w"
-    shutil.copytree(tiny_calibrated, dst, ignore=shutil.ignore_patterns("calib", "report", "model.int8.onnx*",
-                                                                         "quantize.json"))
-    return dst
+    return _copy(tiny_calibrated, tmp_path / "w")
+
+
+@pytest.fixture(scope="module")
+def ranked_once(tiny_calibrated: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the tiny work folder on which ``sensitivity`` ran once."""
+    src = _copy(tiny_calibrated, tmp_path_factory.mktemp("sens") / "w")
+    assert run_cli("sensitivity", src, *FAST) == 0
+    return src
+
+
+@pytest.fixture
+def ranked(ranked_once: Path, tmp_path: Path) -> Path:
+    """A private copy of ``ranked_once`` (with its report/sensitivity.json)."""
+    return _copy(ranked_once, tmp_path / "w", keep_report=True)
 
 
 def _layers(work: Path) -> list[tuple[str, str]]:
@@ -51,8 +70,8 @@ def test_single_layer_policy_quantizes_one_layer(work: Path) -> None:
         assert {node for node, _ in plan.weights} | {s.conv for s in plan.splits} == {layer}
 
 
-def test_ranking_has_every_layer_and_is_deterministic(work: Path) -> None:
-    assert run_cli("sensitivity", work, *FAST) == 0
+def test_ranking_has_every_layer_and_is_deterministic(ranked: Path) -> None:
+    work = ranked
     first = json.loads((work / "report" / "sensitivity.json").read_text())
     assert run_cli("sensitivity", work, *FAST) == 0
     second = json.loads((work / "report" / "sensitivity.json").read_text())
@@ -68,8 +87,8 @@ def test_ranking_has_every_layer_and_is_deterministic(work: Path) -> None:
     assert SensitivityResult.from_json(result.to_json(), "x").to_json() == result.to_json()
 
 
-def test_keep_float_n_leaves_exactly_those_layers_without_weight_dq(work: Path) -> None:
-    assert run_cli("sensitivity", work, *FAST) == 0
+def test_keep_float_n_leaves_exactly_those_layers_without_weight_dq(ranked: Path) -> None:
+    work = ranked
     ranked = [x["node"] for x in json.loads((work / "report" / "sensitivity.json").read_text())["layers"]]
     assert run_cli("quantize", work, "--keep-float", "2") == 0
     qmodel = onnx.load(str(work / "model.int8.onnx"))
@@ -82,10 +101,8 @@ def test_keep_float_n_leaves_exactly_those_layers_without_weight_dq(work: Path) 
     record = json.loads((work / "quantize.json").read_text())
     assert record["sensitivity_keep_float"]["nodes"] == ranked[:2]
     assert set(ranked[:2]) <= set(record["policy"]["keep_float"])
-    # sensitivity again after --keep-float: the recorded policy still ranks every layer
-    assert run_cli("sensitivity", work, *FAST) == 0
-    again = json.loads((work / "report" / "sensitivity.json").read_text())
-    assert len(again["layers"]) == len(ranked) and again["policy"]["keep_float"] == []
+    # a later sensitivity run ranks every layer again: the recorded policy minus the layers --keep-float chose
+    assert recorded_policy(WorkDir(work)).keep_float == ()
 
 
 def test_keep_float_without_sensitivity_exits_2(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
@@ -95,9 +112,9 @@ def test_keep_float_without_sensitivity_exits_2(work: Path, capsys: pytest.Captu
     assert not (work / "model.int8.onnx").exists() and not (work / "quantize.json").exists()
 
 
-def test_keep_float_with_sensitivity_of_another_model_exits_2(work: Path,
+def test_keep_float_with_sensitivity_of_another_model_exits_2(ranked: Path,
                                                               capsys: pytest.CaptureFixture[str]) -> None:
-    assert run_cli("sensitivity", work, *FAST) == 0
+    work = ranked
     path = work / "report" / "sensitivity.json"
     data = json.loads(path.read_text())
     data["model_sha256"] = "0" * 64

@@ -1,0 +1,29 @@
+"""``python -m tools report WORK``: one self-contained WORK/report/index.html from what the other commands wrote
+(validate.json and its grids, sensitivity.json, quantize.json, export.json), plus ORT step latency."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from common.errors import UserError
+from common.workdir import WorkDir
+from validation.report import ReportConfig, write_report
+
+
+def main(argv: list[str]) -> int:
+    p = argparse.ArgumentParser(prog="python -m tools report", description=__doc__)
+    p.add_argument("work", type=Path)
+    p.add_argument("--no-latency", action="store_true", help="do not measure latency when validate.json has none")
+    p.add_argument("--repeats", type=int, default=5, help="interleaved latency rounds per model and batch")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    p.add_argument("--top", type=int, default=30, help="layers shown in the sensitivity chart")
+    args = p.parse_args(argv)
+    for flag in ("repeats", "top"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag} must be >= 1")
+    work = WorkDir(args.work)
+    work.load_export_info()
+    out = write_report(work, ReportConfig(not args.no_latency, args.repeats, args.threads, args.top))
+    print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, self-contained)")
+    return 0
