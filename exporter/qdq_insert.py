@@ -31,6 +31,7 @@ from exporter.qdq_rules import RULES, ActivationMark, Mark, OutputMark, WeightMa
 from exporter.weight_quant import channel_scales, quantize_codes
 
 ALL_CONSUMERS = "*"
+QUANTIZED_UNIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
 INT8_QMAX = 127
 
 
@@ -202,8 +203,9 @@ class _Rewriter:
             self.nodes[name] = node
             if self.quantize:
                 self.quantize_weight(node, wi.name, 0)
-                self.requests[branch.name].discard(f"{conv.name}/split")
-                self.requests[branch.name].add(name)
+                if branch.name in self.requests:
+                    self.requests[branch.name].discard(f"{conv.name}/split")
+                    self.requests[branch.name].add(name)
             partials.append(y)
         conv.outputs.clear()
         acc: gs.Variable = partials[0]
@@ -236,11 +238,9 @@ class _Rewriter:
         self.weight_scale[node.name] = scale
 
     def quantize_activation(self, tensor: str, consumers: set[str]) -> None:
-        """One Q on ``tensor`` and a dedicated DQ for each reading node (the listed consumers, or all).
-
-        A DQ per consumer keeps every node unit separate, which ONNX Runtime's QDQ fusions require (a DQ shared by
-        two nodes blocks QLinearConv) and TensorRT accepts (it folds identical DQs).
-        """
+        """One Q on ``tensor``; a dedicated DQ for each quantized op reading it (its own node unit, as ONNX
+        Runtime's fusions and TensorRT's explicit quantization expect) and one shared DQ for all float readers
+        (GroupNorm, Shape, Concat, ...), so no dequantization is computed twice."""
         src = self.tensors[tensor]
         scale = np.array(self.plan.amax[tensor] / INT8_QMAX, dtype=np.float32)
         s = gs.Constant(self._name(f"{tensor}_scale"), scale)
@@ -253,10 +253,16 @@ class _Rewriter:
         q_out = gs.Variable(self._name(f"{tensor}_quantized"), dtype=self.policy.activation_dtype, shape=src.shape)
         self.graph.nodes.append(gs.Node("QuantizeLinear", name=self._name(f"{tensor}_Q"), inputs=[src, s, zp],
                                         outputs=[q_out]))
+        shared: gs.Variable | None = None
         for reader in readers:
-            dq_out = gs.Variable(self._name(f"{tensor}_dequantized"), dtype=np.float32, shape=src.shape)
-            self.graph.nodes.append(gs.Node("DequantizeLinear", name=self._name(f"{tensor}_DQ"),
-                                            inputs=[q_out, s, zp], outputs=[dq_out]))
+            if reader.op in QUANTIZED_UNIT_OPS or shared is None:
+                dq_out = gs.Variable(self._name(f"{tensor}_dequantized"), dtype=np.float32, shape=src.shape)
+                self.graph.nodes.append(gs.Node("DequantizeLinear", name=self._name(f"{tensor}_DQ"),
+                                                inputs=[q_out, s, zp], outputs=[dq_out]))
+                if reader.op not in QUANTIZED_UNIT_OPS:
+                    shared = dq_out
+            else:
+                dq_out = shared
             for i, inp in enumerate(reader.inputs):
                 if inp is src:
                     reader.inputs[i] = dq_out

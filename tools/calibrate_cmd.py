@@ -34,7 +34,8 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--cond", type=Path, help="conditional models: .npy of encoder_hidden_states N×L×D")
     g.add_argument("--guidance-scale", type=float, default=7.5)
     e = p.add_argument_group("ranges")
-    e.add_argument("--estimator", default="max", choices=sorted(ESTIMATORS))
+    e.add_argument("--estimator", default="mse", choices=sorted(ESTIMATORS),
+                   help="range estimator (default mse: best measured on the reference model, docs/benchmarks.md)")
     e.add_argument("--bits", type=int, default=8, choices=[8, 4], help="activation bits the ranges are for")
     e.add_argument("--percentile", type=float, default=99.99)
     e.add_argument("--lp", type=float, default=2.0, help="Lp norm of the MSE search (PTQ4DM/Q-Diffusion: 2.4)")

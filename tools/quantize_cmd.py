@@ -19,7 +19,7 @@ from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from exporter.onnx_export import save_model
 from exporter.qdq_insert import plan_qdq, rewrite
-from exporter.qdq_policy import SHORTCUT_MODES, TARGETS, QDQPolicy
+from exporter.qdq_policy import DEFAULT_EXCLUDE, SHORTCUT_MODES, TARGETS, QDQPolicy
 from validation.sensitivity_file import FILE_NAME as SENSITIVITY_FILE
 from validation.sensitivity_file import SensitivityResult
 
@@ -33,23 +33,25 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--shortcut", default="split", choices=list(SHORTCUT_MODES))
     g.add_argument("--attention-matmul", action="store_true", help="also quantize QK^T and softmax·V")
     g.add_argument("--no-residual-add", action="store_true", help="leave residual Add inputs in float")
-    g.add_argument("--exclude", nargs="*", default=[], metavar="PATTERN", help="node-name patterns left float")
+    g.add_argument("--exclude", nargs="*", default=None, metavar="PATTERN",
+                   help=f"node-name patterns (fnmatch) left float; default {' '.join(DEFAULT_EXCLUDE)}; "
+                        "give the flag with no pattern to quantize every layer")
     g.add_argument("--keep-float-nodes", nargs="*", default=[], metavar="NODE", help="node names left float")
 
 
 def policy_from_args(args: argparse.Namespace) -> QDQPolicy:
     return QDQPolicy(target=args.target, weight_bits=args.weight_bits, shortcut=args.shortcut,
                      attention_matmul=args.attention_matmul, residual_add=not args.no_residual_add,
-                     exclude=tuple(args.exclude), keep_float=tuple(args.keep_float_nodes))
+                     exclude=DEFAULT_EXCLUDE if args.exclude is None else tuple(args.exclude),
+                     keep_float=tuple(args.keep_float_nodes))
 
 
-def keep_most_sensitive(policy: QDQPolicy, work: WorkDir, count: int, model_sha: str) -> tuple[QDQPolicy, list[str]]:
-    """``policy`` with the ``count`` most sensitive layers of WORK/report/sensitivity.json added to keep_float."""
+def keep_most_sensitive(policy: QDQPolicy, path: Path, count: int, model_sha: str) -> tuple[QDQPolicy, list[str]]:
+    """``policy`` with the ``count`` most sensitive layers of the ranking ``path`` added to keep_float."""
     if count < 0:
         raise UserError(f"--keep-float must be >= 0, got {count}")
     if count == 0:
         return policy, []
-    path = work.report_dir / SENSITIVITY_FILE
     result = SensitivityResult.load(path, expected_model_sha256=model_sha)
     if count > len(result.layers):
         raise UserError(f"--keep-float {count} exceeds the {len(result.layers)} layers ranked in '{path}'")
@@ -86,7 +88,8 @@ def main(argv: list[str]) -> int:
     p.add_argument("--ranges", type=Path, help="ranges file (default WORK/ranges.json)")
     p.add_argument("--out", type=Path, help="output model (default WORK/model.int8.onnx)")
     p.add_argument("--keep-float", type=int, default=0, metavar="N",
-                   help="keep the N most sensitive layers (WORK/report/sensitivity.json) float")
+                   help="keep the N most sensitive layers (python -m tools sensitivity) float")
+    p.add_argument("--sensitivity", type=Path, help=f"ranking for --keep-float (default WORK/report/{SENSITIVITY_FILE})")
     add_policy_args(p)
     args = p.parse_args(argv)
     work = WorkDir(args.work)
@@ -97,7 +100,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"no ranges file '{ranges_path}': run python -m tools calibrate {work.root} first")
     model_sha = onnx_model_sha256(model_path)
     ranges = TensorRanges.load(ranges_path, expected_model_sha256=model_sha)
-    policy, sensitive = keep_most_sensitive(policy_from_args(args), work, args.keep_float, model_sha)
+    sensitivity_path = args.sensitivity or work.report_dir / SENSITIVITY_FILE
+    policy, sensitive = keep_most_sensitive(policy_from_args(args), sensitivity_path, args.keep_float, model_sha)
     out_path = args.out or work.int8_model
     if out_path.suffix != ".onnx":
         raise UserError(f"--out '{out_path}' must end in .onnx")
@@ -127,7 +131,7 @@ def main(argv: list[str]) -> int:
             "op_counts": {k: counts[k] for k in ("QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm")},
             "float_nodes": plan.float_nodes,
             "sensitivity_keep_float": {"count": len(sensitive), "nodes": sensitive,
-                                       "file": str(work.report_dir / SENSITIVITY_FILE) if sensitive else None},
+                                       "file": str(sensitivity_path) if sensitive else None},
             "kernels": kernel_report(qmodel, policy),
             "warnings": plan.warnings,
         }

@@ -19,11 +19,15 @@ from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from engines.schedulers import SCHEDULERS
 from exporter.qdq_policy import QDQPolicy
-from validation.sensitivity import SensitivityConfig, rank_layers
+from engines.ort_session import OrtSession
+from engines.runner import DenoiseRunner
+from engines.schedulers import make_scheduler
+from validation.sensitivity import METRICS, ErrorProbe, ImageProbe, SensitivityConfig, StepProbe, rank_layers
 from validation.sensitivity_file import FILE_NAME, SensitivityResult
 from validation.trajectory_inputs import spread_steps, trajectory_feeds
 
 SHOWN = 10
+GUIDANCE = 7.5  # classifier-free guidance of conditional models, as in sampling
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -34,12 +38,18 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--num", type=int, default=4, help="trajectories (batch rows) per compared step")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
+    p.add_argument("--metric", default="step", choices=list(METRICS),
+                   help="step: UNet output at --points trajectory steps (fast); image: final images of the whole "
+                        "--steps loop from --num seeds (slower, follows error accumulation)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    p.add_argument("--out", type=Path, help=f"ranking file (default WORK/report/{FILE_NAME})")
     args = p.parse_args(argv)
+    if args.out is not None and args.out.suffix != ".json":
+        raise UserError(f"--out '{args.out}' must end in .json")
     for flag in ("steps", "points", "num"):
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag} must be >= 1")
-    if args.points > args.steps:
+    if args.metric == "step" and args.points > args.steps:
         raise UserError(f"--points {args.points} exceeds --steps {args.steps}")
     return args
 
@@ -61,6 +71,24 @@ def recorded_policy(work: WorkDir) -> QDQPolicy:
     return replace(policy, keep_float=tuple(n for n in policy.keep_float if n not in chosen))
 
 
+def make_probe(model_path: Path, info: dict[str, Any], cfg: SensitivityConfig) -> tuple[ErrorProbe, dict[str, Any]]:
+    """The error probe for ``cfg.metric`` and the settings recorded with the ranking."""
+    cond = conditioning_for(info, None, cfg.seed, GUIDANCE)
+    settings: dict[str, Any] = {"metric": cfg.metric, "steps": cfg.steps, "num": cfg.num, "seed": cfg.seed,
+                                "scheduler": cfg.scheduler}
+    if cfg.metric == "image":
+        c, h, w = info["inputs"]["sample"]["shape"][1:]
+        scheduler = make_scheduler(cfg.scheduler, info["scheduler"])
+        noise = DenoiseRunner(OrtSession(model_path), scheduler).initial_noise((cfg.num, c, h, w), cfg.seed)  # lazy
+        settings["what"] = f"final-image MSE after {cfg.steps} {cfg.scheduler} steps from {cfg.num} seeds"
+        return ImageProbe(noise, scheduler, cfg.steps, cfg.seed, cond), settings
+    at = spread_steps(cfg.steps, cfg.points)
+    feeds = trajectory_feeds(model_path, info, cfg.steps, at, cfg.num, cfg.seed, cond, cfg.scheduler)
+    settings.update(points=cfg.points, step_indices=at, timesteps=[int(f["timestep"][0]) for f in feeds],
+                    what=f"UNet output MSE at t = {[int(f['timestep'][0]) for f in feeds]} × {cfg.num} rows")
+    return StepProbe(feeds), settings
+
+
 def main(argv: list[str]) -> int:
     args = parse(argv)
     work = WorkDir(args.work)
@@ -71,21 +99,16 @@ def main(argv: list[str]) -> int:
     model_sha = onnx_model_sha256(model_path)
     ranges = TensorRanges.load(work.ranges, expected_model_sha256=model_sha)
     policy = recorded_policy(work)
-    cfg = SensitivityConfig(args.steps, args.points, args.num, args.seed, args.scheduler, args.threads)
+    cfg = SensitivityConfig(args.steps, args.points, args.num, args.seed, args.scheduler, args.threads, args.metric)
     start = time.perf_counter()
-    at = spread_steps(cfg.steps, cfg.points)
-    cond = conditioning_for(info, None, cfg.seed, 7.5)
-    feeds = trajectory_feeds(model_path, info, cfg.steps, at, cfg.num, cfg.seed, cond, cfg.scheduler)
+    probe, settings = make_probe(model_path, info, cfg)
     model = onnx.load(str(model_path))
-    print(f"ranking quantized layers ({policy.target} policy, {len(feeds)} steps × {cfg.num} rows)")
-    layers = rank_layers(model, ranges, policy, feeds, cfg.threads)
+    print(f"ranking quantized layers ({policy.target} policy, {cfg.metric} metric: {settings['what']})")
+    layers = rank_layers(model, ranges, policy, probe, cfg.threads)
     seconds = time.perf_counter() - start
-    settings = {"steps": cfg.steps, "points": cfg.points, "num": cfg.num, "seed": cfg.seed,
-                "scheduler": cfg.scheduler, "step_indices": at,
-                "timesteps": [int(f["timestep"][0]) for f in feeds]}
     result = SensitivityResult(model_sha, sha256_files([work.ranges]), policy.to_json(), settings, tuple(layers),
                                "python -m tools sensitivity " + " ".join(argv), round(seconds, 1))
-    out = work.report_dir / FILE_NAME
+    out = args.out or work.report_dir / FILE_NAME
     result.save(out)
     for layer in layers[:SHOWN]:
         print(f"  {layer.rank:3d}. {layer.node:60s} {layer.op_type:8s} MSE {layer.mse:.3e}  cosine {layer.cosine:.6f}")

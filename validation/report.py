@@ -181,9 +181,9 @@ def section_sensitivity(work: WorkDir, sensitivity: SensitivityResult | None, ke
     if sensitivity is None:
         return out + _note(problem or f"no {SENSITIVITY_FILE}: run python -m tools sensitivity {work.root}")
     s = sensitivity.settings
-    out += (f'<p class="sub">Each layer quantized alone ({_e(sensitivity.policy.get("target"))} policy), UNet output '
-            f'against FP32 at t = {_e(s.get("timesteps"))} ({_e(s.get("num"))} trajectories, {_e(s.get("steps"))} '
-            f'{_e(s.get("scheduler"))} steps); ranked by MSE. Grey bars: kept float by quantize --keep-float.</p>')
+    what = s.get("what") or f"UNet output MSE at t = {s.get('timesteps')}"
+    out += (f'<p class="sub">Each layer quantized alone ({_e(sensitivity.policy.get("target"))} policy) against '
+            f'FP32: {_e(what)}; ranked by MSE. Grey bars: kept float by quantize --keep-float.</p>')
     png = sensitivity_png(sensitivity.layers, top=top, kept=kept)
     out += f'<img class="chart" id="sensitivity-chart" alt="layer sensitivity" src="{data_uri(png)}">'
     rows = [[_num(x.rank, "d"), f"<td>{_e(x.node)}</td>", f"<td>{_e(x.op_type)}</td>", _num(x.mse, ".3e"),
@@ -266,8 +266,8 @@ def build_html(work: WorkDir, cfg: ReportConfig = ReportConfig()) -> str:
     lat_rows, lat_source = latency_rows(work, export, validate, cfg)
     versions = {k: v for k, v in (("export", export.get("versions")), ("validate", (validate or {}).get("versions")),
                                   ("report", runtime_versions())) if v}
-    records = {"export": export, "quantize": quantize, "sensitivity": read_json(sens_path),
-               "validate": validate}
+    records = {"export": export, "quantize": quantize,
+               "sensitivity": {"command": sensitivity.command} if sensitivity else None, "validate": validate}
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     body = "".join([
         f"<h1>Quantization report: {_e(work.root.name)}</h1><p class=\"sub\">generated {stamp} by "

@@ -66,7 +66,7 @@ def sensitivity_png(layers: Sequence[LayerSensitivity], top: int = 30, kept: Seq
     ax.set_yticks(range(len(shown)), names, fontsize=7)
     ax.invert_yaxis()
     ax.set_xscale("log")
-    ax.set_xlabel("output MSE with only this layer quantized (output units²)")
+    ax.set_xlabel("MSE against FP32 with only this layer quantized")
     ax.grid(axis="x", alpha=0.3)
     fig.tight_layout()
     return _png(fig)

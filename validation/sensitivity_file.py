@@ -7,16 +7,18 @@ Schema version 1::
       "model_sha256": "<sha256 of the FP32 model.onnx (+ data) the ranking was measured on>",
       "ranges_sha256": "<sha256 of the ranges.json used>",
       "policy": {...QDQPolicy.to_json()...},
-      "settings": {"steps": 50, "points": 5, "num": 4, "seed": 0, "scheduler": "ddim",
-                   "step_indices": [0, 12, ...], "timesteps": [981, 741, ...]},
+      "settings": {"metric": "step", "steps": 50, "points": 5, "num": 4, "seed": 0, "scheduler": "ddim",
+                   "step_indices": [0, 12, ...], "timesteps": [981, 741, ...], "what": "<one line>"},
       "layers": [{"node": "...", "op_type": "Conv", "mse": 1.2e-5, "cosine": 0.9999, "rank": 1}, ...],
       "command": "python -m tools sensitivity ...",
       "seconds": 41.2
     }
 
-``layers`` is sorted by rank (1 = the largest output error when only that layer is quantized). ``mse`` is the mean
-over the compared steps of the UNet output's mean squared error against FP32 (output units squared, ε² for
-ε-prediction models); ``cosine`` the mean over steps of the cosine similarity of the flattened outputs.
+``layers`` is sorted by rank (1 = the largest error when only that layer is quantized). With metric ``step``,
+``mse`` is the mean over the compared steps of the UNet output's mean squared error against FP32 (output units
+squared, ε² for ε-prediction models) and ``cosine`` the mean over steps of the cosine similarity of the flattened
+outputs; with metric ``image`` (no points/step_indices/timesteps), ``mse`` is the final images' MSE in [0, 1] pixel
+units squared and ``cosine`` that of the final samples.
 """
 
 from __future__ import annotations
@@ -91,8 +93,7 @@ class SensitivityResult:
         """Read ``path``; missing, unreadable, or measured on another model is a UserError naming the file."""
         path = Path(path)
         if not path.is_file():
-            raise UserError(f"no sensitivity file '{path}': run python -m tools sensitivity {path.parent.parent} "
-                            f"first")
+            raise UserError(f"no sensitivity ranking '{path}': run python -m tools sensitivity WORK first")
         try:
             data = json.loads(path.read_text())
         except (OSError, json.JSONDecodeError) as exc:

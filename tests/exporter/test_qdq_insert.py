@@ -59,7 +59,7 @@ def test_split_is_exact_in_fp32(tiny_work: Path, tmp_path: Path) -> None:
 @pytest.mark.parametrize("shortcut, extra_convs", [("split", 4), ("shared", 0), ("float", 0)])
 def test_tensorrt_target_placement(tiny_calibrated: Path, tmp_path: Path, shortcut: str, extra_convs: int) -> None:
     model, ranges = _load(tiny_calibrated)
-    q = insert_qdq(model, ranges, QDQPolicy(target="tensorrt", shortcut=shortcut))
+    q = insert_qdq(model, ranges, QDQPolicy(target="tensorrt", shortcut=shortcut, exclude=()))
     ops = _ops(q)
     assert ops["Conv"] == _ops(model)["Conv"] + extra_convs
     weight_dq = [n for n in q.graph.node if n.op_type == "DequantizeLinear"
@@ -116,9 +116,18 @@ def test_onnxruntime_target_runs_qlinearconv(tiny_calibrated: Path, tmp_path: Pa
     with OrtSession(path, options=session_options(optimized_model_path=optimized)) as s:
         s.run(_feeds())
     ops = _ops(onnx.load(str(optimized)))
-    quantized_convs = sum(1 for n in q.graph.node if n.op_type == "Conv")  # every conv but none is float here
-    assert ops["QLinearConv"] >= 0.9 * (quantized_convs - 1)  # conv_out feeds the float model output
-    assert ops["QLinearConv"] / quantized_convs >= 0.85
+    producers = {o: n for n in q.graph.node for o in n.output}
+    quantized_convs = sum(1 for n in q.graph.node if n.op_type == "Conv"
+                          and producers.get(n.input[1]) is not None and producers[n.input[1]].op_type == "DequantizeLinear")
+    assert quantized_convs == sum(1 for n in q.graph.node if n.op_type == "Conv") - 2  # conv_in/conv_out float
+    assert ops["QLinearConv"] >= 0.9 * quantized_convs
+
+
+def test_default_exclusions_keep_first_and_last_conv_float(tiny_calibrated: Path) -> None:
+    model, ranges = _load(tiny_calibrated)
+    plan = plan_qdq(model, ranges, QDQPolicy())
+    assert sorted(plan.float_nodes) == ["/inner/conv_in/Conv", "/inner/conv_out/Conv"]
+    assert plan_qdq(model, ranges, QDQPolicy(exclude=())).float_nodes == []
 
 
 def test_missing_range_names_the_tensor(tiny_calibrated: Path) -> None:

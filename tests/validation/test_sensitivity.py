@@ -10,12 +10,13 @@ import onnx
 import pytest
 
 from calibrators.ranges import TensorRanges
+from common.errors import UserError
 from common.workdir import WorkDir
 from exporter.qdq_insert import plan_qdq
 from exporter.qdq_policy import QDQPolicy
 from tests.conftest import run_cli
-from tools.sensitivity_cmd import recorded_policy
-from validation.sensitivity import quantized_layers, single_layer_policy
+from tools.sensitivity_cmd import make_probe, recorded_policy
+from validation.sensitivity import ErrorProbe, SensitivityConfig, quantized_layers, rank_layers, single_layer_policy
 from validation.sensitivity_file import SensitivityResult
 
 FAST = ("--steps", "6", "--points", "2", "--num", "2")
@@ -70,21 +71,47 @@ def test_single_layer_policy_quantizes_one_layer(work: Path) -> None:
         assert {node for node, _ in plan.weights} | {s.conv for s in plan.splits} == {layer}
 
 
-def test_ranking_has_every_layer_and_is_deterministic(ranked: Path) -> None:
-    work = ranked
-    first = json.loads((work / "report" / "sensitivity.json").read_text())
-    assert run_cli("sensitivity", work, *FAST) == 0
-    second = json.loads((work / "report" / "sensitivity.json").read_text())
-    layers = first["layers"]
-    assert sorted((x["node"], x["op_type"]) for x in layers) == sorted(_layers(work))
+def test_ranking_has_every_layer(ranked: Path) -> None:
+    data = json.loads((ranked / "report" / "sensitivity.json").read_text())
+    layers = data["layers"]
+    assert sorted((x["node"], x["op_type"]) for x in layers) == sorted(_layers(ranked))
     assert [x["rank"] for x in layers] == list(range(1, len(layers) + 1))
     assert all(a["mse"] >= b["mse"] for a, b in zip(layers, layers[1:]))
     assert all(x["mse"] > 0 and 0.9 < x["cosine"] <= 1.0 for x in layers)
-    assert [x["node"] for x in second["layers"]] == [x["node"] for x in layers]
-    assert [x["mse"] for x in second["layers"]] == pytest.approx([x["mse"] for x in layers], rel=1e-6)
-    assert first["settings"]["step_indices"] == [0, 5] and first["policy"]["target"] == "onnxruntime"
-    result = SensitivityResult.load(work / "report" / "sensitivity.json")
+    assert data["settings"]["step_indices"] == [0, 5] and data["settings"]["metric"] == "step"
+    assert data["policy"]["target"] == "onnxruntime"
+    result = SensitivityResult.load(ranked / "report" / "sensitivity.json")
     assert SensitivityResult.from_json(result.to_json(), "x").to_json() == result.to_json()
+
+
+def _probe(work: Path, metric: str) -> ErrorProbe:
+    info = WorkDir(work).load_export_info()
+    cfg = SensitivityConfig(steps=6, points=2, num=2, metric=metric) if metric == "step" else \
+        SensitivityConfig(steps=2, num=1, metric=metric)
+    return make_probe(work / "model.onnx", info, cfg)[0]
+
+
+def test_ranking_is_deterministic_and_matches_the_command(ranked: Path) -> None:
+    layers = json.loads((ranked / "report" / "sensitivity.json").read_text())["layers"]
+    some = [x["node"] for x in layers[::10]]  # a spread of ranks; re-measuring all would repeat the command
+    model, ranges = onnx.load(str(ranked / "model.onnx")), TensorRanges.load(ranked / "ranges.json")
+    policy = QDQPolicy(target="onnxruntime")
+    runs = [rank_layers(model, ranges, policy, _probe(ranked, "step"), progress=False, only=some) for _ in range(2)]
+    assert runs[0] == runs[1]
+    assert [x.node for x in runs[0]] == some  # the same order as in the full ranking
+    by_node = {x["node"]: x for x in layers}
+    assert [x.mse for x in runs[0]] == pytest.approx([by_node[n]["mse"] for n in some], rel=1e-6)
+
+
+def test_image_metric_ranks_final_images(ranked: Path) -> None:
+    model, ranges = onnx.load(str(ranked / "model.onnx")), TensorRanges.load(ranked / "ranges.json")
+    layers = [name for name, _ in _layers(ranked)]
+    some = [layers[0], layers[-1]]  # conv_in and conv_out
+    result = rank_layers(model, ranges, QDQPolicy(target="onnxruntime"), _probe(ranked, "image"), progress=False,
+                         only=some)
+    assert sorted(x.node for x in result) == sorted(some) and all(x.mse > 0 for x in result)
+    with pytest.raises(UserError, match="not quantized"):
+        rank_layers(model, ranges, QDQPolicy(target="onnxruntime"), _probe(ranked, "image"), only=["nope"])
 
 
 def test_keep_float_n_leaves_exactly_those_layers_without_weight_dq(ranked: Path) -> None:
@@ -122,3 +149,12 @@ def test_keep_float_with_sensitivity_of_another_model_exits_2(ranked: Path,
     assert run_cli("quantize", work, "--keep-float", "1") == 2
     assert "another model" in capsys.readouterr().err
     assert run_cli("quantize", work, "--keep-float", "-1") == 2
+
+
+def test_ranking_in_another_file_feeds_quantize(ranked: Path) -> None:
+    out = ranked / "ranking.json"
+    (ranked / "report" / "sensitivity.json").rename(out)
+    first = json.loads(out.read_text())["layers"][0]["node"]
+    assert run_cli("quantize", ranked, "--keep-float", "1", "--sensitivity", out) == 0
+    record = json.loads((ranked / "quantize.json").read_text())
+    assert record["sensitivity_keep_float"] == {"count": 1, "nodes": [first], "file": str(out)}
