@@ -128,8 +128,8 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
             elif isinstance(m, ActivationMark):
                 if m.reason.startswith("attention") and not policy.attention_matmul:
                     continue
-                if m.reason.startswith("residual") and not policy.residual_add:
-                    continue
+                if m.reason.startswith("residual") and (not policy.residual_add or policy.target == "onnxruntime"):
+                    continue  # ONNX Runtime has no Conv+Add fusion for it: a Q/DQ there would only cost time
                 plan.activations[m.tensor].add(m.node)
     graph_outputs = {o.name for o in model.graph.output}
     for tensor in list(plan.activations):

@@ -30,7 +30,8 @@ class QDQPolicy:
     shortcut: ``split`` (each skip-Concat branch of a shortcut conv gets its own scale: two convs summed),
         ``shared`` (one scale across the Concat: Model Optimizer's choice), ``float`` (shortcut conv unquantized).
     attention_matmul: also quantize the two activation MatMuls of attention (QK^T, softmax·V).
-    residual_add: quantize the residual input of Add where TensorRT fuses the Add into the preceding Conv.
+    residual_add: quantize the residual input of Add where TensorRT fuses the Add into the preceding Conv
+        (``tensorrt`` target only: ONNX Runtime's CPU provider has no such fusion, the Q/DQ would only cost time).
     exclude: fnmatch patterns of node names to leave in float; keep_float: exact node names to leave in float
         (e.g. the most sensitive layers).
     """
