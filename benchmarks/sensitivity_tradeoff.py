@@ -4,7 +4,7 @@ sensitivity metrics of ``python -m tools sensitivity``.
     python -m benchmarks.sensitivity_tradeoff [--model models/digits-ddpm] [--work work/bench-sensitivity]
                                               [--keep 0 1 2 4 8] [--num 16] [--steps 50] [--batch 8]
 
-On the reference model's work folder (exported and calibrated with the default NDTC settings when missing), the
+On the reference model's work folder (exported and calibrated with the default settings when missing), the
 layers are ranked twice: ``--metric step`` (defaults: UNet output MSE at 5 trajectory steps) and ``--metric image``
 (final-image MSE after ``--image-steps`` DDIM steps from 4 seeds); each ranking is kept in WORK/keep-float/ and
 reused while the model is unchanged. For each ranking and N: quantize with the ``onnxruntime`` target keeping the N
@@ -16,6 +16,7 @@ models in every round; one intra-op thread by default, as a busy core makes two 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 import time
@@ -26,17 +27,19 @@ import numpy as np
 
 from benchmarks.common import REPO, machine, markdown_table, today, write_section
 from common.errors import UserError
-from common.hashing import onnx_model_sha256
+from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
 from engines.runner import DenoiseRunner, to_images
 from engines.schedulers import make_scheduler
+from exporter.qdq_policy import QDQPolicy
 from tools.__main__ import main as cli
 from validation.image_metrics import psnr, ssim
 from validation.latency import step_latency_ms
 from validation.sensitivity_file import SensitivityResult
 
 FP32 = "FP32"
+POLICY = QDQPolicy(target="onnxruntime")  # what quantize and sensitivity use by default
 
 
 def prepare(model_dir: Path, work: WorkDir) -> None:
@@ -50,14 +53,18 @@ def prepare(model_dir: Path, work: WorkDir) -> None:
 
 
 def ranking(work: WorkDir, metric: str, flags: list[str]) -> tuple[Path, SensitivityResult]:
-    """WORK/keep-float/sensitivity.<metric>.json, measured when missing or made for another model."""
+    """WORK/keep-float/sensitivity.<metric>.json, measured when missing or made for another model, ranges file or
+    policy (the default ``onnxruntime`` policy: there is no WORK/quantize.json here)."""
     path = work.root / "keep-float" / f"sensitivity.{metric}.json"
     sha = onnx_model_sha256(work.model)
     try:
-        return path, SensitivityResult.load(path, expected_model_sha256=sha)
+        result = SensitivityResult.load(path, expected_model_sha256=sha)
+        if result.ranges_sha256 == sha256_files([work.ranges]) and result.policy == POLICY.to_json():
+            return path, result
     except UserError:
-        assert cli(["sensitivity", str(work.root), "--metric", metric, *flags, "--out", str(path)]) == 0
-        return path, SensitivityResult.load(path, expected_model_sha256=sha)
+        pass
+    assert cli(["sensitivity", str(work.root), "--metric", metric, *flags, "--out", str(path)]) == 0
+    return path, SensitivityResult.load(path, expected_model_sha256=sha)
 
 
 def images(model: Path, info: dict[str, Any], noise: np.ndarray, steps: int) -> np.ndarray:
@@ -123,14 +130,18 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([f"INT8, keep-float {n}", "–" if n == "0" else metric, _short(kept),
                      f"{quality[label][0]:.2f}", f"{quality[label][1]:.4f}", f"{latency[label]:.2f}",
                      f"{latency[FP32] / latency[label]:.2f}"])
+    settings = json.loads(work.ranges.read_text())["settings"]
+    calib = (f"`calibrate` defaults ({settings['method']}, {settings['params'].get('samples')} samples, estimator "
+             f"{settings['estimator']['method']}, aggregation {settings['aggregation']['method']})")
     model_name = args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model
     rank_lines = [f"- `{metric}`: `{r.command}` ({len(r.layers)} layers, {r.settings.get('what')}; "
                   f"{r.seconds:.0f} s)" for metric, (_, r) in rankings.items()]
     body = "\n".join([
         "## Layer sensitivity: keeping the N most sensitive layers float", "",
         f"Command: `{command}` · {today()} · {machine()}", "",
-        f"Reference model `{model_name}`, W8A8 `--target onnxruntime`, ranges from the default NDTC calibration. "
-        "Each layer quantized alone (everything else float), ranked by:", "", *rank_lines, "",
+        f"Reference model `{model_name}`, W8A8 `--target onnxruntime` with the default policy (exclude "
+        f"{' '.join(f'`{p}`' for p in POLICY.exclude) or 'nothing'}); ranges: {calib}. Each layer the policy "
+        "quantizes is quantized alone (everything else float) and ranked by:", "", *rank_lines, "",
         f"Then `quantize --keep-float N --sensitivity <ranking>`. PSNR/SSIM: final images of DDIM {args.steps} "
         f"from {args.num} seeds against FP32. Latency: one UNet call at batch {args.batch}, ONNX Runtime CPU "
         f"({args.threads or 'all'} intra-op thread{'s' if args.threads != 1 else ''}), median of {args.repeats} "

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 import numpy as np
 
 from common.errors import UserError
+from engines.session import ManagedSession, check_feeds
 
 # Execution providers in order of preference for "auto". The TensorRT EP is only used when asked for by name,
 # since it builds engines on first run (use the native TensorRT backend for that: engines/trt_session.py).
@@ -45,7 +45,7 @@ def session_options(threads: int = 0, optimized_model_path: Path | None = None, 
     return so
 
 
-class OrtSession:
+class OrtSession(ManagedSession):
     """A UNet ONNX model on ONNX Runtime. ``with OrtSession(path) as s: out = s.run({"sample": x, ...})["out"]``.
 
     Loading is lazy (on ``activate``/``__enter__``), as Polygraphy's runners do. ``inference_time`` holds the
@@ -88,12 +88,8 @@ class OrtSession:
         self._sess = None
 
     def __enter__(self) -> OrtSession:
-        return self.activate()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.deactivate()
+        self.activate()
+        return self
 
     # --- metadata -----------------------------------------------------------------------------------------
     @property
@@ -118,10 +114,7 @@ class OrtSession:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once on host arrays; unknown or missing feed names are a ValueError naming them."""
         names = self.input_names
-        missing = [n for n in names if n not in feeds]
-        extra = [n for n in feeds if n not in names]
-        if missing or extra:
-            raise ValueError(f"feeds do not match the model inputs {names}: missing {missing}, unexpected {extra}")
+        check_feeds(names, feeds, "model")
         start = time.perf_counter()
         outs = self.session.run(None, {n: np.ascontiguousarray(feeds[n]) for n in names})
         self.inference_time = time.perf_counter() - start

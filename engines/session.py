@@ -31,3 +31,29 @@ class Session(Protocol):
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None: ...
+
+
+class ManagedSession:
+    """Base of the backends: ``with session:`` calls ``activate()`` / ``deactivate()`` (as Polygraphy's runners do)."""
+
+    def activate(self) -> ManagedSession:
+        raise NotImplementedError
+
+    def deactivate(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> ManagedSession:
+        return self.activate()
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.deactivate()
+
+
+def check_feeds(names: list[str], feeds: dict[str, np.ndarray], what: str = "model") -> None:
+    """ValueError naming the missing and unexpected feeds when ``feeds`` does not match ``names``."""
+    missing = [n for n in names if n not in feeds]
+    extra = [n for n in feeds if n not in names]
+    if missing or extra:
+        raise ValueError(f"feeds do not match the {what} inputs {names}: missing {missing}, unexpected {extra}")

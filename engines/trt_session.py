@@ -17,12 +17,12 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from types import TracebackType
 from typing import TYPE_CHECKING
 
 import numpy as np
 
 from common.errors import UserError
+from engines.session import ManagedSession, check_feeds
 from common.lazy import lazy_import
 from engines.trt_plan import PlanInfo, current_gpu, load_checked, require_tensorrt
 
@@ -43,7 +43,7 @@ class _Binding:
     graph: torch.cuda.CUDAGraph | None = None
 
 
-class TrtSession:
+class TrtSession(ManagedSession):
     """A TensorRT engine file as a Session. ``with TrtSession(plan) as s: out = s.run({"sample": x, ...})["out"]``.
 
     ``inference_time`` holds the wall time in seconds of the last ``run`` (host->device copies, execution,
@@ -105,12 +105,8 @@ class TrtSession:
         self._stream = None
 
     def __enter__(self) -> TrtSession:
-        return self.activate()
-
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.deactivate()
+        self.activate()
+        return self
 
     # --- metadata --------------------------------------------------------------------------------------------
     @property
@@ -144,10 +140,7 @@ class TrtSession:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once on host arrays; unknown/missing names or a shape outside the engine's profile: ValueError."""
         names = self.input_names
-        missing = [n for n in names if n not in feeds]
-        extra = [n for n in feeds if n not in names]
-        if missing or extra:
-            raise ValueError(f"feeds do not match the engine inputs {names}: missing {missing}, unexpected {extra}")
+        check_feeds(names, feeds, "engine")
         import torch
 
         start = time.perf_counter()

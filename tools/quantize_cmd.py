@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import fnmatch
 import tempfile
 import time
 from dataclasses import replace
@@ -15,7 +16,7 @@ import onnx
 from calibrators.ranges import TensorRanges
 from common.atomic import write_json
 from common.errors import UserError
-from common.hashing import onnx_model_sha256
+from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from exporter.onnx_export import save_model
 from exporter.qdq_insert import plan_qdq, rewrite
@@ -46,22 +47,26 @@ def policy_from_args(args: argparse.Namespace) -> QDQPolicy:
                      keep_float=tuple(args.keep_float_nodes))
 
 
-def keep_most_sensitive(policy: QDQPolicy, path: Path, count: int, model_sha: str) -> tuple[QDQPolicy, list[str]]:
-    """``policy`` with the ``count`` most sensitive layers of the ranking ``path`` added to keep_float."""
+def keep_most_sensitive(policy: QDQPolicy, path: Path, count: int, model_sha: str,
+                        ranges_sha: str) -> tuple[QDQPolicy, list[str]]:
+    """``policy`` with the ``count`` most sensitive layers of the ranking ``path`` that ``policy`` would quantize
+    (not excluded, not already kept float) added to keep_float."""
     if count < 0:
         raise UserError(f"--keep-float must be >= 0, got {count}")
     if count == 0:
         return policy, []
     result = SensitivityResult.load(path, expected_model_sha256=model_sha)
-    if count > len(result.layers):
-        raise UserError(f"--keep-float {count} exceeds the {len(result.layers)} layers ranked in '{path}'")
-    measured = {k: result.policy.get(k) for k in ("target", "weight_bits")}
-    if measured != {"target": policy.target, "weight_bits": policy.weight_bits}:
-        print(f"warning: '{path}' was measured with {measured}, quantizing with target {policy.target}, "
-              f"{policy.weight_bits}-bit weights")
-    nodes = result.most_sensitive(count)
-    keep = policy.keep_float + tuple(n for n in nodes if n not in policy.keep_float)
-    return replace(policy, keep_float=keep), nodes
+    candidates = [n for n in result.most_sensitive(len(result.layers))
+                  if n not in policy.keep_float and not any(fnmatch.fnmatchcase(n, p) for p in policy.exclude)]
+    if count > len(candidates):
+        raise UserError(f"--keep-float {count} exceeds the {len(candidates)} quantized layers ranked in '{path}'")
+    ranked_under = {k: v for k, v in result.policy.items() if k != "keep_float"}
+    if ranked_under != {k: v for k, v in policy.to_json().items() if k != "keep_float"} or \
+            result.ranges_sha256 != ranges_sha:
+        print(f"warning: '{path}' was ranked under another Q/DQ policy or ranges file; the ranking may be stale "
+              f"(python -m tools sensitivity WORK measures it again)")
+    nodes = candidates[:count]
+    return replace(policy, keep_float=policy.keep_float + tuple(nodes)), nodes
 
 
 def kernel_report(model: onnx.ModelProto, policy: QDQPolicy) -> list[str]:
@@ -101,7 +106,8 @@ def main(argv: list[str]) -> int:
     model_sha = onnx_model_sha256(model_path)
     ranges = TensorRanges.load(ranges_path, expected_model_sha256=model_sha)
     sensitivity_path = args.sensitivity or work.report_dir / SENSITIVITY_FILE
-    policy, sensitive = keep_most_sensitive(policy_from_args(args), sensitivity_path, args.keep_float, model_sha)
+    policy, sensitive = keep_most_sensitive(policy_from_args(args), sensitivity_path, args.keep_float, model_sha,
+                                            sha256_files([ranges_path]))
     out_path = args.out or work.int8_model
     if out_path.suffix != ".onnx":
         raise UserError(f"--out '{out_path}' must end in .onnx")

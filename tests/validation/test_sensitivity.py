@@ -106,7 +106,7 @@ def test_ranking_is_deterministic_and_matches_the_command(ranked: Path) -> None:
 def test_image_metric_ranks_final_images(ranked: Path) -> None:
     model, ranges = onnx.load(str(ranked / "model.onnx")), TensorRanges.load(ranked / "ranges.json")
     layers = [name for name, _ in _layers(ranked)]
-    some = [layers[0], layers[-1]]  # conv_in and conv_out
+    some = [layers[0], layers[-1]]  # the first and last quantized layers
     result = rank_layers(model, ranges, QDQPolicy(target="onnxruntime"), _probe(ranked, "image"), progress=False,
                          only=some)
     assert sorted(x.node for x in result) == sorted(some) and all(x.mse > 0 for x in result)
@@ -130,6 +130,15 @@ def test_keep_float_n_leaves_exactly_those_layers_without_weight_dq(ranked: Path
     assert set(ranked[:2]) <= set(record["policy"]["keep_float"])
     # a later sensitivity run ranks every layer again: the recorded policy minus the layers --keep-float chose
     assert recorded_policy(WorkDir(work)).keep_float == ()
+
+
+def test_keep_float_skips_layers_the_policy_leaves_float(ranked: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    ranked_nodes = [x["node"] for x in json.loads((ranked / "report" / "sensitivity.json").read_text())["layers"]]
+    assert run_cli("quantize", ranked, "--keep-float", "1", "--exclude", ranked_nodes[0]) == 0
+    record = json.loads((ranked / "quantize.json").read_text())
+    assert record["sensitivity_keep_float"]["nodes"] == [ranked_nodes[1]]
+    assert "another Q/DQ policy" in capsys.readouterr().out  # ranked without that exclusion
 
 
 def test_keep_float_without_sensitivity_exits_2(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
