@@ -22,6 +22,8 @@ def atomic_path(final: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
+        if tmp.exists():
+            tmp.chmod(0o644)  # mkstemp makes 0600; artifacts are meant to be shared
         os.replace(tmp, final)
     finally:
         if tmp.exists():
