@@ -28,6 +28,7 @@ from common.errors import UserError
 from exporter.graph_index import GraphIndex
 from exporter.qdq_policy import QDQPolicy
 from exporter.qdq_rules import RULES, ActivationMark, Mark, OutputMark, WeightMark, is_skip_concat
+from exporter.shape_info import PROTOBUF_LIMIT, infer_value_info, model_bytes
 from exporter.weight_quant import channel_scales, quantize_codes
 
 ALL_CONSUMERS = "*"
@@ -84,8 +85,7 @@ def _check_patterns(model: onnx.ModelProto, policy: QDQPolicy) -> list[str]:
 
 def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) -> QDQPlan:
     """Phase 1: let the rules mark tensors, filter the marks by the policy, and check every range exists."""
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    index = GraphIndex.build(model.graph, list(inferred.graph.value_info))
+    index = GraphIndex.build(model.graph, infer_value_info(model))
     plan = QDQPlan(warnings=_check_patterns(model, policy))
     shortcut_of: dict[str, onnx.NodeProto] = {}
     for node in model.graph.node:
@@ -300,7 +300,7 @@ def insert_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) 
 
 def split_shortcuts(model: onnx.ModelProto) -> onnx.ModelProto:
     """Only the shortcut split, in FP32 (no Q/DQ): equal to ``model`` up to float rounding."""
-    index = GraphIndex.build(model.graph, list(onnx.shape_inference.infer_shapes(model).graph.value_info))
+    index = GraphIndex.build(model.graph, infer_value_info(model))
     plan = QDQPlan()
     for node in model.graph.node:
         src = index.producer.get(node.input[0]) if node.op_type == "Conv" else None
@@ -311,8 +311,7 @@ def split_shortcuts(model: onnx.ModelProto) -> onnx.ModelProto:
 
 def rewrite(model: onnx.ModelProto, plan: QDQPlan, policy: QDQPolicy, quantize: bool = True) -> onnx.ModelProto:
     """Phase 2: apply ``plan``; the result passes ``onnx.checker`` and shape inference."""
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True) if model.ByteSize() < 2**31 - 1 else model
-    graph = gs.import_onnx(inferred)
+    graph = gs.import_onnx(_with_value_info(model))
     rewriter = _Rewriter(graph, plan, policy, quantize=quantize)
     rewriter.run()
     graph.cleanup().toposort()
@@ -322,7 +321,19 @@ def rewrite(model: onnx.ModelProto, plan: QDQPlan, policy: QDQPolicy, quantize: 
     out.opset_import.extend(model.opset_import)
     out.producer_name = "qdiff-trt insert_qdq"
     del out.graph.value_info[:]
-    if out.ByteSize() < 2**31 - 1:
+    if model_bytes(out) < PROTOBUF_LIMIT:
         onnx.checker.check_model(out)
         out = onnx.shape_inference.infer_shapes(out, strict_mode=True)
+    else:  # above 2 GB onnx.checker needs a file: the saved model is checked where it is written
+        out.graph.value_info.extend(infer_value_info(out, data_prop=False))
+    return out
+
+
+def _with_value_info(model: onnx.ModelProto) -> onnx.ModelProto:
+    """``model`` with inferred shapes of every tensor (a copy; works above 2 GB)."""
+    value_info = infer_value_info(model)
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    del out.graph.value_info[:]
+    out.graph.value_info.extend(value_info)
     return out

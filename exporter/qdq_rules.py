@@ -163,8 +163,9 @@ for _rule in (ConvRule(), GemmRule(), MatMulRule(), ResidualAddRule(), SkipConca
 
 def mark_graph(model: onnx.ModelProto) -> list[Mark]:
     """Every mark every rule makes on ``model``'s main graph, in node order."""
-    inferred = onnx.shape_inference.infer_shapes(model, data_prop=True)
-    index = GraphIndex.build(model.graph, list(inferred.graph.value_info))
+    from exporter.shape_info import infer_value_info
+
+    index = GraphIndex.build(model.graph, infer_value_info(model))
     marks: list[Mark] = []
     for node in model.graph.node:
         rule = RULES.get(node.op_type)

@@ -21,6 +21,7 @@ import numpy as np
 import onnx
 
 from exporter.graph_index import GraphIndex
+from exporter.shape_info import infer_value_info
 
 SHAPE_INPUTS = {"Reshape": 1, "Expand": 1, "Tile": 1, "Slice": 1, "ConstantOfShape": 0, "Resize": 3}
 FLOAT_TYPES = {onnx.TensorProto.FLOAT, onnx.TensorProto.FLOAT16, onnx.TensorProto.BFLOAT16}
@@ -68,12 +69,12 @@ def lint_model(model: onnx.ModelProto, allow_int32_bias: bool = False) -> list[V
     fusions need and TensorRT rejects: lint an ``onnxruntime``-target model with it, a ``tensorrt`` one without."""
     out: list[Violation] = []
     opset = _opset(model)
-    inferred_model = onnx.shape_inference.infer_shapes(model)
+    value_info = infer_value_info(model, data_prop=False)
     elem: dict[str, int] = {}
-    for vi in list(inferred_model.graph.value_info) + list(model.graph.input) + list(model.graph.output):
+    for vi in value_info + list(model.graph.input) + list(model.graph.output):
         if vi.type.HasField("tensor_type"):
             elem[vi.name] = vi.type.tensor_type.elem_type
-    index = GraphIndex.build(model.graph, list(inferred_model.graph.value_info))
+    index = GraphIndex.build(model.graph, value_info)
     graph_outputs = {o.name for o in model.graph.output}
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     if qdq and opset < 13:

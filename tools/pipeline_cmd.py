@@ -21,9 +21,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--method", default="ndtc", help="calibration method (see calibrate)")
     p.add_argument("--samples", type=int, default=256, help="calibration samples")
     p.add_argument("--target", default="onnxruntime", help="Q/DQ target (see quantize)")
-    p.add_argument("--min-psnr", type=float, default=20.0, help="validate: final-image PSNR gate (dB)")
-    p.add_argument("--min-cosine", type=float, default=0.99, help="validate: per-step cosine gate")
-    p.add_argument("--min-snr", type=float, default=15.0, help="validate: per-step SNR gate (dB)")
+    p.add_argument("--min-psnr", type=float, default=25.0, help="validate: final-image PSNR gate (dB)")
+    p.add_argument("--min-cosine", type=float, default=0.95, help="validate: per-step cosine gate")
+    p.add_argument("--min-snr", type=float, default=10.0, help="validate: per-step SNR gate (dB)")
     return p.parse_args(argv)
 
 

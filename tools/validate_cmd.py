@@ -52,11 +52,12 @@ def parse(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--classifier", type=Path, default=REPO / "models" / "digit-classifier",
                    help="digit classifier folder (FD-digits for 1×32×32 models)")
     t = p.add_argument_group("thresholds (exit 1 when violated; a negative value disables a gate)")
-    t.add_argument("--min-cosine", type=float, default=0.99)
+    t.add_argument("--min-cosine", type=float, default=0.95,
+                   help="per-step cosine of the UNet output (near t=0 the ε-prediction is hardest; 0.95 holds there)")
     t.add_argument("--min-step-psnr", type=float, default=-1)
-    t.add_argument("--min-snr", type=float, default=15.0)
+    t.add_argument("--min-snr", type=float, default=10.0, help="per-step SNR in dB")
     t.add_argument("--max-abs-error", type=float, default=-1)
-    t.add_argument("--min-psnr", type=float, default=20.0, help="final-image PSNR in dB")
+    t.add_argument("--min-psnr", type=float, default=25.0, help="final-image PSNR in dB")
     t.add_argument("--min-ssim", type=float, default=-1)
     args = p.parse_args(argv)
     for flag in ("steps", "points", "num"):

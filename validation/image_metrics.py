@@ -45,7 +45,11 @@ def frechet_distance(f1: np.ndarray, f2: np.ndarray) -> float:
     mu1, mu2 = f1.mean(axis=0), f2.mean(axis=0)
     s1 = np.cov(f1, rowvar=False)
     s2 = np.cov(f2, rowvar=False)
-    covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
+    import warnings
+
+    with warnings.catch_warnings():  # fewer samples than feature dimensions: singular, handled below
+        warnings.simplefilter("ignore")
+        covmean, _ = linalg.sqrtm(s1 @ s2, disp=False)
     if not np.isfinite(covmean).all():
         eps = np.eye(len(s1)) * 1e-6
         covmean = linalg.sqrtm((s1 + eps) @ (s2 + eps))

@@ -33,11 +33,11 @@ from validation.trajectory_inputs import spread_steps, trajectory_feeds
 class Thresholds:
     """Gates: a step or the images failing any of them makes ``validate`` exit 1. None disables a gate."""
 
-    min_cosine: float | None = 0.99
+    min_cosine: float | None = 0.95
     min_step_psnr: float | None = None
-    min_snr: float | None = 15.0
+    min_snr: float | None = 10.0
     max_abs_error: float | None = None
-    min_image_psnr: float | None = 20.0
+    min_image_psnr: float | None = 25.0
     min_ssim: float | None = None
 
 
