@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> int:
     def ranges(method: str = "ndtc", est: str = "max") -> TensorRanges:
         if (method, est) not in cache:
             cfg = CalibrateConfig(SourceConfig(method=method, samples=256, steps=50), EstimatorConfig(est),
-                                  AggregationConfig("global"))
+                                  AggregationConfig("global"), attention=True)
             cache[(method, est)] = calibrate(work, cfg, progress=False)
         return cache[(method, est)]
 

@@ -39,6 +39,7 @@ class CalibrateConfig:
     num_bins: int = 2048
     batch_rows: int = 32
     threads: int = 0
+    attention: bool = False  # also calibrate the attention-score MatMul inputs (for quantize --attention-matmul)
 
 
 def conditioning_for(info: dict[str, Any], cond: np.ndarray | None, seed: int, guidance: float) -> Conditioning | None:
@@ -108,9 +109,9 @@ def calibrate(work: WorkDir, cfg: CalibrateConfig, cond: np.ndarray | None = Non
     # --shortcut mode and every target.
     model = onnx.load(str(model_path))
     split = split_shortcuts(model)
-    tensors = sorted(set(calibration_tensors(model)) | set(calibration_tensors(split)))
+    tensors = sorted(set(calibration_tensors(model, cfg.attention)) | set(calibration_tensors(split, cfg.attention)))
     del model
     stats = collect(split, work.root, samples, tensors, cfg, progress)
-    params = {**cfg.source.to_json(), "batch_rows": cfg.batch_rows}
+    params = {**cfg.source.to_json(), "batch_rows": cfg.batch_rows, "attention": cfg.attention}
     return ranges_from_stats(stats, cfg.estimator, cfg.aggregation, model_sha256=model_sha,
                              calibration=cfg.source.method, calibration_params=params, seed=cfg.source.seed)

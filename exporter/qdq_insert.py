@@ -137,8 +137,9 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
             del plan.activations[tensor]  # the model output stays float
             continue
         if tensor not in ranges.amax:
+            hint = " --attention-matmul" if policy.attention_matmul else ""
             raise UserError(f"ranges have no amax for tensor '{tensor}': calibrate this model again "
-                            f"(python -m tools calibrate WORK)")
+                            f"(python -m tools calibrate WORK{hint})")
         amax = float(ranges.amax[tensor])
         if not math.isfinite(amax) or amax <= 0:
             raise UserError(f"tensor '{tensor}' has an unusable range (amax {amax!r}); exclude its node or recalibrate")

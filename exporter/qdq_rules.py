@@ -174,7 +174,17 @@ def mark_graph(model: onnx.ModelProto) -> list[Mark]:
     return marks
 
 
-def calibration_tensors(model: onnx.ModelProto) -> list[str]:
-    """Activation tensors that any rule may quantize (inputs, residuals, skip branches, and op outputs), sorted."""
-    names = {m.tensor for m in mark_graph(model) if not isinstance(m, WeightMark)}
+def calibration_tensors(model: onnx.ModelProto, attention: bool = False) -> list[str]:
+    """Activation tensors that a rule may quantize (inputs, residuals, skip branches, and op outputs), sorted.
+
+    The inputs of the attention-score MatMuls (QK^T and softmax·V) are left out unless ``attention``: they are only
+    quantized on request, and the softmax output is B·heads×L×L (1 GB per layer for Stable Diffusion at 64×64
+    latents), which would not fit in memory when every layer is tapped at once."""
+    names: set[str] = set()
+    for m in mark_graph(model):
+        if isinstance(m, WeightMark):
+            continue
+        if isinstance(m, ActivationMark) and m.reason.startswith("attention") and not attention:
+            continue
+        names.add(m.tensor)
     return sorted(names)

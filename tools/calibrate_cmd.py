@@ -45,6 +45,8 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--groups", type=int, default=4, help="K step groups")
     e.add_argument("--num-bins", type=int, default=2048)
     p.add_argument("--batch-rows", type=int, default=32, help="rows per UNet call")
+    p.add_argument("--attention-matmul", action="store_true",
+                   help="also calibrate the attention-score MatMul inputs (needed by quantize --attention-matmul)")
     p.add_argument("--threads", type=int, default=0)
 
 
@@ -58,7 +60,7 @@ def config_from_args(args: argparse.Namespace) -> CalibrateConfig:
     if args.batch_rows < 1 or args.num_bins < 16:
         raise UserError("--batch-rows must be >= 1 and --num-bins >= 16")
     return CalibrateConfig(source, estimator, aggregation, num_bins=args.num_bins, batch_rows=args.batch_rows,
-                           threads=args.threads)
+                           threads=args.threads, attention=args.attention_matmul)
 
 
 def main(argv: list[str]) -> int:
