@@ -29,7 +29,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     """(command, argv) of each stage, in order: export -> calibrate -> quantize -> sample FP32 and INT8 ->
-    validate -> report."""
+    validate -> layer sensitivity -> report."""
     work = str(args.work)
     export = ["--model", str(args.model), work] + (["--force"] if args.force else [])
     sample = [work, "--steps", str(args.steps), "--num", str(args.num), "--seed", str(args.seed)]
@@ -42,6 +42,7 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ("validate", [work, "--steps", str(args.steps), "--images", str(args.num), "--seed", str(args.seed),
                       "--min-psnr", str(args.min_psnr), "--min-cosine", str(args.min_cosine),
                       "--min-snr", str(args.min_snr)]),
+        ("sensitivity", [work, "--steps", str(args.steps)]),
         ("report", [work]),
     ]
 

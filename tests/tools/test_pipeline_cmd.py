@@ -16,7 +16,7 @@ def test_pipeline_end_to_end(tiny_unet_dir: Path, tmp_path: Path, capsys) -> Non
     assert code == 0
     for name in ("model.onnx", "export.json", "ranges.json", "model.int8.onnx", "quantize.json",
                  "samples/fp32_ddim6.png", "samples/int8_ddim6.png", "samples/fp32_vs_int8_ddim6.png",
-                 "samples/int8_ddim6.samples.npy", "report/validate.json", "report/index.html"):
+                 "samples/int8_ddim6.samples.npy", "report/validate.json", "report/sensitivity.json", "report/index.html"):
         assert (work / name).is_file(), name
     both = Image.open(work / "samples" / "fp32_vs_int8_ddim6.png")
     single = Image.open(work / "samples" / "fp32_ddim6.png")
