@@ -46,6 +46,9 @@ typecheck: setup
 chromium:
 	command -v chromium || (apt-get update && apt-get install -y chromium)
 
+lint-python: setup
+	$(VENV)/bin/ruff check --select F,E9 .
+
 lint-docker: setup
 	$(VENV)/bin/hadolint Dockerfile
 

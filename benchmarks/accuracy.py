@@ -164,7 +164,7 @@ def main(argv: list[str] | None = None) -> int:
         f"calibration: {args.samples} samples per method (DDIM 50-step trajectories), estimator mse, "
         "4 step groups recorded; our rows use the defaults (`onnxruntime` target: real INT8 kernels; conv_in and "
         "conv_out float) unless marked; ORT's rows quantize every matching op.",
-        f"- Calibration wall time per method (s): "
+        "- Calibration wall time per method (s): "
         + ", ".join(f"{m} {s:.1f}" for m, s in sorted(calib_seconds.items())),
         "- PSNR: dB over all images against the FP32 images from the same noise; FD-digits: Fréchet distance of "
         "the in-repo digit classifier's 32-d features (validation/digit_classifier.py); agree: same predicted digit.",

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
+from common.jsonfile import read_json
 
 EXPORT_SCHEMA_VERSION = 1
 
@@ -67,12 +67,9 @@ class WorkDir:
         if not self.root.is_dir():
             raise UserError(f"work folder '{self.root}' does not exist; create it with python -m tools export")
         path = self.export_json
-        if not path.is_file():
+        info = read_json(path)
+        if info is None:
             raise UserError(f"'{path}' is missing: '{self.root}' is not an exported work folder")
-        try:
-            info = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read '{path}': {exc}") from exc
-        if not isinstance(info, dict) or info.get("schema_version") != EXPORT_SCHEMA_VERSION:
+        if info.get("schema_version") != EXPORT_SCHEMA_VERSION:
             raise UserError(f"'{path}' has an unknown schema (expected schema_version {EXPORT_SCHEMA_VERSION})")
         return info

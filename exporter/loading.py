@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
 from common.hashing import sha256_files
+from common.jsonfile import read_json
 from common.lazy import lazy_import
 from exporter.architectures import DDPM_SCHEDULER, SD15_SCHEDULER
 
@@ -33,13 +33,7 @@ class ModelSource:
 
 
 def _read_config(path: Path) -> dict[str, Any] | None:
-    if not path.is_file():
-        return None
-    try:
-        cfg = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read '{path}': {exc}") from exc
-    return cfg if isinstance(cfg, dict) else None
+    return read_json(path)
 
 
 def locate_model(model_dir: Path) -> ModelSource:

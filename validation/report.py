@@ -10,7 +10,6 @@ from __future__ import annotations
 import base64
 import datetime
 import html
-import json
 import platform
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,6 +17,7 @@ from typing import Any
 
 from common.atomic import atomic_path
 from common.errors import UserError
+from common.jsonfile import read_json
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from validation.sensitivity_file import FILE_NAME as SENSITIVITY_FILE
@@ -54,17 +54,6 @@ class ReportConfig:
     top_layers: int = 30
 
 
-def read_json(path: Path) -> dict[str, Any] | None:
-    """``path`` as a JSON object, None when it does not exist; unreadable JSON is a UserError naming it."""
-    if not path.is_file():
-        return None
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read '{path}': {exc}") from exc
-    if not isinstance(data, dict):
-        raise UserError(f"'{path}' must hold a JSON object")
-    return data
 
 
 def data_uri(png: bytes) -> str:

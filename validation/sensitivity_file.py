@@ -23,13 +23,13 @@ units squared and ``cosine`` that of the final samples.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from common.atomic import write_json
 from common.errors import UserError
+from common.jsonfile import read_json
 
 SCHEMA_VERSION = 1
 FILE_NAME = "sensitivity.json"
@@ -92,12 +92,9 @@ class SensitivityResult:
     def load(cls, path: Path, expected_model_sha256: str | None = None) -> SensitivityResult:
         """Read ``path``; missing, unreadable, or measured on another model is a UserError naming the file."""
         path = Path(path)
-        if not path.is_file():
+        data = read_json(path)
+        if data is None:
             raise UserError(f"no sensitivity ranking '{path}': run python -m tools sensitivity WORK first")
-        try:
-            data = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as exc:
-            raise UserError(f"cannot read '{path}': {exc}") from exc
         result = cls.from_json(data, str(path))
         if expected_model_sha256 is not None and result.model_sha256 != expected_model_sha256:
             raise UserError(f"'{path}' was measured on another model (sha256 {result.model_sha256[:12]}…, this "
