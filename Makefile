@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | 
 WORK ?= work/digits-ddpm
 MODEL ?= models/digits-ddpm
 
-.PHONY: setup demo test test-gpu typecheck lint-docker chromium bench clean
+.PHONY: setup demo test test-gpu typecheck lint-docker lint-python chromium bench clean
 
 setup: $(STAMP)
 
@@ -24,7 +24,7 @@ demo: setup
 	$(PY) -m tools pipeline --model $(MODEL) $(WORK) --force
 
 # The suite: type-check the TensorRT layer, lint the Dockerfile, then the tests (gpu-marked ones skip without CUDA).
-test: setup typecheck lint-docker chromium
+test: setup typecheck lint-docker lint-python chromium
 	$(PY) -m pytest -q
 
 test-gpu:
