@@ -26,6 +26,7 @@ from engines.ort_session import OrtSession
 from engines.runner import Conditioning, DenoiseRunner
 from engines.schedulers import make_scheduler
 from exporter.qdq_insert import split_shortcuts
+from exporter.shape_info import infer_value_info
 from exporter.qdq_rules import calibration_tensors
 
 
@@ -40,6 +41,7 @@ class CalibrateConfig:
     batch_rows: int = 32
     threads: int = 0
     attention: bool = False  # also calibrate the attention-score MatMul inputs (for quantize --attention-matmul)
+    tap_budget_gb: float = 4.0  # tapped outputs held at once (a larger model is tapped in several passes)
 
 
 def conditioning_for(info: dict[str, Any], cond: np.ndarray | None, seed: int, guidance: float) -> Conditioning | None:
@@ -77,22 +79,58 @@ def generate_samples(work: WorkDir, info: dict[str, Any], cfg: CalibrateConfig, 
     return samples
 
 
+def tap_groups(model: onnx.ModelProto, tensors: list[str], rows: int, budget_bytes: int) -> list[list[str]]:
+    """Split ``tensors`` into groups whose float32 outputs for ``rows`` rows fit ``budget_bytes`` together.
+
+    Sizes come from shape inference: the batch dimension counts as ``rows``, an unknown dimension (attention
+    reshapes leave some) as H·W of the UNet input, the largest token count. One group is one pass over the samples."""
+    shapes = {v.name: v.type.tensor_type.shape for v in infer_value_info(model)}
+    for v in list(model.graph.input) + list(model.graph.output):
+        shapes[v.name] = v.type.tensor_type.shape
+    for init in model.graph.initializer:  # a constant never needs a tap
+        shapes.pop(init.name, None)
+    sample_dims = model.graph.input[0].type.tensor_type.shape.dim
+    unknown = max(1, sample_dims[2].dim_value * sample_dims[3].dim_value) if len(sample_dims) == 4 else 4096
+    groups: list[list[str]] = [[]]
+    used = 0
+    for name in tensors:
+        size = 4
+        for i, d in enumerate(shapes[name].dim if name in shapes else []):
+            size *= rows if i == 0 else (d.dim_value if d.HasField("dim_value") else unknown)
+        if groups[-1] and used + size > budget_bytes:
+            groups.append([])
+            used = 0
+        groups[-1].append(name)
+        used += size
+    return groups
+
+
 def collect(model: onnx.ModelProto, scratch_dir: Path, samples: list[CalibSample], tensors: list[str],
             cfg: CalibrateConfig, progress: bool = True) -> TensorStats:
-    """Stream every tapped tensor of every sample through a StatsCollector, grouped by time step."""
+    """Stream every tapped tensor of every sample through a StatsCollector, grouped by time step.
+
+    Tapped outputs are held at once only within a group of tensors whose outputs fit ``cfg.tap_budget_gb``; a model
+    too large for one group is run once per group (memory bounded by the budget, compute times the group count)."""
     by_t: dict[int, list[CalibSample]] = defaultdict(list)
     for s in samples:
         by_t[s.t].append(s)
+    rows = min(cfg.batch_rows, sum(s.x.shape[0] for s in samples)) if samples else 1
+    groups = tap_groups(model, tensors, max(rows, max((s.x.shape[0] for s in samples), default=1)),
+                        int(cfg.tap_budget_gb * 2**30))
+    # one pass per group; a tensor that alone exceeds the budget gets a group (and a pass) of its own
     collector = StatsCollector(num_bins=cfg.num_bins)
-    bar = tqdm(total=len(samples), desc="statistics", file=sys.stderr, disable=not progress, mininterval=2)
-    with tapped_session(model, tensors, scratch_dir, threads=cfg.threads) as sess:
-        for t in sorted(by_t):
-            group = by_t[t]
-            for feeds, _ in batch_samples(group, cfg.batch_rows):
-                outs = sess.run(feeds)
-                for name in tensors:
-                    collector.update(name, outs[name], t)
-                bar.update(len(feeds["sample"]) // group[0].x.shape[0])
+    bar = tqdm(total=len(samples) * len(groups), desc=f"statistics ({len(groups)} pass(es))", file=sys.stderr,
+               disable=not progress, mininterval=2)
+    for names in groups:
+        with tapped_session(model, names, scratch_dir, threads=cfg.threads) as sess:
+            for t in sorted(by_t):
+                group = by_t[t]
+                for feeds, _ in batch_samples(group, cfg.batch_rows):
+                    outs = sess.run(feeds)
+                    for name in names:
+                        collector.update(name, outs.pop(name), t)
+                    del outs
+                    bar.update(len(feeds["sample"]) // group[0].x.shape[0])
     bar.close()
     return collector.finalize()
 

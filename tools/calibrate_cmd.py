@@ -48,6 +48,8 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--attention-matmul", action="store_true",
                    help="also calibrate the attention-score MatMul inputs (needed by quantize --attention-matmul)")
     p.add_argument("--threads", type=int, default=0)
+    p.add_argument("--tap-budget-gb", type=float, default=4.0,
+                   help="memory for tapped activations held at once; larger models are tapped in several passes")
 
 
 def config_from_args(args: argparse.Namespace) -> CalibrateConfig:
@@ -59,8 +61,10 @@ def config_from_args(args: argparse.Namespace) -> CalibrateConfig:
     aggregation = AggregationConfig(method=method, groups=args.groups)
     if args.batch_rows < 1 or args.num_bins < 16:
         raise UserError("--batch-rows must be >= 1 and --num-bins >= 16")
+    if args.tap_budget_gb <= 0:
+        raise UserError("--tap-budget-gb must be > 0")
     return CalibrateConfig(source, estimator, aggregation, num_bins=args.num_bins, batch_rows=args.batch_rows,
-                           threads=args.threads, attention=args.attention_matmul)
+                           threads=args.threads, attention=args.attention_matmul, tap_budget_gb=args.tap_budget_gb)
 
 
 def main(argv: list[str]) -> int:

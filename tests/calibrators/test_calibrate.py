@@ -90,3 +90,28 @@ def test_conditional_model_calibrates_with_guidance_pairs(tiny_cond_work: Path, 
     assert x.shape == (4, 2, 4, 8, 8) and cond.shape == (4, 2, 5, 12)
     np.testing.assert_array_equal(cond[:, 0], 0)  # the unconditional half of each pair
     np.testing.assert_array_equal(x[:, 0], x[:, 1])
+
+
+def test_tap_budget_splits_passes_and_changes_nothing(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A tiny tap budget forces many passes over the samples; the ranges are byte-identical to one pass."""
+    assert run_cli("calibrate", work, *ARGS) == 0
+    one_pass = (work / "ranges.json").read_bytes()
+    capsys.readouterr()
+    assert run_cli("calibrate", work, *ARGS, "--tap-budget-gb", "0.0001") == 0
+    assert "pass(es)" in capsys.readouterr().err
+    assert (work / "ranges.json").read_bytes() == one_pass
+
+
+def test_tap_groups_respect_the_budget(tiny_work: Path) -> None:
+    import onnx
+
+    from calibrators.calibrate import tap_groups
+    from exporter.qdq_rules import calibration_tensors
+
+    model = onnx.load(str(tiny_work / "model.onnx"))
+    tensors = calibration_tensors(model)
+    assert tap_groups(model, tensors, 4, 2**30) == [tensors]
+    budget = 16 * 16 * 16 * 4 * 4  # one 16-channel 16x16 float map for 4 rows
+    groups = tap_groups(model, tensors, 4, budget)
+    assert len(groups) > 3 and sum(groups, []) == tensors
+    assert max(len(g) for g in groups) < len(tensors) / 3
