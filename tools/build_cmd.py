@@ -17,10 +17,11 @@ from common.errors import UserError
 from common.workdir import WorkDir
 from engines.trt_build import BuildOptions, profiles_from_export, source_onnx
 from engines.trt_plan import PRECISIONS, current_gpu, require_tensorrt
+from tools.cli_parser import CliParser
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tools build", description=__doc__)
+    p = CliParser(prog="python -m tools build", description=__doc__)
     p.add_argument("work", type=Path, help="work folder (export, and quantize for int8)")
     p.add_argument("--precision", default="int8", choices=list(PRECISIONS))
     p.add_argument("--min-batch", type=int, help="smallest batch of images (default: export.json profile)")

@@ -15,6 +15,7 @@ from calibrators.sources import METHODS, SourceConfig
 from common.errors import UserError
 from common.workdir import WorkDir
 from engines.schedulers import SCHEDULERS
+from tools.cli_parser import CliParser
 from tools.sample_cmd import load_array
 
 
@@ -68,7 +69,7 @@ def config_from_args(args: argparse.Namespace) -> CalibrateConfig:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools calibrate", description=__doc__)
+    p = CliParser(prog="python -m tools calibrate", description=__doc__)
     p.add_argument("work", type=Path)
     add_calibration_args(p)
     args = p.parse_args(argv)

@@ -17,6 +17,7 @@ from common.hashing import onnx_model_sha256
 from common.workdir import EXPORT_SCHEMA_VERSION, WorkDir
 from exporter.onnx_export import DEFAULT_OPSET, OUTPUT, export_unet, shapes_for
 from exporter.verify import default_timesteps, verify_export
+from tools.cli_parser import CliParser
 
 
 def add_work_arg(p: argparse.ArgumentParser) -> None:
@@ -39,7 +40,7 @@ def check_new_work(work: Path, force: bool) -> None:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tools export", description=__doc__)
+    p = CliParser(prog="python -m tools export", description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", type=Path, help="local diffusers UNet folder, or pipeline folder with unet/")
     src.add_argument("--arch", help="build a known architecture with random weights: ddpm-cifar10, sd15-unet, ...")

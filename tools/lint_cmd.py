@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import argparse
 import json
 from pathlib import Path
 
@@ -10,10 +9,11 @@ import onnx
 
 from common.errors import UserError
 from exporter.trt_lint import lint_model
+from tools.cli_parser import CliParser
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools lint", description=__doc__)
+    p = CliParser(prog="python -m tools lint", description=__doc__)
     p.add_argument("model", type=Path, help="Q/DQ ONNX model")
     p.add_argument("--json", action="store_true", help="print violations as JSON")
     p.add_argument("--target", choices=["tensorrt", "onnxruntime"], default="tensorrt",

@@ -8,10 +8,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.workdir import WorkDir
+from tools.cli_parser import CliParser
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tools pipeline", description=__doc__)
+    p = CliParser(prog="python -m tools pipeline", description=__doc__)
     p.add_argument("--model", type=Path, required=True, help="local diffusers model folder")
     p.add_argument("work", type=Path)
     p.add_argument("--force", action="store_true", help="replace WORK if it is not empty")

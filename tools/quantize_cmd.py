@@ -21,6 +21,7 @@ from common.workdir import WorkDir
 from exporter.onnx_export import save_model
 from exporter.qdq_insert import plan_qdq, rewrite
 from exporter.qdq_policy import DEFAULT_EXCLUDE, SHORTCUT_MODES, TARGETS, QDQPolicy
+from tools.cli_parser import CliParser
 from validation.sensitivity_file import FILE_NAME as SENSITIVITY_FILE
 from validation.sensitivity_file import SensitivityResult
 
@@ -88,7 +89,7 @@ def kernel_report(model: onnx.ModelProto, policy: QDQPolicy) -> list[str]:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools quantize", description=__doc__)
+    p = CliParser(prog="python -m tools quantize", description=__doc__)
     p.add_argument("work", type=Path)
     p.add_argument("--ranges", type=Path, help="ranges file (default WORK/ranges.json)")
     p.add_argument("--out", type=Path, help="output model (default WORK/model.int8.onnx)")

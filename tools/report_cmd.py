@@ -3,16 +3,16 @@
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 from common.errors import UserError
 from common.workdir import WorkDir
+from tools.cli_parser import CliParser
 from validation.report import ReportConfig, write_report
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="python -m tools report", description=__doc__)
+    p = CliParser(prog="python -m tools report", description=__doc__)
     p.add_argument("work", type=Path)
     p.add_argument("--no-latency", action="store_true", help="do not measure latency when validate.json has none")
     p.add_argument("--repeats", type=int, default=5, help="interleaved latency rounds per model and batch")

@@ -18,10 +18,11 @@ from common.workdir import WorkDir
 from engines.backends import BACKENDS, open_session
 from engines.runner import Conditioning, DenoiseRunner, to_images
 from engines.schedulers import SCHEDULERS, make_scheduler
+from tools.cli_parser import CliParser
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tools sample", description=__doc__)
+    p = CliParser(prog="python -m tools sample", description=__doc__)
     p.add_argument("work", type=Path, help="work folder made by export")
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16"], help="fp16: TensorRT engines only")
     p.add_argument("--backend", default="auto", choices=list(BACKENDS))

@@ -17,11 +17,11 @@ from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
-from engines.schedulers import SCHEDULERS
-from exporter.qdq_policy import QDQPolicy
 from engines.ort_session import OrtSession
 from engines.runner import DenoiseRunner
-from engines.schedulers import make_scheduler
+from engines.schedulers import SCHEDULERS, make_scheduler
+from exporter.qdq_policy import QDQPolicy
+from tools.cli_parser import CliParser
 from validation.sensitivity import METRICS, ErrorProbe, ImageProbe, SensitivityConfig, StepProbe, rank_layers
 from validation.sensitivity_file import FILE_NAME, SensitivityResult
 from validation.trajectory_inputs import spread_steps, trajectory_feeds
@@ -31,7 +31,7 @@ GUIDANCE = 7.5  # classifier-free guidance of conditional models, as in sampling
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tools sensitivity", description=__doc__)
+    p = CliParser(prog="python -m tools sensitivity", description=__doc__)
     p.add_argument("work", type=Path)
     p.add_argument("--steps", type=int, default=50, help="sampler steps of the FP32 trajectory")
     p.add_argument("--points", type=int, default=5, help="compared steps, spread over the schedule")

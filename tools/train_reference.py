@@ -7,7 +7,6 @@ Deterministic from the seed on one machine (CPU kernels, bf16 autocast for speed
 
 from __future__ import annotations
 
-import argparse
 import copy
 import json
 import math
@@ -25,6 +24,7 @@ from common.errors import UserError
 from common.images import save_grid
 from common.lazy import lazy_import
 from exporter.architectures import ARCHITECTURES
+from tools.cli_parser import CliParser
 
 
 def digits_dataset(size: int = 32) -> np.ndarray:
@@ -148,7 +148,7 @@ bilinearly upsampled to 32×32, one channel, scaled to [-1, 1]). No download is 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tools train-reference``."""
-    p = argparse.ArgumentParser(prog="python -m tools train-reference", description=__doc__.splitlines()[0])
+    p = CliParser(prog="python -m tools train-reference", description=__doc__.splitlines()[0])
     p.add_argument("out", type=Path, help="output pipeline folder (e.g. models/digits-ddpm)")
     p.add_argument("--steps", type=int, default=4000)
     p.add_argument("--batch", type=int, default=64)

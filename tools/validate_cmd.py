@@ -17,6 +17,7 @@ from common.images import save_grid
 from common.workdir import WorkDir
 from engines.backends import resolve_backend
 from engines.schedulers import SCHEDULERS
+from tools.cli_parser import CliParser
 from tools.sample_cmd import load_array
 from validation.validate import (
     Thresholds,
@@ -34,7 +35,7 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    p = argparse.ArgumentParser(prog="python -m tools validate", description=__doc__)
+    p = CliParser(prog="python -m tools validate", description=__doc__)
     p.add_argument("work", type=Path)
     g = p.add_argument_group("what to compare")
     g.add_argument("--precision", default="int8", choices=["int8"])

@@ -106,9 +106,9 @@ class DigitFeatures:
 
 def main(argv: list[str]) -> int:
     """``python -m tools train-classifier OUT``."""
-    import argparse
+    from tools.cli_parser import CliParser
 
-    p = argparse.ArgumentParser(prog="python -m tools train-classifier")
+    p = CliParser(prog="python -m tools train-classifier")
     p.add_argument("out", type=Path)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args(argv)

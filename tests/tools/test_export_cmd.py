@@ -72,3 +72,13 @@ def test_entry_point_prints_one_line(tmp_path: Path) -> None:
     )
     assert proc.returncode == 2
     assert proc.stderr.strip().splitlines() == [proc.stderr.strip()]
+
+
+def test_bad_flag_is_one_line(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "tools", "export", "--arch", "ddpm-cifar10", str(tmp_path / "w"), "--opset", "x"],
+        cwd=REPO, capture_output=True, text=True, check=False,
+    )
+    assert proc.returncode == 2
+    assert proc.stderr.strip().splitlines() == [proc.stderr.strip()] and "--opset" in proc.stderr
+    assert not (tmp_path / "w").exists()
