@@ -13,7 +13,6 @@ import sys
 from collections.abc import Callable
 from pathlib import Path
 
-import numpy as np
 import onnx
 
 from benchmarks.accuracy import ensure_export, sample_images
@@ -23,9 +22,7 @@ from calibrators.calibrate import CalibrateConfig, calibrate
 from calibrators.estimators import EstimatorConfig
 from calibrators.ranges import TensorRanges
 from calibrators.sources import SourceConfig
-from engines.ort_session import OrtSession
-from engines.runner import DenoiseRunner
-from engines.schedulers import make_scheduler
+from engines.runner import seeded_noise
 from exporter.qdq_insert import QDQPlan, plan_qdq, rewrite
 from exporter.qdq_policy import QDQPolicy
 from validation.image_metrics import psnr
@@ -43,9 +40,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python -m benchmarks.ablation " + " ".join(sys.argv[1:] if argv is None else argv)
     work = ensure_export(args.model, args.work)
     info = work.load_export_info()
-    with OrtSession(work.model) as sess:
-        runner = DenoiseRunner(sess, make_scheduler("ddim", info["scheduler"]))
-        noise = np.concatenate([runner.initial_noise((1, 1, 32, 32), seed=i) for i in range(args.num)])
+    c, h, w = info["inputs"]["sample"]["shape"][1:]
+    noise = seeded_noise((c, h, w), range(args.num))
     ref = sample_images(work.model, info, noise, args.steps)
     model = onnx.load(str(work.model))
     cache: dict[tuple[str, str], TensorRanges] = {}

@@ -29,7 +29,7 @@ from calibrators.sources import SourceConfig
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
-from engines.runner import DenoiseRunner, to_images
+from engines.runner import DenoiseRunner, seeded_noise, to_images
 from engines.schedulers import make_scheduler
 from exporter.qdq_insert import insert_qdq
 from exporter.qdq_policy import QDQPolicy
@@ -118,9 +118,7 @@ def main(argv: list[str] | None = None) -> int:
     info = work.load_export_info()
     features = DigitFeatures(CLASSIFIER)
     c, h, w = info["inputs"]["sample"]["shape"][1:]
-    with OrtSession(work.model) as sess:
-        runner = DenoiseRunner(sess, make_scheduler("ddim", info["scheduler"]))
-        noise = np.concatenate([runner.initial_noise((1, c, h, w), seed=i) for i in range(args.num)])
+    noise = seeded_noise((c, h, w), range(args.num))
     variants = W8 + ([] if args.no_w4 else W4)
     ranges: dict[str, TensorRanges] = {}
     samples_for: dict[str, list] = {}  # type: ignore[type-arg]

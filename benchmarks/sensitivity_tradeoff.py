@@ -30,7 +30,7 @@ from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
-from engines.runner import DenoiseRunner, to_images
+from engines.runner import DenoiseRunner, seeded_noise, to_images
 from engines.schedulers import make_scheduler
 from exporter.qdq_policy import QDQPolicy
 from tools.__main__ import main as cli
@@ -108,8 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                         "--sensitivity", str(path), "--out", str(out)]) == 0
             models[f"{metric} N={n}"] = out
     c, h, w = info["inputs"]["sample"]["shape"][1:]
-    runner = DenoiseRunner(OrtSession(work.model), make_scheduler("ddim", info["scheduler"]))  # lazy: noise only
-    noise = np.concatenate([runner.initial_noise((1, c, h, w), seed=i) for i in range(args.num)])
+    noise = seeded_noise((c, h, w), range(args.num))
     load = os.getloadavg()[0]
     start = time.perf_counter()
     ref = images(work.model, info, noise, args.steps)

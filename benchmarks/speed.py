@@ -108,9 +108,8 @@ def bench(work: WorkDir, source: list[str], batches: list[int], repeats: int, ca
                 start = time.perf_counter()
                 unet(*xt)
                 times["PyTorch eager FP32"].append(time.perf_counter() - start)
-        runs["PyTorch eager FP32"] = None
         base = statistics.median(times["ORT FP32"])
-        for label in runs:
+        for label in times:  # ONNX Runtime rows in run order, then PyTorch
             med = statistics.median(times[label])
             rows.append([work.root.name, batch, label, f"{1000 * med:.1f}", f"{base / med:.2f}x"])
             print(f"{work.root.name:14s} batch {batch:2d}  {label:45s} {1000 * med:8.1f} ms  {base / med:5.2f}x",

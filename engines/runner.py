@@ -45,9 +45,7 @@ class DenoiseRunner:
 
     def initial_noise(self, shape: tuple[int, ...], seed: int) -> np.ndarray:
         """x_T as diffusers' pipelines draw it on the CPU: ``torch.randn(shape, generator=manual_seed(seed))``."""
-        torch = lazy_import("torch")
-        gen = torch.Generator().manual_seed(seed)
-        return torch.randn(shape, generator=gen, dtype=torch.float32).numpy()
+        return initial_noise(shape, seed)
 
     def predict_noise(self, x: np.ndarray, t: Any, cond: Conditioning | None) -> np.ndarray:
         """The UNet output for model input ``x`` (N×C×H×W) at time step ``t``, with classifier-free guidance."""
@@ -109,6 +107,18 @@ class DenoiseRunner:
             eps = torch.from_numpy(self.predict_noise(model_in, t, cond))
             x = sched.step(eps, t, x, **_accepted(sched, extra)).prev_sample
         return x.numpy().astype(np.float32, copy=False)
+
+
+def initial_noise(shape: tuple[int, ...], seed: int) -> np.ndarray:
+    """x_T as diffusers' pipelines draw it on the CPU: ``torch.randn(shape, generator=manual_seed(seed))``."""
+    torch = lazy_import("torch")
+    gen = torch.Generator().manual_seed(seed)
+    return torch.randn(shape, generator=gen, dtype=torch.float32).numpy()
+
+
+def seeded_noise(image_shape: tuple[int, int, int], seeds: range | list[int]) -> np.ndarray:
+    """One x_T per seed, N×C×H×W: image i is what ``python -m tools sample --seed seeds[i] --num 1`` starts from."""
+    return np.concatenate([initial_noise((1, *image_shape), seed) for seed in seeds])
 
 
 def _rows(a: np.ndarray, start: int, n: int) -> np.ndarray:

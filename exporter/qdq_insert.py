@@ -160,7 +160,6 @@ class _Rewriter:
         self.tensors = graph.tensors()
         self.weight_scale: dict[str, np.ndarray] = {}  # node name -> per-channel weight scale
         self.requests: dict[str, set[str]] = {t: set(c) for t, c in plan.activations.items()}
-        self.act_scale_of: dict[str, float] = {}
         self._uid = 0
 
     def _name(self, base: str) -> str:
@@ -267,7 +266,6 @@ class _Rewriter:
             for i, inp in enumerate(reader.inputs):
                 if inp is src:
                     reader.inputs[i] = dq_out
-        self.act_scale_of[tensor] = float(scale)
 
     def quantize_biases(self) -> None:
         """ONNX Runtime target: Conv/Gemm biases as INT32 codes with scale s_x·s_w (what QLinearConv expects)."""

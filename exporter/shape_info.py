@@ -18,29 +18,21 @@ def model_bytes(model: onnx.ModelProto) -> int:
 
 
 def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:
-    """A copy of ``model`` whose large initializers have dims and type but no values."""
-    out = onnx.ModelProto()
-    out.CopyFrom(model) if model_bytes(model) < PROTOBUF_LIMIT else _copy_without_graph(model, out)
+    """``model`` itself when it can be serialised; else a copy whose large initializers have dims and type only."""
     if model_bytes(model) < PROTOBUF_LIMIT:
-        return out
-    for init in model.graph.initializer:
-        keep = onnx.TensorProto(name=init.name, data_type=init.data_type, dims=list(init.dims))
-        if _nbytes(init) < SMALL:
-            keep.CopyFrom(init)
-        out.graph.initializer.append(keep)
-    return out
-
-
-def _copy_without_graph(model: onnx.ModelProto, out: onnx.ModelProto) -> None:
-    out.ir_version = model.ir_version
+        return model
+    out = onnx.ModelProto(ir_version=model.ir_version, producer_name=model.producer_name)
     out.opset_import.extend(model.opset_import)
-    out.producer_name = model.producer_name
-    g = out.graph
-    g.name = model.graph.name
-    g.node.extend(model.graph.node)
-    g.input.extend(model.graph.input)
-    g.output.extend(model.graph.output)
-    g.value_info.extend(model.graph.value_info)
+    graph = out.graph
+    graph.name = model.graph.name
+    for field in ("node", "input", "output", "value_info"):
+        getattr(graph, field).extend(getattr(model.graph, field))
+    for init in model.graph.initializer:
+        if _nbytes(init) < SMALL:
+            graph.initializer.append(init)
+        else:
+            graph.initializer.append(onnx.TensorProto(name=init.name, data_type=init.data_type, dims=list(init.dims)))
+    return out
 
 
 def _nbytes(init: onnx.TensorProto) -> int:

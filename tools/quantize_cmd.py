@@ -70,7 +70,7 @@ def keep_most_sensitive(policy: QDQPolicy, path: Path, count: int, model_sha: st
     return replace(policy, keep_float=policy.keep_float + tuple(nodes)), nodes
 
 
-def kernel_report(model: onnx.ModelProto, policy: QDQPolicy) -> list[str]:
+def kernel_report(policy: QDQPolicy) -> list[str]:
     """Which quantized kernels are real and which are emulated, in words."""
     lines = []
     if policy.weight_bits == 4:
@@ -139,7 +139,7 @@ def main(argv: list[str]) -> int:
             "float_nodes": plan.float_nodes,
             "sensitivity_keep_float": {"count": len(sensitive), "nodes": sensitive,
                                        "file": str(sensitivity_path) if sensitive else None},
-            "kernels": kernel_report(qmodel, policy),
+            "kernels": kernel_report(policy),
             "warnings": plan.warnings,
         }
         write_json(tmp / "quantize.json", record)

@@ -22,7 +22,7 @@ from common.errors import UserError
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
-from engines.runner import Conditioning, DenoiseRunner, to_images
+from engines.runner import Conditioning, DenoiseRunner, seeded_noise, to_images
 from engines.schedulers import make_scheduler
 from validation.image_metrics import frechet_distance, psnr, ssim
 from validation.step_metrics import StepMetrics, step_metrics
@@ -125,11 +125,11 @@ def final_images(fp32: Path, quantized: Path, info: dict[str, Any], cfg: Validat
                  cond: Conditioning | None) -> tuple[np.ndarray, np.ndarray]:
     """FP32 and quantized final images in [0, 1] from the same ``cfg.images`` seeds (image i: seed cfg.seed+i)."""
     c, h, w = info["inputs"]["sample"]["shape"][1:]
+    noise = seeded_noise((c, h, w), range(cfg.seed, cfg.seed + cfg.images))
     out = []
     for path in (fp32, quantized):
         with OrtSession(path) as sess:
             runner = DenoiseRunner(sess, make_scheduler(cfg.scheduler, info["scheduler"]), batch_size=cfg.images)
-            noise = np.concatenate([runner.initial_noise((1, c, h, w), cfg.seed + i) for i in range(cfg.images)])
             out.append(to_images(runner.sample(noise, cfg.steps, seed=cfg.seed, cond=cond)))
     return out[0], out[1]
 
