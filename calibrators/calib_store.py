@@ -60,3 +60,17 @@ def save_samples(calib_dir: Path, settings: dict[str, Any], samples: Iterable[Ca
             np.save(tmp / "cond.npy", np.stack([s.cond for s in items]), allow_pickle=False)  # type: ignore[misc]
         (tmp / "settings.json").write_text(json.dumps(settings, indent=2, sort_keys=True) + "\n")
     return items
+
+
+def find_cached(calib_dir: Path, model_sha256: str, source: dict[str, Any]) -> list[CalibSample] | None:
+    """The cached samples generated for ``model_sha256`` with ``source`` settings (any conditioning), or None."""
+    if not Path(calib_dir).is_dir():
+        return None
+    for meta in sorted(Path(calib_dir).glob("*/settings.json")):
+        try:
+            settings = json.loads(meta.read_text())
+        except (OSError, json.JSONDecodeError):
+            continue
+        if settings.get("model_sha256") == model_sha256 and settings.get("source") == source:
+            return load_cached(calib_dir, settings)
+    return None

@@ -38,6 +38,9 @@ def session_options(threads: int = 0, optimized_model_path: Path | None = None, 
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
+    # Blocked INT4 MatMul weights fuse into MatMulNBits; accuracy level 0 keeps its activations float (the graph's
+    # meaning and TensorRT's INT4 weight-only GEMM) instead of ONNX Runtime's default level 4 (INT8 activations).
+    so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
     if optimized_model_path is not None:
         so.optimized_model_filepath = str(optimized_model_path)
     if profile:

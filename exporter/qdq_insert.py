@@ -19,17 +19,24 @@ import math
 from collections import defaultdict
 from dataclasses import dataclass, field
 
+import ml_dtypes
 import numpy as np
 import onnx
 import onnx_graphsurgeon as gs
+from onnx import numpy_helper
 
 from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from exporter.graph_index import GraphIndex
 from exporter.qdq_policy import QDQPolicy
 from exporter.qdq_rules import RULES, ActivationMark, Mark, OutputMark, WeightMark, is_skip_concat
-from exporter.shape_info import PROTOBUF_LIMIT, infer_value_info, model_bytes
-from exporter.weight_quant import channel_scales, quantize_codes
+from exporter.shape_info import PROTOBUF_LIMIT, infer_value_info, model_bytes, upgrade_opset
+from exporter.weight_layers import WeightedLayer, from_matrix, int4_block_ok, to_matrix, weighted_layers
+from exporter.weight_quant import block_scales, channel_scales, nearest_codes, quantize_codes
+
+INT4_OPSET = 21  # blocked DequantizeLinear and the INT4 type
+INT4_IR_VERSION = 10
+RoundedWeights = dict[str, tuple[np.ndarray, np.ndarray]]  # node -> (codes Cout×K int8, scales Cout×G), matrix form
 
 ALL_CONSUMERS = "*"
 QUANTIZED_UNIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
@@ -47,12 +54,14 @@ class SplitConv:
 @dataclass
 class QDQPlan:
     """Phase-1 result: what to quantize. activations: tensor -> consumers (node names, or ALL_CONSUMERS);
-    weights: (node, weight tensor) -> per-channel axis; splits: shortcut convs to split; float_nodes: left float."""
+    weights: (node, weight tensor) -> per-channel axis; splits: shortcut convs to split; float_nodes: left float;
+    blocked: MatMul/Gemm nodes whose weight becomes blocked INT4 (weight-only: their inputs stay float)."""
 
     activations: dict[str, set[str]] = field(default_factory=lambda: defaultdict(set))
     weights: dict[tuple[str, str], int] = field(default_factory=dict)
     splits: list[SplitConv] = field(default_factory=list)
     float_nodes: list[str] = field(default_factory=list)
+    blocked: set[str] = field(default_factory=set)
     amax: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
 
@@ -62,7 +71,13 @@ class QDQPlan:
             "quantized_weights": len(self.weights) + 2 * len(self.splits),
             "split_shortcut_convs": len(self.splits),
             "float_nodes": len(self.float_nodes),
+            "int4_blocked_weights": len(self.blocked),
         }
+
+    def layers(self, model: onnx.ModelProto, policy: QDQPolicy) -> list[WeightedLayer]:
+        """Every weight this plan quantizes, in matrix form with the activation it multiplies (for rounding)."""
+        return weighted_layers(model, self.weights, [(s.conv, s.branches) for s in self.splits], self.activations,
+                               self.amax, self.blocked, policy)
 
 
 def _matches(name: str, patterns: tuple[str, ...]) -> bool:
@@ -103,6 +118,17 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
         marks: list[Mark] = rule.mark(node, index)
         if not marks:
             continue
+        if policy.blocked_int4 and node.op_type in ("MatMul", "Gemm"):
+            weight = next((m for m in marks if isinstance(m, WeightMark)), None)
+            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            if weight is not None and int4_block_ok(node.op_type, tuple(index.initializers[weight.tensor].dims),
+                                                    trans_b, policy.int4_block_size):
+                plan.blocked.add(node.name)  # weight-only INT4: no activation or output Q/DQ
+                plan.weights[(weight.node, weight.tensor)] = weight.axis
+                continue
+            if weight is not None:
+                plan.warnings.append(f"'{node.name}': K is not a multiple of --int4-block-size "
+                                     f"{policy.int4_block_size}; its weight stays per-channel in INT8 storage")
         if node.op_type == "Concat":
             continue  # branch marks only feed the shortcut split below (the Concat itself stays float)
         if node.name in shortcut_of:
@@ -151,8 +177,12 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
 class _Rewriter:
     """Phase 2 on an onnx-graphsurgeon graph; every edit of the Q/DQ rewrite happens here."""
 
-    def __init__(self, graph: gs.Graph, plan: QDQPlan, policy: QDQPolicy, quantize: bool = True) -> None:
+    def __init__(self, graph: gs.Graph, plan: QDQPlan, policy: QDQPolicy, quantize: bool = True,
+                 rounded: RoundedWeights | None = None) -> None:
         self.quantize = quantize
+        self.rounded = rounded or {}
+        self.int4_names: set[str] = set()
+
         self.graph = graph
         self.plan = plan
         self.policy = policy
@@ -222,20 +252,56 @@ class _Rewriter:
         return int(shape[1])
 
     def quantize_weight(self, node: gs.Node, tensor: str, axis: int) -> None:
-        """Replace a float weight input by INT8 codes -> per-channel DequantizeLinear."""
+        """Replace a float weight input by integer codes -> DequantizeLinear: per channel in INT8 storage, or blocked
+        INT4 for the plan's blocked MatMul/Gemm. Codes come from ``rounded`` (learned) or round-to-nearest."""
         idx = next(i for i, t in enumerate(node.inputs) if t.name == tensor)
         w = np.asarray(node.inputs[idx].values, dtype=np.float32)
-        qmax = self.policy.weight_qmax
-        scale = channel_scales(w, axis, qmax, method="max" if self.policy.weight_bits == 8 else "mse")
-        codes = quantize_codes(w, scale, axis, qmax)
-        q = gs.Constant(self._name(f"{tensor}_int{self.policy.weight_bits}"), codes)
+        if node.name in self.plan.blocked:
+            self.quantize_weight_blocked(node, idx, w)
+            return
+        qmax = self.policy.container_qmax
+        if node.name in self.rounded:
+            trans_b = bool(node.attrs.get("transB", 0))
+            codes_m, scale_m = self.rounded[node.name]
+            codes = from_matrix(node.op, codes_m, w.shape, trans_b)
+            scale = scale_m.reshape(-1).astype(np.float32)
+        else:
+            scale = channel_scales(w, axis, qmax, method=self.policy.scale_method)
+            codes = quantize_codes(w, scale, axis, qmax)
+        bits = 8 if qmax == 127 else 4
+        self._weight_dq(node, idx, tensor, codes, scale, {"axis": axis}, f"int{bits}")
+        self.weight_scale[node.name] = scale
+
+    def quantize_weight_blocked(self, node: gs.Node, idx: int, w: np.ndarray) -> None:
+        """MatMul/Gemm weight as INT4 blocks along K: stored K×N (a Gemm becomes transB=0, exactly the same
+        product), DequantizeLinear(axis 0, block_size), scales (K/block)×N — the form ONNX Runtime fuses into
+        MatMulNBits and TensorRT runs as INT4 weight-only GEMM."""
+        trans_b = bool(node.attrs.get("transB", 0))
+        tensor = node.inputs[idx].name
+        if node.name in self.rounded:
+            codes_m, scale_m = self.rounded[node.name]
+        else:
+            m = to_matrix(node.op, w, trans_b)
+            scale_m = block_scales(m, self.policy.int4_block_size, 7, self.policy.scale_method)
+            codes_m = nearest_codes(m, scale_m, 7)
+        if node.op == "Gemm":
+            node.attrs["transB"] = 0
+        codes = np.ascontiguousarray(codes_m.T)
+        scale = np.ascontiguousarray(scale_m.T.astype(np.float32))
+        self._weight_dq(node, idx, tensor, codes, scale, {"axis": 0, "block_size": self.policy.int4_block_size},
+                        "int4", int4=True)
+
+    def _weight_dq(self, node: gs.Node, idx: int, tensor: str, codes: np.ndarray, scale: np.ndarray,
+                   attrs: dict[str, int], tag: str, int4: bool = False) -> None:
+        q = gs.Constant(self._name(f"{tensor}_{tag}"), codes.astype(np.int8))
         s = gs.Constant(self._name(f"{tensor}_scale"), scale)
         zp = gs.Constant(self._name(f"{tensor}_zero_point"), np.zeros(scale.shape, dtype=np.int8))
-        out = gs.Variable(self._name(f"{tensor}_dequant"), dtype=np.float32, shape=list(w.shape))
+        if int4:  # onnx-graphsurgeon cannot export INT4: stored as int8 here, packed after export
+            self.int4_names.update((q.name, zp.name))
+        out = gs.Variable(self._name(f"{tensor}_dequant"), dtype=np.float32, shape=list(codes.shape))
         self.graph.nodes.append(gs.Node("DequantizeLinear", name=self._name(f"{node.name}/weight_DQ"),
-                                        attrs={"axis": axis}, inputs=[q, s, zp], outputs=[out]))
+                                        attrs=attrs, inputs=[q, s, zp], outputs=[out]))
         node.inputs[idx] = out
-        self.weight_scale[node.name] = scale
 
     def quantize_activation(self, tensor: str, consumers: set[str]) -> None:
         """One Q on ``tensor``; a dedicated DQ for each quantized op reading it (its own node unit, as ONNX
@@ -292,9 +358,11 @@ class _Rewriter:
             node.inputs[2] = out
 
 
-def insert_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) -> onnx.ModelProto:
-    """The Q/DQ model for ``model`` under ``policy`` with activation ranges from ``ranges`` (``model`` untouched)."""
-    return rewrite(model, plan_qdq(model, ranges, policy), policy)
+def insert_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy,
+               rounded: RoundedWeights | None = None) -> onnx.ModelProto:
+    """The Q/DQ model for ``model`` under ``policy`` with activation ranges from ``ranges`` (``model`` untouched);
+    ``rounded``: learned weight codes by node (``calibrators.weight_rounding``), else round-to-nearest."""
+    return rewrite(model, plan_qdq(model, ranges, policy), policy, rounded=rounded)
 
 
 def split_shortcuts(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -308,14 +376,21 @@ def split_shortcuts(model: onnx.ModelProto) -> onnx.ModelProto:
     return rewrite(model, plan, QDQPolicy(), quantize=False)
 
 
-def rewrite(model: onnx.ModelProto, plan: QDQPlan, policy: QDQPolicy, quantize: bool = True) -> onnx.ModelProto:
-    """Phase 2: apply ``plan``; the result passes ``onnx.checker`` and shape inference."""
+def rewrite(model: onnx.ModelProto, plan: QDQPlan, policy: QDQPolicy, quantize: bool = True,
+            rounded: RoundedWeights | None = None) -> onnx.ModelProto:
+    """Phase 2: apply ``plan``; the result passes ``onnx.checker`` and shape inference. With blocked INT4 weights
+    the model is first converted to opset 21 (the first with blocked DequantizeLinear and INT4)."""
+    int4 = quantize and bool(plan.blocked)
+    if int4:
+        model = upgrade_opset(model, INT4_OPSET)
     graph = gs.import_onnx(_with_value_info(model))
-    rewriter = _Rewriter(graph, plan, policy, quantize=quantize)
+    rewriter = _Rewriter(graph, plan, policy, quantize=quantize, rounded=rounded)
     rewriter.run()
     graph.cleanup().toposort()
     out = gs.export_onnx(graph, do_type_check=True)
-    out.ir_version = model.ir_version
+    if rewriter.int4_names:
+        _pack_int4(out.graph, rewriter.int4_names)
+    out.ir_version = max(model.ir_version, INT4_IR_VERSION) if int4 else model.ir_version
     del out.opset_import[:]
     out.opset_import.extend(model.opset_import)
     out.producer_name = "qdiff-trt insert_qdq"
@@ -326,6 +401,14 @@ def rewrite(model: onnx.ModelProto, plan: QDQPlan, policy: QDQPolicy, quantize: 
     else:  # above 2 GB onnx.checker needs a file: the saved model is checked where it is written
         out.graph.value_info.extend(infer_value_info(out, data_prop=False))
     return out
+
+
+def _pack_int4(graph: onnx.GraphProto, names: set[str]) -> None:
+    """Re-store the initializers ``names`` (int8 holding values in [-8, 7]) as ONNX INT4, two values per byte."""
+    for i, init in enumerate(graph.initializer):
+        if init.name in names:
+            values = numpy_helper.to_array(init).astype(ml_dtypes.int4)
+            graph.initializer[i].CopyFrom(numpy_helper.from_array(values, init.name))
 
 
 def _with_value_info(model: onnx.ModelProto) -> onnx.ModelProto:

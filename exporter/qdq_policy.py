@@ -11,6 +11,8 @@ from common.errors import UserError
 
 TARGETS = ("tensorrt", "onnxruntime")
 SHORTCUT_MODES = ("split", "shared", "float")
+WEIGHT_ROUNDINGS = ("nearest", "mse", "adaround")
+INT4_SCOPES = ("linear", "all")
 
 # Default exclusions, by node-name pattern (fnmatch), chosen by measurement on the reference model
 # (docs/benchmarks.md, "Default exclusions and estimator": 16 seeds, DDIM 50, W8A8, max ranges): every layer
@@ -26,7 +28,13 @@ class QDQPolicy:
 
     target: ``tensorrt`` follows TensorRT's placement (Q/DQ on inputs only); ``onnxruntime`` also quantizes the
         outputs of weighted ops so ONNX Runtime's CPU provider fuses DQ->Conv->Q into QLinearConv (real INT8).
-    weight_bits: 8, or 4 (4-bit values, per-channel MSE-searched scales, stored in INT8 containers).
+    weight_bits: 8, or 4: MatMul/Gemm weights become blocked INT4 (``int4_block_size`` values along the reduction
+        axis per scale; opset 21; weight-only, their activations stay float: ONNX Runtime's MatMulNBits and
+        TensorRT's INT4 weight-only GEMM); convolutions get 4-bit values in INT8 containers (``int4_scope`` "all",
+        an accuracy mode: no INT4 convolution kernel exists) or stay INT8 (``int4_scope`` "linear").
+    weight_rounding: ``nearest`` (scales amax/qmax, round to nearest), ``mse`` (per-channel/per-block MSE-searched
+        scales, round to nearest), ``adaround`` (MSE scales, rounding learned per layer on calibration inputs; the
+        codes come from ``calibrators.weight_rounding``). Default: nearest for 8 bits, mse for 4 bits.
     shortcut: ``split`` (each skip-Concat branch of a shortcut conv gets its own scale: two convs summed),
         ``shared`` (one scale across the Concat: Model Optimizer's choice), ``float`` (shortcut conv unquantized).
     attention_matmul: also quantize the two activation MatMuls of attention (QK^T, softmax·V).
@@ -44,6 +52,9 @@ class QDQPolicy:
     exclude: tuple[str, ...] = field(default=DEFAULT_EXCLUDE)
     keep_float: tuple[str, ...] = ()
     activation_bits: int = 8
+    weight_rounding: str = ""
+    int4_scope: str = "all"
+    int4_block_size: int = 32
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -52,6 +63,15 @@ class QDQPolicy:
             raise UserError(f"--weight-bits must be 8 or 4, got {self.weight_bits}")
         if self.shortcut not in SHORTCUT_MODES:
             raise UserError(f"unknown --shortcut '{self.shortcut}'; known: {', '.join(SHORTCUT_MODES)}")
+        if not self.weight_rounding:
+            object.__setattr__(self, "weight_rounding", "nearest" if self.weight_bits == 8 else "mse")
+        if self.weight_rounding not in WEIGHT_ROUNDINGS:
+            raise UserError(f"unknown --weight-rounding '{self.weight_rounding}'; known: {', '.join(WEIGHT_ROUNDINGS)}")
+        if self.int4_scope not in INT4_SCOPES:
+            raise UserError(f"unknown --int4-scope '{self.int4_scope}'; known: {', '.join(INT4_SCOPES)}")
+        bs = self.int4_block_size
+        if bs < 16 or bs & (bs - 1):
+            raise UserError(f"--int4-block-size must be a power of two >= 16 (ONNX Runtime's MatMulNBits), got {bs}")
         if self.activation_bits != 8:
             raise UserError(f"activations are INT8 only, got {self.activation_bits} bits")
         object.__setattr__(self, "exclude", tuple(self.exclude))
@@ -68,9 +88,20 @@ class QDQPolicy:
         return 128 if self.target == "onnxruntime" else 0
 
     @property
-    def weight_qmax(self) -> int:
-        """Largest weight code: 127 for 8 bits, 7 for 4 bits (symmetric, zero point 0)."""
-        return 2 ** (self.weight_bits - 1) - 1
+    def container_qmax(self) -> int:
+        """Largest code of weights stored in INT8 containers (convolutions; linear layers that cannot be blocked):
+        7 for 4-bit values (``int4_scope`` all), else 127."""
+        return 7 if self.weight_bits == 4 and self.int4_scope == "all" else 127
+
+    @property
+    def blocked_int4(self) -> bool:
+        """MatMul/Gemm weights become blocked INT4 (weight-only)."""
+        return self.weight_bits == 4
+
+    @property
+    def scale_method(self) -> str:
+        """How weight scales are chosen: ``max`` (amax/qmax) for nearest rounding, else ``mse``."""
+        return "max" if self.weight_rounding == "nearest" else "mse"
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)

@@ -46,3 +46,21 @@ def infer_value_info(model: onnx.ModelProto, data_prop: bool = True) -> list[onn
     """Inferred value_info of every intermediate tensor, whatever the model's size."""
     inferred = onnx.shape_inference.infer_shapes(skeleton(model), data_prop=data_prop)
     return list(inferred.graph.value_info)
+
+
+def upgrade_opset(model: onnx.ModelProto, opset: int) -> onnx.ModelProto:
+    """``model`` converted to default-domain ``opset`` by ONNX's version converter (a copy; ``model`` itself when
+    it is already there). Above 2 GB the converter runs on the skeleton and the initializers are put back."""
+    current = max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=0)
+    if current >= opset:
+        return model
+    from onnx import version_converter
+
+    small = model_bytes(model) < PROTOBUF_LIMIT
+    converted = version_converter.convert_version(model if small else skeleton(model), opset)
+    if not small:
+        originals = {i.name: i for i in model.graph.initializer}
+        kept = [originals.get(i.name, i) for i in converted.graph.initializer]
+        del converted.graph.initializer[:]
+        converted.graph.initializer.extend(kept)
+    return converted

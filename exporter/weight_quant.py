@@ -54,3 +54,25 @@ def channel_scales(w: np.ndarray, axis: int, qmax: int, method: str = "max", gri
         best_err = np.where(better, err, best_err)
         best = np.where(better, a, best)
     return (best / qmax).astype(np.float32)
+
+
+def block_scales(w: np.ndarray, block_size: int, qmax: int, method: str = "mse") -> np.ndarray:
+    """Scales of ``w`` (Cout×K, rows are output channels) in blocks of ``block_size`` along K: Cout×(K/block_size),
+    each block searched like a channel (``channel_scales``). K must be a multiple of ``block_size``."""
+    cout, k = w.shape
+    if k % block_size:
+        raise ValueError(f"K={k} is not a multiple of the block size {block_size}")
+    blocks = w.reshape(cout * (k // block_size), block_size)
+    return channel_scales(blocks, 0, qmax, method).reshape(cout, k // block_size)
+
+
+def expand_scales(scale: np.ndarray, k: int) -> np.ndarray:
+    """Cout×G scales (G = 1 per channel, or K/block blocks) -> Cout×K, one scale per weight (float32)."""
+    scale = scale.reshape(scale.shape[0], -1)
+    return np.repeat(scale, k // scale.shape[1], axis=1).astype(np.float32)
+
+
+def nearest_codes(w: np.ndarray, scale: np.ndarray, qmax: int) -> np.ndarray:
+    """Round-to-nearest int8 codes of ``w`` (Cout×K) with Cout×G scales (per channel or per block)."""
+    s = expand_scales(scale, w.shape[1]).astype(np.float64)
+    return np.clip(np.rint(w / s), -qmax, qmax).astype(np.int8)

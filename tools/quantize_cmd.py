@@ -13,14 +13,19 @@ from typing import Any
 
 import onnx
 
+from calibrators.adaround import AdaRoundConfig
+from calibrators.calib_store import find_cached
 from calibrators.ranges import TensorRanges
+from calibrators.sample import CalibSample
+from calibrators.weight_rounding import RoundingConfig, learn_rounding
 from common.atomic import write_json
 from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from exporter.onnx_export import save_model
 from exporter.qdq_insert import plan_qdq, rewrite
-from exporter.qdq_policy import DEFAULT_EXCLUDE, SHORTCUT_MODES, TARGETS, QDQPolicy
+from exporter.qdq_policy import DEFAULT_EXCLUDE, INT4_SCOPES, SHORTCUT_MODES, TARGETS, WEIGHT_ROUNDINGS, QDQPolicy
+from exporter.weight_memory import weight_memory
 from tools.cli_parser import CliParser
 from validation.sensitivity_file import FILE_NAME as SENSITIVITY_FILE
 from validation.sensitivity_file import SensitivityResult
@@ -31,7 +36,16 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
     g = p.add_argument_group("Q/DQ policy")
     g.add_argument("--target", default="onnxruntime", choices=list(TARGETS),
                    help="tensorrt: TensorRT placement; onnxruntime: + output Q/DQ for real INT8 CPU kernels")
-    g.add_argument("--weight-bits", type=int, default=8, choices=[8, 4])
+    g.add_argument("--weight-bits", type=int, default=8, choices=[8, 4],
+                   help="4: MatMul/Gemm weights as blocked INT4 (weight-only, real kernels); convolutions per "
+                        "--int4-scope")
+    g.add_argument("--int4-scope", default="all", choices=list(INT4_SCOPES),
+                   help="with --weight-bits 4: 'linear' keeps convolutions INT8; 'all' gives them 4-bit values in "
+                        "INT8 storage (no INT4 convolution kernel exists: an accuracy mode)")
+    g.add_argument("--int4-block-size", type=int, default=32, help="INT4 values per scale along K (power of 2 >= 16)")
+    g.add_argument("--weight-rounding", default=None, choices=list(WEIGHT_ROUNDINGS),
+                   help="nearest (amax scales), mse (searched scales), adaround (searched scales, learned rounding on "
+                        "the calibration set); default nearest for 8-bit, mse for 4-bit weights")
     g.add_argument("--shortcut", default="split", choices=list(SHORTCUT_MODES))
     g.add_argument("--attention-matmul", action="store_true", help="also quantize QK^T and softmax·V")
     g.add_argument("--no-residual-add", action="store_true", help="leave residual Add inputs in float")
@@ -45,7 +59,35 @@ def policy_from_args(args: argparse.Namespace) -> QDQPolicy:
     return QDQPolicy(target=args.target, weight_bits=args.weight_bits, shortcut=args.shortcut,
                      attention_matmul=args.attention_matmul, residual_add=not args.no_residual_add,
                      exclude=DEFAULT_EXCLUDE if args.exclude is None else tuple(args.exclude),
-                     keep_float=tuple(args.keep_float_nodes))
+                     keep_float=tuple(args.keep_float_nodes), weight_rounding=args.weight_rounding or "",
+                     int4_scope=args.int4_scope, int4_block_size=args.int4_block_size)
+
+
+def add_rounding_args(p: argparse.ArgumentParser) -> None:
+    """Settings of --weight-rounding adaround (shared with ``pipeline``)."""
+    g = p.add_argument_group("AdaRound (--weight-rounding adaround)")
+    g.add_argument("--rounding-samples", type=int, default=128, help="calibration samples used (evenly spaced)")
+    g.add_argument("--rounding-rows", type=int, default=16, help="input rows kept per sample and layer")
+    g.add_argument("--rounding-iters", type=int, default=1000, help="optimiser steps per layer")
+    g.add_argument("--seed", type=int, default=0, help="row sampling and batch order")
+
+
+def rounding_config_from_args(args: argparse.Namespace) -> RoundingConfig:
+    for flag in ("rounding_samples", "rounding_rows", "rounding_iters"):
+        if getattr(args, flag) < 1:
+            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    return RoundingConfig(samples=args.rounding_samples, rows_per_sample=args.rounding_rows,
+                          adaround=AdaRoundConfig(iters=args.rounding_iters, seed=args.seed))
+
+
+def rounding_samples(work: WorkDir, ranges: TensorRanges, model_sha: str) -> list[CalibSample]:
+    """The calibration samples ``ranges`` were computed from (the calib/ cache of ``calibrate``)."""
+    params = {k: v for k, v in ranges.settings.to_dict()["params"].items() if k not in ("batch_rows", "attention")}
+    samples = find_cached(work.calib_dir, model_sha, params)
+    if not samples:
+        raise UserError(f"--weight-rounding adaround needs the calibration samples of the ranges file, and "
+                        f"'{work.calib_dir}' has none: run python -m tools calibrate {work.root} again")
+    return samples
 
 
 def keep_most_sensitive(policy: QDQPolicy, path: Path, count: int, model_sha: str,
@@ -73,12 +115,20 @@ def keep_most_sensitive(policy: QDQPolicy, path: Path, count: int, model_sha: st
 def kernel_report(policy: QDQPolicy) -> list[str]:
     """Which quantized kernels are real and which are emulated, in words."""
     lines = []
+    rounding = {"nearest": "amax scales, round to nearest", "mse": "MSE-searched scales, round to nearest",
+                "adaround": "MSE-searched scales, AdaRound-learned rounding"}[policy.weight_rounding]
     if policy.weight_bits == 4:
-        lines.append("weights: 4-bit values (per-channel, MSE-searched scales) stored in INT8 containers: "
-                     "the kernels are INT8 (TensorRT and ONNX Runtime have no INT4 convolution); 4-bit accuracy "
-                     "is exact, 4-bit memory and speed are emulated")
+        lines.append(f"MatMul/Gemm weights: blocked INT4 ({policy.int4_block_size} per scale, {rounding}), "
+                     "weight-only (their inputs stay float): real INT4 kernels, ONNX Runtime MatMulNBits (accuracy "
+                     "level 0) and TensorRT INT4 weight-only GEMM (opset 21)")
+        if policy.int4_scope == "all":
+            lines.append(f"convolution weights: 4-bit values ({rounding}) stored in INT8 containers: the kernels are "
+                         "INT8 (TensorRT and ONNX Runtime have no INT4 convolution); 4-bit accuracy is exact, "
+                         "4-bit memory and speed are emulated")
+        else:
+            lines.append(f"convolution weights: INT8 per-channel ({rounding}), real INT8 kernels")
     else:
-        lines.append("weights: INT8 per-channel, real INT8 kernels")
+        lines.append(f"weights: INT8 per-channel ({rounding}), real INT8 kernels")
     if policy.target == "onnxruntime":
         lines.append("ONNX Runtime CPU: DQ->Conv->Q groups fuse into QLinearConv (real INT8); convolutions without "
                      "an output Q (split shortcut branches, the last conv) run in float on dequantized inputs")
@@ -97,6 +147,7 @@ def main(argv: list[str]) -> int:
                    help="keep the N most sensitive layers (python -m tools sensitivity) float")
     p.add_argument("--sensitivity", type=Path, help=f"ranking for --keep-float (default WORK/report/{SENSITIVITY_FILE})")
     add_policy_args(p)
+    add_rounding_args(p)
     args = p.parse_args(argv)
     work = WorkDir(args.work)
     info = work.load_export_info()
@@ -117,8 +168,17 @@ def main(argv: list[str]) -> int:
     plan = plan_qdq(model, ranges, policy)
     for w in plan.warnings:
         print(f"warning: {w}")
-    qmodel = rewrite(model, plan, policy)
+    rounded, rounding_report = None, None
+    if policy.weight_rounding == "adaround":
+        samples = rounding_samples(work, ranges, model_sha)
+        rounded, rounding_report = learn_rounding(model, plan, policy, samples, rounding_config_from_args(args),
+                                                  work.root)
+        print(f"adaround: {rounding_report['layers_improved']}/{rounding_report['layers']} layers improved, median "
+              f"output MSE x{rounding_report['median_mse_ratio']:.2f} of nearest, {rounding_report['seconds_total']} s")
+    source_memory = weight_memory(model)
+    qmodel = rewrite(model, plan, policy, rounded=rounded)
     del model
+    memory = weight_memory(qmodel)
     counts = collections.Counter(n.op_type for n in qmodel.graph.node)
     external = info["onnx"].get("external_data") is not None
     out_path.parent.mkdir(parents=True, exist_ok=True)
@@ -140,6 +200,8 @@ def main(argv: list[str]) -> int:
             "sensitivity_keep_float": {"count": len(sensitive), "nodes": sensitive,
                                        "file": str(sensitivity_path) if sensitive else None},
             "kernels": kernel_report(policy),
+            "weight_memory_bytes": {"source": source_memory.to_json(), "quantized": memory.to_json()},
+            "weight_rounding": rounding_report,
             "warnings": plan.warnings,
         }
         write_json(tmp / "quantize.json", record)
@@ -152,6 +214,8 @@ def main(argv: list[str]) -> int:
           f"({s['split_shortcut_convs']} shortcut convs split, {s['float_nodes']} nodes float) in {seconds:.1f} s")
     for line in record["kernels"]:
         print(f"  {line}")
+    print(f"  weight memory (initializers): {memory.total / 2**20:.2f} MiB (FP32 model {source_memory.total / 2**20:.2f} "
+          f"MiB; INT4 {memory.int4 / 2**20:.2f}, INT8 {memory.int8 / 2**20:.2f}, float {memory.float / 2**20:.2f})")
     print(f"wrote {out_path} and {out_path.parent / _record_name(out_path, work)}")
     return 0
 
