@@ -31,7 +31,9 @@ from common.workdir import WorkDir
 from engines.ort_session import OrtSession
 from engines.runner import DenoiseRunner, seeded_noise, to_images
 from engines.schedulers import make_scheduler
-from exporter.qdq_insert import insert_qdq
+from calibrators.weight_rounding import RoundingConfig, learn_rounding
+from exporter.qdq_insert import plan_qdq, rewrite
+from exporter.weight_memory import weight_memory
 from exporter.qdq_policy import QDQPolicy
 from validation.digit_classifier import DigitFeatures
 from validation.image_metrics import frechet_distance, psnr, ssim
@@ -49,6 +51,8 @@ class Variant:
     weight_bits: int = 8
     target: str = "onnxruntime"
     ort_static: str | None = None  # None, "default" (all ops), or "conv-matmul-gemm"
+    rounding: str = ""  # weight rounding ("" = the policy default: nearest for W8, mse for W4)
+    int4_scope: str = "all"
 
 
 W8 = [
@@ -58,11 +62,16 @@ W8 = [
     Variant("ndtc + float", "ndtc", shortcut="float"),
     Variant("noise + split (naive PTQ)", "noise"),
     Variant("ndtc + split, TensorRT graph", "ndtc", target="tensorrt"),
+    Variant("ndtc + split, AdaRound", "ndtc", rounding="adaround"),
     Variant("ORT quantize_static (all ops, noise)", "noise", ort_static="default"),
     Variant("ORT quantize_static (Conv/MatMul/Gemm, sym., uniform)", "uniform", ort_static="conv-matmul-gemm"),
 ]
 W4 = [
     Variant("W4A8 ndtc + split", "ndtc", weight_bits=4),
+    Variant("W4A8 ndtc + split, AdaRound", "ndtc", weight_bits=4, rounding="adaround"),
+    Variant("INT8 conv + INT4 linear, ndtc", "ndtc", weight_bits=4, int4_scope="linear"),
+    Variant("INT8 conv + INT4 linear, ndtc, AdaRound", "ndtc", weight_bits=4, int4_scope="linear",
+            rounding="adaround"),
     Variant("W4A8 uniform + split", "uniform", weight_bits=4),
     Variant("W4A8 noise + split", "noise", weight_bits=4),
     Variant("W4A8 ORT quantize_static (Conv/MatMul/Gemm, sym., uniform)", "uniform", weight_bits=4,
@@ -88,7 +97,8 @@ def sample_images(model: Path, info: dict, noise: np.ndarray, steps: int) -> np.
 
 
 def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, TensorRanges],  # type: ignore[type-arg]
-                  samples_for: dict[str, list], out_dir: Path) -> Path:  # type: ignore[type-arg]
+                  samples_for: dict[str, list], out_dir: Path,  # type: ignore[type-arg]
+                  rounding_seconds: dict[str, float]) -> Path:
     out = out_dir / (v.label.replace(" ", "_").replace("/", "-").replace(",", "").replace("(", "")
                      .replace(")", "").replace("+", "") + ".onnx")
     if v.ort_static:
@@ -98,8 +108,16 @@ def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, Tenso
         ort_quantize_static(work.model, out, samples_for[v.method], op_types=ops,
                             symmetric_activations=v.ort_static != "default", weight_bits=v.weight_bits)
         return out
-    policy = QDQPolicy(target=v.target, weight_bits=v.weight_bits, shortcut=v.shortcut)
-    onnx.save(insert_qdq(onnx.load(str(work.model)), ranges[v.method], policy), str(out))
+    policy = QDQPolicy(target=v.target, weight_bits=v.weight_bits, shortcut=v.shortcut, weight_rounding=v.rounding,
+                       int4_scope=v.int4_scope)
+    model = onnx.load(str(work.model))
+    plan = plan_qdq(model, ranges[v.method], policy)
+    rounded = None
+    if v.rounding == "adaround":
+        rounded, report = learn_rounding(model, plan, policy, samples_for[v.method], RoundingConfig(), work.root,
+                                         progress=False)
+        rounding_seconds[v.label] = report["seconds_total"]
+    onnx.save(rewrite(model, plan, policy, rounded=rounded), str(out))
     return out
 
 
@@ -133,7 +151,10 @@ def main(argv: list[str] | None = None) -> int:
         samples_for[method] = generate_samples(work, info, cfg, sha, progress=False)
     out_dir = work.root / "bench-models"
     out_dir.mkdir(exist_ok=True)
-    models = {v.label: build_variant(v, work, info, ranges, samples_for, out_dir) for v in variants}
+    rounding_seconds: dict[str, float] = {}
+    models = {v.label: build_variant(v, work, info, ranges, samples_for, out_dir, rounding_seconds)
+              for v in variants}
+    memory = {label: weight_memory(onnx.load(str(path))).total / 2**20 for label, path in models.items()}
     rows = []
     results = {}
     for steps in args.steps:
@@ -148,11 +169,13 @@ def main(argv: list[str] | None = None) -> int:
                 "agree": float(np.mean(features.predict(img) == ref_label)),
             }
             results[f"{v.label} @ {steps}"] = r
+            r["weight_mib"] = memory[v.label]
             rows.append([v.label, v.weight_bits, steps, f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['fd']:.3f}",
-                         f"{100 * r['agree']:.0f}%"])
+                         f"{100 * r['agree']:.0f}%", f"{memory[v.label]:.3f}"])
             print(f"{steps:4d} steps  {v.label:60s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  "
                   f"FD {r['fd']:.3f}  agree {100 * r['agree']:.0f}%", flush=True)
     (work.root / "accuracy.json").write_text(json.dumps(results, indent=2))
+    fp32_mib = weight_memory(onnx.load(str(work.model))).total / 2**20
     body = "\n".join([
         f"## Accuracy: quantized against FP32 images ({args.num} seeds, DDIM)",
         "",
@@ -164,10 +187,15 @@ def main(argv: list[str] | None = None) -> int:
         "conv_out float) unless marked; ORT's rows quantize every matching op.",
         "- Calibration wall time per method (s): "
         + ", ".join(f"{m} {s:.1f}" for m, s in sorted(calib_seconds.items())),
+        "- AdaRound (default settings: 128 samples, 16 rows each, 1000 steps per layer) wall time per variant (s): "
+        + (", ".join(f"{k} {t:.1f}" for k, t in rounding_seconds.items()) or "none"),
+        f"- Weight memory: MiB of initializers of each model (the FP32 model: {fp32_mib:.3f} MiB); W4A8 rows "
+        "store convolution weights as 4-bit values in INT8 containers and MatMul/Gemm weights as blocked INT4 "
+        "(32 per scale, weight-only); `INT8 conv + INT4 linear` = `--weight-bits 4 --int4-scope linear`.",
         "- PSNR: dB over all images against the FP32 images from the same noise; FD-digits: Fréchet distance of "
         "the in-repo digit classifier's 32-d features (validation/digit_classifier.py); agree: same predicted digit.",
         "",
-        markdown_table(["variant", "W bits", "steps", "PSNR dB", "SSIM", "FD-digits", "agree"], rows),
+        markdown_table(["variant", "W bits", "steps", "PSNR dB", "SSIM", "FD-digits", "agree", "weight MiB"], rows),
     ])
     write_section(args.section, body)
     return 0
