@@ -2,7 +2,8 @@
 
 Rules (TensorRT developer guide, "Working with Quantized Types" / "Q/DQ Layer-Placement"):
 - ``opset``: Q/DQ per-channel needs opset >= 13; blocked (INT4) DequantizeLinear needs opset >= 21.
-- ``dtype``: INT8 Q/DQ must be signed int8 (a Q without zero point produces uint8); INT4 only as weights with a block.
+- ``dtype``: INT8 Q/DQ must be signed int8 (a Q without zero point produces uint8); INT4 only as weights with a block;
+  a blocked DequantizeLinear only on a 2-D K×N weight, blocked along K (axis 0), read as B by MatMul/Gemm (transB=0).
 - ``zero-point``: every zero point is 0 (TensorRT quantization is symmetric).
 - ``scale``: scales are build-time constants, finite and > 0.
 - ``per-tensor-activation``: activation (non-constant) Q/DQ use one scale.
@@ -133,6 +134,8 @@ def _check_node(node: onnx.NodeProto, index: GraphIndex, elem: dict[str, int], o
             v.append(Violation("dtype", name, f"zero point type {type_name}: TensorRT INT8 Q/DQ needs int8"))
     if block and opset < 21:
         v.append(Violation("opset", name, f"block_size needs opset >= 21 (model has {opset})"))
+    if block:
+        v.extend(_check_block(node, name, index))
     # per-tensor activations, per-channel axis for weights
     per_channel = scale is not None and scale.size > 1
     constant_input = index.is_constant(x)
@@ -166,6 +169,21 @@ def _check_node(node: onnx.NodeProto, index: GraphIndex, elem: dict[str, int], o
             if shape_input is not None and len(r.input) > shape_input and r.input[shape_input] == node.output[0]:
                 v.append(Violation("placement", name, f"feeds the shape input of {r.op_type} '{r.name}'"))
     return v
+
+
+def _check_block(node: onnx.NodeProto, name: str, index: GraphIndex) -> list[Violation]:
+    """Blocked DequantizeLinear: TensorRT takes it only as INT4 weight-only quantization of a 2-D MatMul/Gemm
+    weight (input B, transB=0), blocked along K (axis 0)."""
+    out = []
+    if index.is_constant(node.input[0]) and index.array(node.input[0]).ndim != 2:
+        out.append(Violation("placement", name, "blocked quantization needs a 2-D weight"))
+    if (_attr(node, "axis", 1) or 0) != 0:
+        out.append(Violation("axis", name, "blocked weight must be blocked along K (axis 0 of the K×N weight)"))
+    for r in index.consumers.get(node.output[0], []):
+        if r.op_type not in ("MatMul", "Gemm") or r.input[1] != node.output[0] or _attr(r, "transB", 0):
+            out.append(Violation("placement", name, f"blocked DequantizeLinear feeds {r.op_type} '{r.name}'; "
+                                 "TensorRT takes blocked INT4 only as input B of MatMul/Gemm (transB=0)"))
+    return out
 
 
 def _check_axis(node: onnx.NodeProto, name: str, index: GraphIndex) -> list[Violation]:

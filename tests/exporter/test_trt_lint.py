@@ -82,6 +82,27 @@ def test_dq_without_q_and_int4_without_block() -> None:
     assert "opset" in rules(m)
 
 
+def int4_matmul(axis: int = 0, trans_b: int = 0) -> onnx.ModelProto:
+    """x -> MatMul/Gemm(B: INT4 K×N, blocked DequantizeLinear) -> y (weight-only INT4)."""
+    k, n, bs = 32, 8, 16
+    w = h.make_tensor("w", T.INT4, [k, n], np.zeros(k * n, np.int8).tolist())
+    scale_shape = [k // bs, n] if axis == 0 else [k, n // bs]
+    zp = h.make_tensor("z", T.INT4, scale_shape, np.zeros(int(np.prod(scale_shape)), np.int8).tolist())
+    inits = [w, nh.from_array(np.full(scale_shape, 0.01, np.float32), "s"), zp]
+    nodes = [h.make_node("DequantizeLinear", ["w", "s", "z"], ["wd"], name="dq_w", axis=axis, block_size=bs),
+             h.make_node("Gemm" if trans_b else "MatMul", ["x", "wd"], ["y"], name="mm",
+                         **({"transB": 1} if trans_b else {}))]
+    graph = h.make_graph(nodes, "g", [h.make_tensor_value_info("x", T.FLOAT, [2, k])],
+                         [h.make_tensor_value_info("y", T.FLOAT, None)], inits)
+    return h.make_model(graph, opset_imports=[h.make_opsetid("", 21)], ir_version=10)
+
+
+def test_blocked_int4_weight_rules() -> None:
+    assert lint_model(int4_matmul()) == []
+    assert "axis" in rules(int4_matmul(axis=1))
+    assert "placement" in rules(int4_matmul(trans_b=1))
+
+
 def test_dq_on_shape_input() -> None:
     m = conv_model()
     m.graph.node.append(h.make_node("Reshape", ["y", "xd"], ["bad"], name="reshape"))
