@@ -1,5 +1,5 @@
 """UNet step latency on the CPU, side by side in one run: PyTorch eager FP32, ONNX Runtime FP32, our INT8
-(``onnxruntime`` target), and ONNX Runtime's ``quantize_static`` (all ops, and Conv/MatMul/Gemm only).
+(``onnxruntime`` target), our INT8 convolutions + blocked INT4 MatMul/Gemm (MatMulNBits), and ONNX Runtime's ``quantize_static`` (all ops, and Conv/MatMul/Gemm only).
 
     python -m benchmarks.speed [--arch ddpm-cifar10] [--model models/digits-ddpm] [--batches 1 8] [--repeats 15]
 
@@ -37,6 +37,7 @@ from common.workdir import WorkDir
 from engines.ort_session import OrtSession, session_options
 from exporter.qdq_insert import insert_qdq
 from exporter.qdq_policy import QDQPolicy
+from exporter.weight_memory import weight_memory
 
 
 def prepare(work: WorkDir, source: list[str], calib_samples: int) -> dict[str, Path]:
@@ -57,6 +58,10 @@ def prepare(work: WorkDir, source: list[str], calib_samples: int) -> dict[str, P
     ours = out / "ours_int8.onnx"
     onnx.save(insert_qdq(onnx.load(str(work.model)), ranges, QDQPolicy(target="onnxruntime")), str(ours))
     paths["ours INT8 (onnxruntime target)"] = ours
+    w4 = out / "ours_int8_conv_int4_linear.onnx"
+    policy = QDQPolicy(target="onnxruntime", weight_bits=4, int4_scope="linear")
+    onnx.save(insert_qdq(onnx.load(str(work.model)), ranges, policy), str(w4))
+    paths["ours INT8 conv + INT4 linear (MatMulNBits)"] = w4
     for label, ops in (("ORT quantize_static (all ops)", None), ("ORT quantize_static (Conv/MatMul/Gemm)",
                                                                   ["Conv", "MatMul", "Gemm"])):
         path = out / ("static_all.onnx" if ops is None else "static_cmg.onnx")
@@ -85,6 +90,7 @@ def bench(work: WorkDir, source: list[str], batches: list[int], repeats: int, ca
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     unet = torch_model(work, source)
     rows: list[list[object]] = []
+    mib = {k: weight_memory(onnx.load(str(p))).total / 2**20 for k, p in paths.items()}
     for batch in batches:
         rng = np.random.default_rng(0)
         feeds = {"sample": rng.standard_normal((batch, c, h, w)).astype(np.float32),
@@ -111,7 +117,8 @@ def bench(work: WorkDir, source: list[str], batches: list[int], repeats: int, ca
         base = statistics.median(times["ORT FP32"])
         for label in times:  # ONNX Runtime rows in run order, then PyTorch
             med = statistics.median(times[label])
-            rows.append([work.root.name, batch, label, f"{1000 * med:.1f}", f"{base / med:.2f}x"])
+            size = mib.get(label, mib["ORT FP32"])
+            rows.append([work.root.name, batch, label, f"{1000 * med:.1f}", f"{base / med:.2f}x", f"{size:.2f}"])
             print(f"{work.root.name:14s} batch {batch:2d}  {label:45s} {1000 * med:8.1f} ms  {base / med:5.2f}x",
                   flush=True)
         for s in sessions.values():
@@ -142,7 +149,9 @@ def main(argv: list[str] | None = None) -> int:
         f"- {args.repeats} rounds, ONNX Runtime models interleaved within each round (PyTorch timed in its own block "
         "after them); speed-up relative to ONNX Runtime FP32 of the same batch.",
         "",
-        markdown_table(["model", "batch", "backend", "median ms", "vs ORT FP32"], rows),
+        "- weight MiB: bytes of the model's initializers (PyTorch: the FP32 model's).",
+        "",
+        markdown_table(["model", "batch", "backend", "median ms", "vs ORT FP32", "weight MiB"], rows),
     ])
     write_section(args.section, body)
     return 0

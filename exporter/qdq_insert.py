@@ -282,7 +282,7 @@ class _Rewriter:
             codes_m, scale_m = self.rounded[node.name]
         else:
             m = to_matrix(node.op, w, trans_b)
-            scale_m = block_scales(m, self.policy.int4_block_size, 7, self.policy.scale_method)
+            scale_m = block_scales(m, self.policy.int4_block_size, 7)
             codes_m = nearest_codes(m, scale_m, 7)
         if node.op == "Gemm":
             node.attrs["transB"] = 0

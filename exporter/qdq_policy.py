@@ -32,9 +32,10 @@ class QDQPolicy:
         axis per scale; opset 21; weight-only, their activations stay float: ONNX Runtime's MatMulNBits and
         TensorRT's INT4 weight-only GEMM); convolutions get 4-bit values in INT8 containers (``int4_scope`` "all",
         an accuracy mode: no INT4 convolution kernel exists) or stay INT8 (``int4_scope`` "linear").
-    weight_rounding: ``nearest`` (scales amax/qmax, round to nearest), ``mse`` (per-channel/per-block MSE-searched
-        scales, round to nearest), ``adaround`` (MSE scales, rounding learned per layer on calibration inputs; the
-        codes come from ``calibrators.weight_rounding``). Default: nearest for 8 bits, mse for 4 bits.
+    weight_rounding: ``nearest`` (scales amax/qmax, round to nearest), ``mse`` (per-channel MSE-searched scales,
+        round to nearest), ``adaround`` (MSE scales, rounding learned per layer on calibration inputs; the codes come
+        from ``calibrators.weight_rounding``). Default: nearest for 8 bits, mse for 4 bits. INT4 blocks always take
+        amax scales (``exporter.weight_quant.BLOCK_SCALE_METHOD``: measured better).
     shortcut: ``split`` (each skip-Concat branch of a shortcut conv gets its own scale: two convs summed),
         ``shared`` (one scale across the Concat: Model Optimizer's choice), ``float`` (shortcut conv unquantized).
     attention_matmul: also quantize the two activation MatMuls of attention (QK^T, softmax·V).

