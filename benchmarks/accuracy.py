@@ -89,11 +89,30 @@ def ensure_export(model_dir: Path, work: Path) -> WorkDir:
     return wd
 
 
-def sample_images(model: Path, info: dict, noise: np.ndarray, steps: int) -> np.ndarray:  # type: ignore[type-arg]
-    """Final images in [0, 1] from ``noise`` with DDIM ``steps``."""
+def sample_images(model: Path, info: dict, noise: np.ndarray, steps: int,  # type: ignore[type-arg]
+                  clip_sample: bool | None = None) -> np.ndarray:
+    """Final images in [0, 1] from ``noise`` with DDIM ``steps``; ``clip_sample`` overrides the model's scheduler
+    config (None: as configured)."""
+    config = dict(info["scheduler"])
+    if clip_sample is not None:
+        config["clip_sample"] = clip_sample
     with OrtSession(model) as sess:
-        runner = DenoiseRunner(sess, make_scheduler("ddim", info["scheduler"]), batch_size=64)
+        runner = DenoiseRunner(sess, make_scheduler("ddim", config), batch_size=64)
         return to_images(runner.sample(noise, steps))
+
+
+def fp16_weights(model: Path, out: Path) -> Path:
+    """``model`` with every float initializer rounded to FP16 and back (computation stays FP32): a perturbation
+    about 1000x smaller than INT8 rounding, to show how much the sampler itself amplifies any change."""
+    from onnx import numpy_helper
+
+    m = onnx.load(str(model))
+    for init in m.graph.initializer:
+        if init.data_type == onnx.TensorProto.FLOAT:
+            a = numpy_helper.to_array(init).astype(np.float16).astype(np.float32)
+            init.CopyFrom(numpy_helper.from_array(a, init.name))
+    onnx.save(m, str(out))
+    return out
 
 
 def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, TensorRanges],  # type: ignore[type-arg]
@@ -126,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model", type=Path, default=REPO / "models" / "digits-ddpm")
     p.add_argument("--work", type=Path, default=REPO / "work" / "bench-digits")
     p.add_argument("--steps", type=int, nargs="+", default=[50, 100])
+    p.add_argument("--no-clip-steps", type=int, nargs="*", default=[50, 100],
+                   help="also sample with these step counts and the scheduler's clip_sample off")
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--samples", type=int, default=256, help="calibration samples per method")
     p.add_argument("--no-w4", action="store_true")
@@ -154,25 +175,30 @@ def main(argv: list[str] | None = None) -> int:
     rounding_seconds: dict[str, float] = {}
     models = {v.label: build_variant(v, work, info, ranges, samples_for, out_dir, rounding_seconds)
               for v in variants}
+    floor = Variant("FP32 with FP16-rounded weights (perturbation floor)", "-", weight_bits=32)
+    models[floor.label] = fp16_weights(work.model, out_dir / "fp16_weights.onnx")
+    variants = [floor, *variants]
     memory = {label: weight_memory(onnx.load(str(path))).total / 2**20 for label, path in models.items()}
     rows = []
     results = {}
-    for steps in args.steps:
-        ref = sample_images(work.model, info, noise, steps)
+    settings = [(steps, None) for steps in args.steps] + [(steps, False) for steps in args.no_clip_steps]
+    for steps, clip in settings:
+        ref = sample_images(work.model, info, noise, steps, clip)
         ref_feat = features.features(ref)
         ref_label = features.predict(ref)
+        sampler = f"{steps}" if clip is None else f"{steps}, clip off"
         for v in variants:
-            img = sample_images(models[v.label], info, noise, steps)
+            img = sample_images(models[v.label], info, noise, steps, clip)
             r = {
                 "psnr": psnr(img, ref), "ssim": ssim(img, ref),
                 "fd": frechet_distance(features.features(img), ref_feat),
                 "agree": float(np.mean(features.predict(img) == ref_label)),
             }
-            results[f"{v.label} @ {steps}"] = r
+            results[f"{v.label} @ {sampler}"] = r
             r["weight_mib"] = memory[v.label]
-            rows.append([v.label, v.weight_bits, steps, f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['fd']:.3f}",
+            rows.append([v.label, v.weight_bits, sampler, f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['fd']:.3f}",
                          f"{100 * r['agree']:.0f}%", f"{memory[v.label]:.3f}"])
-            print(f"{steps:4d} steps  {v.label:60s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  "
+            print(f"{sampler:>14s} steps  {v.label:60s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  "
                   f"FD {r['fd']:.3f}  agree {100 * r['agree']:.0f}%", flush=True)
     (work.root / "accuracy.json").write_text(json.dumps(results, indent=2))
     fp32_mib = weight_memory(onnx.load(str(work.model))).total / 2**20
@@ -192,6 +218,11 @@ def main(argv: list[str] | None = None) -> int:
         f"- Weight memory: MiB of initializers of each model (the FP32 model: {fp32_mib:.3f} MiB); W4A8 rows "
         "store convolution weights as 4-bit values in INT8 containers and MatMul/Gemm weights as blocked INT4 "
         "(32 per scale, weight-only); `INT8 conv + INT4 linear` = `--weight-bits 4 --int4-scope linear`.",
+        "- Steps: DDIM with the model's scheduler config (`clip_sample` true: the predicted x0 is clipped to "
+        "[-1, 1] at every step, as diffusers' DDIMPipeline does for this config); `clip off`: the same with "
+        "`clip_sample` false, FP32 reference sampled the same way. The perturbation-floor row rounds the FP32 "
+        "weights to FP16 (about 1000x smaller than INT8 rounding) and shows how much the sampler amplifies any "
+        "change of the UNet.",
         "- PSNR: dB over all images against the FP32 images from the same noise; FD-digits: Fréchet distance of "
         "the in-repo digit classifier's 32-d features (validation/digit_classifier.py); agree: same predicted digit.",
         "",
