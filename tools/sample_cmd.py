@@ -16,6 +16,7 @@ from common.errors import UserError
 from common.images import save_grid
 from common.workdir import WorkDir
 from engines.backends import BACKENDS, open_session
+from engines.timestep_routed import TimestepRoutedSession
 from engines.runner import Conditioning, DenoiseRunner, to_images
 from engines.schedulers import SCHEDULERS, make_scheduler
 from tools.cli_parser import CliParser
@@ -37,6 +38,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--uncond", type=Path, help=".npy of unconditional encoder_hidden_states for guidance")
     p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance (conditional models)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    p.add_argument("--float-above-t", type=float, default=None, metavar="T",
+                   help="with --precision int8: run the FP32 model at time steps >= T (the first, high-noise steps, "
+                        "where a clipping sampler amplifies quantization error most), INT8 below")
     args = p.parse_args(argv)
     for flag in ("steps", "num", "batch_size"):
         if getattr(args, flag) < 1:
@@ -84,6 +88,12 @@ def main(argv: list[str]) -> int:
     info = work.load_export_info()
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     session, described = open_session(work, args.precision, args.backend, args.threads)
+    if args.float_above_t is not None:
+        if args.precision != "int8":
+            raise UserError("--float-above-t needs --precision int8")
+        high, high_described = open_session(work, "fp32", args.backend, args.threads)
+        session = TimestepRoutedSession(high, session, args.float_above_t)
+        described = f"{high_described} for t >= {args.float_above_t:g}, {described} below"
     out = args.out or work.samples_dir / f"{args.precision}_{args.scheduler}{args.steps}.png"
     if out.suffix.lower() != ".png":
         raise UserError(f"--out '{out}' must end in .png")
@@ -113,6 +123,8 @@ def main(argv: list[str]) -> int:
         "precision": args.precision, "backend": described, "scheduler": args.scheduler,
         "scheduler_config": json.loads(json.dumps(dict(scheduler.config), default=str)),
         "steps": args.steps, "num": args.num, "seed": args.seed, "init_noise": str(args.init_noise or ""),
+        "float_above_t": args.float_above_t,
+        "unet_calls": getattr(session, "calls", None),
         "seconds": round(seconds, 3), "samples": f"{stem.name}.samples.npy", "noise": f"{stem.name}.noise.npy",
     })
     print(f"wrote {out} (+ {stem.name}.samples.npy, {stem.name}.noise.npy, {stem.name}.json) in {seconds:.1f} s")

@@ -1,0 +1,59 @@
+"""Routing UNet calls by time step: the float model at high noise, the quantized one below."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from engines.ort_session import OrtSession
+from engines.runner import DenoiseRunner, seeded_noise
+from engines.schedulers import make_scheduler
+from engines.timestep_routed import TimestepRoutedSession
+
+
+class Recorder:
+    """A stand-in Session that records the time steps it ran."""
+
+    def __init__(self, value: float) -> None:
+        self.value = value
+        self.seen: list[float] = []
+
+    input_names = ["sample", "timestep"]
+    output_names = ["out"]
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        self.seen.append(float(feeds["timestep"][0]))
+        return {"out": np.full_like(feeds["sample"], self.value)}
+
+
+def test_routes_by_time_step() -> None:
+    high, low = Recorder(1.0), Recorder(2.0)
+    with TimestepRoutedSession(high, low, threshold=900) as s:
+        for t in (999.0, 900.0, 899.0, 10.0):
+            s.run({"sample": np.zeros((2, 1, 4, 4), np.float32), "timestep": np.full(2, t, np.float32)})
+        with pytest.raises(ValueError, match="mixes time steps"):
+            s.run({"sample": np.zeros((2, 1, 4, 4), np.float32), "timestep": np.array([950, 10], np.float32)})
+    assert high.seen == [999.0, 900.0] and low.seen == [899.0, 10.0]
+    assert s.calls == {"high": 2, "low": 2}
+
+
+def test_runner_with_routed_session_equals_its_parts(tiny_work: Path) -> None:
+    """Threshold above every time step = the low model alone; at 0 = the high model alone."""
+    info = __import__("json").loads((tiny_work / "export.json").read_text())
+    noise = seeded_noise((1, 16, 16), range(2))
+
+    def run(session: object) -> np.ndarray:
+        with session:  # type: ignore[attr-defined]
+            return DenoiseRunner(session, make_scheduler("ddim", info["scheduler"])).sample(noise, 5)  # type: ignore[arg-type]
+
+    plain = run(OrtSession(tiny_work / "model.onnx"))
+    routed = TimestepRoutedSession(Recorder(0.0), OrtSession(tiny_work / "model.onnx"), threshold=10_000)
+    assert np.array_equal(run(routed), plain) and routed.calls == {"high": 0, "low": 5}
