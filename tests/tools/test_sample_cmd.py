@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -70,3 +71,18 @@ def test_truncated_model_in_work(tiny_work: Path, tmp_path: Path, capsys: pytest
 def test_not_a_work_folder(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("sample", tmp_path) == 2
     assert "export.json" in capsys.readouterr().err
+
+
+def test_float_above_t_routes_the_first_steps(tiny_calibrated: Path, tmp_path: Path,
+                                              capsys: pytest.CaptureFixture[str]) -> None:
+    work = tmp_path / "w"
+    shutil.copytree(tiny_calibrated, work, ignore=shutil.ignore_patterns("*.int8.*", "report", "samples"))
+    out = tmp_path / "routed.png"
+    assert run_cli("sample", work, "--float-above-t", "1", "--num", "2", "--steps", "4", "--out", out) == 2
+    assert "--float-above-t needs --precision int8" in capsys.readouterr().err and not out.exists()
+    assert run_cli("quantize", work) == 0
+    assert run_cli("sample", work, "--precision", "int8", "--float-above-t", "500", "--num", "2", "--steps", "4",
+                   "--out", out) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["float_above_t"] == 500 and sum(record["unet_calls"].values()) == 4
+    assert 0 < record["unet_calls"]["high"] < 4
