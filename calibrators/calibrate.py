@@ -13,7 +13,7 @@ import onnx
 from tqdm import tqdm
 
 from calibrators.aggregation import AggregationConfig
-from calibrators.calib_store import load_cached, save_samples, settings_key
+from calibrators.calib_store import find_cached, load_cached, save_samples, settings_key
 from calibrators.collectors import StatsCollector, TensorStats
 from calibrators.estimators import EstimatorConfig
 from calibrators.graph_taps import batch_samples, tapped_session
@@ -42,6 +42,15 @@ class CalibrateConfig:
     threads: int = 0
     attention: bool = False  # also calibrate the attention-score MatMul inputs (for quantize --attention-matmul)
     tap_budget_gb: float = 4.0  # tapped outputs held at once (a larger model is tapped in several passes)
+
+
+COLLECT_PARAMS = ("batch_rows", "attention")  # recorded in the ranges' params beside the source settings
+
+
+def cached_samples_for(calib_dir: Path, ranges: TensorRanges) -> list[CalibSample] | None:
+    """The cached calibration samples ``ranges`` were computed from (the source settings in its params), or None."""
+    source = {k: v for k, v in ranges.settings.params.items() if k not in COLLECT_PARAMS}
+    return find_cached(calib_dir, ranges.model_sha256, source)
 
 
 def conditioning_for(info: dict[str, Any], cond: np.ndarray | None, seed: int, guidance: float) -> Conditioning | None:
@@ -150,6 +159,6 @@ def calibrate(work: WorkDir, cfg: CalibrateConfig, cond: np.ndarray | None = Non
     tensors = sorted(set(calibration_tensors(model, cfg.attention)) | set(calibration_tensors(split, cfg.attention)))
     del model
     stats = collect(split, work.root, samples, tensors, cfg, progress)
-    params = {**cfg.source.to_json(), "batch_rows": cfg.batch_rows, "attention": cfg.attention}
+    params = {**cfg.source.to_json(), **{k: getattr(cfg, k) for k in COLLECT_PARAMS}}
     return ranges_from_stats(stats, cfg.estimator, cfg.aggregation, model_sha256=model_sha,
                              calibration=cfg.source.method, calibration_params=params, seed=cfg.source.seed)

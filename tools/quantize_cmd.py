@@ -14,7 +14,7 @@ from typing import Any
 import onnx
 
 from calibrators.adaround import AdaRoundConfig
-from calibrators.calib_store import find_cached
+from calibrators.calibrate import cached_samples_for
 from calibrators.ranges import TensorRanges
 from calibrators.sample import CalibSample
 from calibrators.weight_rounding import RoundingConfig, learn_rounding
@@ -81,10 +81,9 @@ def rounding_config_from_args(args: argparse.Namespace) -> RoundingConfig:
                           adaround=AdaRoundConfig(iters=args.rounding_iters, seed=args.seed))
 
 
-def rounding_samples(work: WorkDir, ranges: TensorRanges, model_sha: str) -> list[CalibSample]:
+def rounding_samples(work: WorkDir, ranges: TensorRanges) -> list[CalibSample]:
     """The calibration samples ``ranges`` were computed from (the calib/ cache of ``calibrate``)."""
-    params = {k: v for k, v in ranges.settings.to_dict()["params"].items() if k not in ("batch_rows", "attention")}
-    samples = find_cached(work.calib_dir, model_sha, params)
+    samples = cached_samples_for(work.calib_dir, ranges)
     if not samples:
         raise UserError(f"--weight-rounding adaround needs the calibration samples of the ranges file, and "
                         f"'{work.calib_dir}' has none: run python -m tools calibrate {work.root} again")
@@ -173,7 +172,7 @@ def main(argv: list[str]) -> int:
         print(f"warning: {w}")
     rounded, rounding_report = None, None
     if policy.weight_rounding == "adaround":
-        samples = rounding_samples(work, ranges, model_sha)
+        samples = rounding_samples(work, ranges)
         rounded, rounding_report = learn_rounding(model, plan, policy, samples, rounding_config_from_args(args),
                                                   work.root)
         print(f"adaround: {rounding_report['layers_improved']}/{rounding_report['layers']} layers improved, median "

@@ -11,18 +11,16 @@ import onnx
 import pytest
 
 from calibrators.adaround import AdaRoundConfig
-from calibrators.calib_store import find_cached
+from calibrators.calibrate import cached_samples_for
 from calibrators.ranges import TensorRanges
 from calibrators.weight_rounding import RoundingConfig, learn_rounding
-from common.hashing import onnx_model_sha256
 from exporter.qdq_insert import plan_qdq
 from exporter.qdq_policy import QDQPolicy
 from tests.conftest import run_cli
 
 
 def _samples(work: Path, ranges: TensorRanges) -> list:  # type: ignore[type-arg]
-    params = {k: v for k, v in ranges.settings.to_dict()["params"].items() if k not in ("batch_rows", "attention")}
-    samples = find_cached(work / "calib", onnx_model_sha256(work / "model.onnx"), params)
+    samples = cached_samples_for(work / "calib", ranges)
     assert samples
     return samples
 
