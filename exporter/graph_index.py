@@ -66,3 +66,19 @@ class GraphIndex:
     def producer_op(self, name: str) -> str | None:
         node = self.producer.get(name)
         return node.op_type if node is not None else None
+
+
+def int_attr(node: onnx.NodeProto, name: str, default: int) -> int:
+    """Integer attribute ``name`` of ``node``, or ``default`` when absent."""
+    for a in node.attribute:
+        if a.name == name:
+            return int(a.i)
+    return default
+
+
+def ints_attr(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
+    """Integer-list attribute ``name`` of ``node``, or ``default`` when absent."""
+    for a in node.attribute:
+        if a.name == name:
+            return list(a.ints)
+    return default

@@ -27,7 +27,7 @@ from onnx import numpy_helper
 
 from calibrators.ranges import TensorRanges
 from common.errors import UserError
-from exporter.graph_index import GraphIndex
+from exporter.graph_index import GraphIndex, int_attr
 from exporter.qdq_policy import QDQPolicy
 from exporter.qdq_rules import RULES, ActivationMark, Mark, OutputMark, WeightMark, is_skip_concat
 from exporter.shape_info import PROTOBUF_LIMIT, infer_value_info, model_bytes, upgrade_opset
@@ -120,7 +120,7 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
             continue
         if policy.blocked_int4 and node.op_type in ("MatMul", "Gemm"):
             weight = next((m for m in marks if isinstance(m, WeightMark)), None)
-            trans_b = any(a.name == "transB" and a.i for a in node.attribute)
+            trans_b = bool(int_attr(node, "transB", 0))
             if weight is not None and int4_block_ok(node.op_type, tuple(index.initializers[weight.tensor].dims),
                                                     trans_b, policy.int4_block_size):
                 plan.blocked.add(node.name)  # weight-only INT4: no activation or output Q/DQ

@@ -14,7 +14,7 @@ from typing import ClassVar, Protocol
 
 import onnx
 
-from exporter.graph_index import GraphIndex
+from exporter.graph_index import GraphIndex, int_attr
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -57,13 +57,6 @@ class QDQRule(Protocol):
     def mark(self, node: onnx.NodeProto, index: GraphIndex) -> list[Mark]: ...
 
 
-def _attr(node: onnx.NodeProto, name: str, default: int) -> int:
-    for a in node.attribute:
-        if a.name == name:
-            return int(a.i)
-    return default
-
-
 class ConvRule:
     """Conv / ConvTranspose: input 0 per tensor, weight per output channel, bias float, output for ORT."""
 
@@ -88,9 +81,9 @@ class GemmRule:
 
     def mark(self, node: onnx.NodeProto, index: GraphIndex) -> list[Mark]:
         a, b = node.input[0], node.input[1]
-        if _attr(node, "transA", 0) or not index.is_activation(a) or b not in index.initializers:
+        if int_attr(node, "transA", 0) or not index.is_activation(a) or b not in index.initializers:
             return []
-        axis = 0 if _attr(node, "transB", 0) else 1
+        axis = 0 if int_attr(node, "transB", 0) else 1
         return [ActivationMark(a, node.name, 0, "Gemm input"), WeightMark(b, node.name, axis),
                 OutputMark(node.output[0], node.name)]
 
@@ -148,7 +141,7 @@ class SkipConcatRule:
 
 def is_skip_concat(node: onnx.NodeProto, index: GraphIndex) -> bool:
     """Concat on axis 1 of activations only, whose output is the data input of at least one Conv."""
-    if node.op_type != "Concat" or _attr(node, "axis", 0) != 1 or len(node.input) < 2:
+    if node.op_type != "Concat" or int_attr(node, "axis", 0) != 1 or len(node.input) < 2:
         return False
     if not all(index.is_activation(i) for i in node.input):
         return False

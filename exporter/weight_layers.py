@@ -13,7 +13,7 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from exporter.graph_index import GraphIndex
+from exporter.graph_index import GraphIndex, int_attr, ints_attr
 from exporter.qdq_policy import QDQPolicy
 from exporter.shape_info import infer_value_info
 
@@ -77,31 +77,17 @@ class WeightedLayer:
     qmax: int
 
 
-def _ints(node: onnx.NodeProto, name: str, default: list[int]) -> list[int]:
-    for a in node.attribute:
-        if a.name == name:
-            return list(a.ints)
-    return default
-
-
-def _int(node: onnx.NodeProto, name: str, default: int) -> int:
-    for a in node.attribute:
-        if a.name == name:
-            return int(a.i)
-    return default
-
-
 def conv_geometry(node: onnx.NodeProto, w: np.ndarray) -> ConvGeometry | None:
     """Unfold geometry of a 2-D, ungrouped Conv with explicit pads; None when unfold cannot express it."""
-    if w.ndim != 4 or _int(node, "group", 1) != 1:
+    if w.ndim != 4 or int_attr(node, "group", 1) != 1:
         return None
     for a in node.attribute:
         if a.name == "auto_pad" and a.s not in (b"", b"NOTSET"):
             return None
     kernel = (int(w.shape[2]), int(w.shape[3]))
-    strides = _ints(node, "strides", [1, 1])
-    dilations = _ints(node, "dilations", [1, 1])
-    pads = _ints(node, "pads", [0, 0, 0, 0])
+    strides = ints_attr(node, "strides", [1, 1])
+    dilations = ints_attr(node, "dilations", [1, 1])
+    pads = ints_attr(node, "pads", [0, 0, 0, 0])
     return ConvGeometry(kernel, (strides[0], strides[1]), (dilations[0], dilations[1]),
                         (pads[0], pads[1], pads[2], pads[3]))
 
@@ -133,7 +119,7 @@ def weighted_layers(model: onnx.ModelProto, weights: dict[tuple[str, str], int],
         if node.op_type not in ("Conv", "Gemm", "MatMul"):
             continue  # ConvTranspose: no matrix form here; the rewrite rounds it to nearest
         w = numpy_helper.to_array(inits[tensor]).astype(np.float32)
-        trans_b = bool(_int(node, "transB", 0)) if node.op_type == "Gemm" else False
+        trans_b = bool(int_attr(node, "transB", 0)) if node.op_type == "Gemm" else False
         geometry = conv_geometry(node, w) if node.op_type == "Conv" else None
         if node.op_type == "Conv" and geometry is None:
             continue
