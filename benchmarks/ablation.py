@@ -16,7 +16,7 @@ from pathlib import Path
 import onnx
 
 from benchmarks.accuracy import ensure_export, sample_images
-from benchmarks.common import REPO, machine, markdown_table, today, write_section
+from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, calibrate
 from calibrators.estimators import EstimatorConfig
@@ -37,7 +37,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=16)
     p.add_argument("--steps", type=int, default=50)
     args = p.parse_args(argv)
-    command = "python -m benchmarks.ablation " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.ablation", argv)
     work = ensure_export(args.model, args.work)
     info = work.load_export_info()
     c, h, w = info["inputs"]["sample"]["shape"][1:]
@@ -85,10 +85,7 @@ def main(argv: list[str] | None = None) -> int:
         QDQPolicy(target="onnxruntime", attention_matmul=True))
     row("B (mse), TensorRT graph (no output Q, float bias)", ranges(est="mse"), QDQPolicy(target="tensorrt"))
     body = "\n".join([
-        "## Default exclusions and estimator (ablation)",
-        "",
-        f"- Command: `{command}`",
-        f"- Machine: {machine()}; date {today()}",
+        *section_head("Default exclusions and estimator (ablation)", command),
         f"- Reference model, NDTC (256 samples), global ranges; final-image PSNR against FP32 over {args.num} seeds, "
         f"DDIM {args.steps}; `onnxruntime` target unless marked.",
         "",

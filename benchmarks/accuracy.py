@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from benchmarks.common import REPO, machine, markdown_table, today, write_section
+from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
 from calibrators.estimators import EstimatorConfig
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-w4", action="store_true")
     p.add_argument("--section", default="accuracy")
     args = p.parse_args(argv)
-    command = "python -m benchmarks.accuracy " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.accuracy", argv)
     work = ensure_export(args.model, args.work)
     info = work.load_export_info()
     features = DigitFeatures(CLASSIFIER)
@@ -203,10 +203,7 @@ def main(argv: list[str] | None = None) -> int:
     (work.root / "accuracy.json").write_text(json.dumps(results, indent=2))
     fp32_mib = weight_memory(onnx.load(str(work.model))).total / 2**20
     body = "\n".join([
-        f"## Accuracy: quantized against FP32 images ({args.num} seeds, DDIM)",
-        "",
-        f"- Command: `{command}`",
-        f"- Machine: {machine()}; date {today()}",
+        *section_head(f"Accuracy: quantized against FP32 images ({args.num} seeds, DDIM)", command),
         f"- Model: `{args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model}`; "
         f"calibration: {args.samples} samples per method (DDIM 50-step trajectories), estimator mse, "
         "4 step groups recorded; our rows use the defaults (`onnxruntime` target: real INT8 kernels; conv_in and "

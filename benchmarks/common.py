@@ -7,6 +7,7 @@ import os
 import platform
 import re
 import statistics
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -47,6 +48,16 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
         fn()
         times.append(time.perf_counter() - start)
     return statistics.median(times)
+
+
+def command_line(module: str, argv: list[str] | None) -> str:
+    """The exact command a benchmark ran as: ``python -m <module> <args>`` (``argv`` None: this process's)."""
+    return f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv)
+
+
+def section_head(title: str, command: str, machine_note: str = "") -> list[str]:
+    """The first lines of every benchmark section: title, exact command, machine and date."""
+    return [f"## {title}", "", f"- Command: `{command}`", f"- Machine: {machine()}; {machine_note}date {today()}"]
 
 
 def markdown_table(header: list[str], rows: list[list[object]]) -> str:

@@ -17,7 +17,7 @@ import numpy as np
 import onnx
 
 from benchmarks.accuracy import CLASSIFIER, ensure_export
-from benchmarks.common import REPO, machine, markdown_table, today, write_section
+from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, calibrate
 from calibrators.estimators import EstimatorConfig
@@ -45,7 +45,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--thresholds", type=float, nargs="+", default=[990, 950, 900, 800])
     args = p.parse_args(argv)
-    command = "python -m benchmarks.float_steps " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.float_steps", argv)
     work = ensure_export(REPO / "models" / "digits-ddpm", REPO / "work" / "bench-digits")
     info = work.load_export_info()
     cfg = CalibrateConfig(SourceConfig(method="ndtc", samples=256, steps=50), EstimatorConfig("mse"),
@@ -76,10 +76,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append([steps, label, f"{float_calls}/{steps}", f"{value:.2f}", f"{100 * agree:.0f}%"])
             print(rows[-1], flush=True)
     body = "\n".join([
-        "## INT8 with the first steps in FP32 (DDIM, clip_sample as configured)",
-        "",
-        f"- Command: `{command}`",
-        f"- Machine: {machine()}; date {today()}",
+        *section_head("INT8 with the first steps in FP32 (DDIM, clip_sample as configured)", command),
         f"- Model: `models/digits-ddpm`, {args.num} seeds; INT8 = the accuracy table's `ndtc + split` "
         "(`onnxruntime` target); FP32 steps: UNet calls at time steps >= the threshold run the FP32 model "
         "(`python -m tools sample --precision int8 --float-above-t T`). PSNR and digit agreement against FP32 images.",

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.common import REPO, machine, markdown_table, today, write_section
+from benchmarks.common import REPO, command_line, machine, markdown_table, today, write_section
 from common.workdir import WorkDir
 from engines.ort_session import session_options
 
@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     args = p.parse_args(argv)
-    command = "python -m benchmarks.profile_ops " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.profile_ops", argv)
     work = WorkDir(args.work)
     info = work.load_export_info()
     c, h, w = info["inputs"]["sample"]["shape"][1:]

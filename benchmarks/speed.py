@@ -27,7 +27,7 @@ from typing import Any
 import numpy as np
 import onnx
 
-from benchmarks.common import REPO, machine, markdown_table, today, write_section
+from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
 from calibrators.estimators import EstimatorConfig
@@ -136,16 +136,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--section", default="speed")
     args = p.parse_args(argv)
-    command = "python -m benchmarks.speed " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.speed", argv)
     rows = []
     for name, source in ((args.arch, ["--arch", args.arch]), ("digits-ddpm", ["--model", str(args.model)])):
         rows += bench(WorkDir(REPO / "work" / f"speed-{name}"), source, args.batches, args.repeats,
                       args.calib_samples, args.threads)
     body = "\n".join([
-        "## Speed: UNet step latency on the CPU (one call, median)",
-        "",
-        f"- Command: `{command}`",
-        f"- Machine: {machine()}; {args.threads} threads; date {today()}",
+        *section_head("Speed: UNet step latency on the CPU (one call, median)", command,
+                      f"{args.threads} threads; "),
         f"- {args.repeats} rounds, ONNX Runtime models interleaved within each round (PyTorch timed in its own block "
         "after them); speed-up relative to ONNX Runtime FP32 of the same batch.",
         "",

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import onnx
 
-from benchmarks.common import REPO, machine, markdown_table, today, write_section
+from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 
 SOURCES = {"digits": ["--model", str(REPO / "models" / "digits-ddpm")], "ddpm-cifar10": ["--arch", "ddpm-cifar10"],
            "sd15-unet": ["--arch", "sd15-unet"]}
@@ -73,7 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.measure:
         print(json.dumps(measure(args.measure)))
         return 0
-    command = "python -m benchmarks.weight_memory " + " ".join(sys.argv[1:] if argv is None else argv)
+    command = command_line("benchmarks.weight_memory", argv)
     rows = []
     for name in args.sources:
         work = REPO / "work" / f"memory-{name}"
@@ -91,10 +91,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{size / 2**20:.2f}", f"{100 * (1 - size / base):+.1f}%" if label != "FP32" else ""])
             print(rows[-1], flush=True)
     body = "\n".join([
-        "## Weight memory of the quantization variants",
-        "",
-        f"- Command: `{command}`",
-        f"- Machine: {machine()}; date {today()}",
+        *section_head("Weight memory of the quantization variants", command),
         "- MiB of initializers of the Q/DQ model (`exporter/weight_memory.py`: INT4 packed two per byte; scales, "
         "float biases and float layers included), `tensorrt` target. Activation ranges do not change memory: every "
         "activation gets amax 1.0 here. Linear share: MatMul/Gemm weights among all Conv/MatMul/Gemm weights. "
