@@ -1,6 +1,6 @@
 """Weight rounding reconstruction for a Q/DQ plan: per quantized layer, AdaRound on inputs captured from the FP32
 ONNX model over the time-step-aware calibration set (inputs through each layer's activation quantizer, targets
-from the float layer). Measured: taking the inputs from the round-to-nearest Q/DQ model instead (the AdaRound
+from the float layer). Measured in ad-hoc runs on 2026-11-22 (not benchmarks): taking the inputs from the round-to-nearest Q/DQ model instead (the AdaRound
 paper's asymmetric reconstruction, done in one pass rather than layer by layer) made W4A8 images worse (32 seeds:
 16.4 dB against 26.4 dB), since each layer then compensates upstream rounding that is itself being replaced; and
 taking them stage by stage from the model quantized so far (learned rounding upstream, 8 stages in graph order) was
