@@ -15,7 +15,7 @@ from pathlib import Path
 
 import onnx
 
-from benchmarks.accuracy import ensure_export, sample_images
+from benchmarks.accuracy import Sampler, ensure_export, sample_images
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, calibrate
@@ -42,7 +42,7 @@ def main(argv: list[str] | None = None) -> int:
     info = work.load_export_info()
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     noise = seeded_noise((c, h, w), range(args.num))
-    ref = sample_images(work.model, info, noise, args.steps)
+    ref = sample_images(work.model, info, noise, Sampler(args.steps))
     model = onnx.load(str(work.model))
     cache: dict[tuple[str, str], TensorRanges] = {}
 
@@ -61,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
             tweak(plan)
         out = work.root / "ablation.onnx"
         onnx.save(rewrite(model, plan, policy), str(out))
-        value = psnr(sample_images(out, info, noise, args.steps), ref)
+        value = psnr(sample_images(out, info, noise, Sampler(args.steps)), ref)
         rows.append([label, f"{value:.2f}"])
         print(f"{label:70s} {value:6.2f} dB", flush=True)
 

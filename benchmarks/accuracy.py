@@ -31,6 +31,7 @@ from common.workdir import WorkDir
 from engines.ort_session import OrtSession
 from engines.runner import DenoiseRunner, seeded_noise, to_images
 from engines.schedulers import make_scheduler
+from engines.trajectory_health import ABS_LIMIT, TrajectoryHealth
 from calibrators.weight_rounding import RoundingConfig, learn_rounding
 from exporter.qdq_insert import plan_qdq, rewrite
 from exporter.weight_memory import weight_memory
@@ -89,16 +90,34 @@ def ensure_export(model_dir: Path, work: Path) -> WorkDir:
     return wd
 
 
-def sample_images(model: Path, info: dict, noise: np.ndarray, steps: int,  # type: ignore[type-arg]
-                  clip_sample: bool | None = None) -> np.ndarray:
-    """Final images in [0, 1] from ``noise`` with DDIM ``steps``; ``clip_sample`` overrides the model's scheduler
-    config (None: as configured)."""
+@dataclass(frozen=True)
+class Sampler:
+    """DDIM ``steps`` with the model's scheduler config, ``clip_sample`` overridden unless None, and
+    ``use_clipped_model_output`` passed to ``step`` unless None (diffusers' DDIMPipeline leaves it unset)."""
+
+    steps: int
+    clip_sample: bool | None = None
+    clipped_eps: bool | None = None
+
+    @property
+    def label(self) -> str:
+        return f"{self.steps}" + (", clip off" if self.clip_sample is False else "") + (
+            ", clipped eps" if self.clipped_eps else "")
+
+
+def sample_images(model: Path, info: dict, noise: np.ndarray, sampler: Sampler,  # type: ignore[type-arg]
+                  health: list[TrajectoryHealth] | None = None) -> np.ndarray:
+    """Final images in [0, 1] from ``noise`` with ``sampler``; the runner's trajectory health is appended to
+    ``health`` when given."""
     config = dict(info["scheduler"])
-    if clip_sample is not None:
-        config["clip_sample"] = clip_sample
+    if sampler.clip_sample is not None:
+        config["clip_sample"] = sampler.clip_sample
     with OrtSession(model) as sess:
         runner = DenoiseRunner(sess, make_scheduler("ddim", config), batch_size=64)
-        return to_images(runner.sample(noise, steps))
+        out = to_images(runner.sample(noise, sampler.steps, use_clipped_model_output=sampler.clipped_eps))
+    if health is not None:
+        health.append(runner.health)
+    return out
 
 
 def fp16_weights(model: Path, out: Path) -> Path:
@@ -147,6 +166,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--steps", type=int, nargs="+", default=[50, 100])
     p.add_argument("--no-clip-steps", type=int, nargs="*", default=[50, 100],
                    help="also sample with these step counts and the scheduler's clip_sample off")
+    p.add_argument("--clipped-eps-steps", type=int, nargs="*", default=[50, 100],
+                   help="also sample with these step counts, clip_sample as configured and use_clipped_model_output")
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--samples", type=int, default=256, help="calibration samples per method")
     p.add_argument("--no-w4", action="store_true")
@@ -181,25 +202,29 @@ def main(argv: list[str] | None = None) -> int:
     memory = {label: weight_memory(onnx.load(str(path))).total / 2**20 for label, path in models.items()}
     rows = []
     results = {}
-    settings = [(steps, None) for steps in args.steps] + [(steps, False) for steps in args.no_clip_steps]
-    for steps, clip in settings:
-        ref = sample_images(work.model, info, noise, steps, clip)
+    samplers = ([Sampler(steps) for steps in args.steps] + [Sampler(steps, clip_sample=False) for steps in
+                args.no_clip_steps] + [Sampler(steps, clipped_eps=True) for steps in args.clipped_eps_steps])
+    ref_health: dict[str, dict] = {}  # type: ignore[type-arg]
+    for sampler in samplers:
+        health: list[TrajectoryHealth] = []
+        ref = sample_images(work.model, info, noise, sampler, health)
+        ref_health[sampler.label] = health[0].summary()
         ref_feat = features.features(ref)
         ref_label = features.predict(ref)
-        sampler = f"{steps}" if clip is None else f"{steps}, clip off"
         for v in variants:
-            img = sample_images(models[v.label], info, noise, steps, clip)
+            img = sample_images(models[v.label], info, noise, sampler, health)
             r = {
                 "psnr": psnr(img, ref), "ssim": ssim(img, ref),
                 "fd": frechet_distance(features.features(img), ref_feat),
                 "agree": float(np.mean(features.predict(img) == ref_label)),
+                "off_range": health[-1].summary()["images_off_distribution"],
             }
-            results[f"{v.label} @ {sampler}"] = r
+            results[f"{v.label} @ {sampler.label}"] = r
             r["weight_mib"] = memory[v.label]
-            rows.append([v.label, v.weight_bits, sampler, f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['fd']:.3f}",
-                         f"{100 * r['agree']:.0f}%", f"{memory[v.label]:.3f}"])
-            print(f"{sampler:>14s} steps  {v.label:60s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  "
-                  f"FD {r['fd']:.3f}  agree {100 * r['agree']:.0f}%", flush=True)
+            rows.append([v.label, v.weight_bits, sampler.label, f"{r['psnr']:.2f}", f"{r['ssim']:.4f}",
+                         f"{r['fd']:.3f}", f"{100 * r['agree']:.0f}%", r["off_range"], f"{memory[v.label]:.3f}"])
+            print(f"{sampler.label:>18s} steps  {v.label:60s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  "
+                  f"FD {r['fd']:.3f}  agree {100 * r['agree']:.0f}%  off-range {r['off_range']}", flush=True)
     (work.root / "accuracy.json").write_text(json.dumps(results, indent=2))
     fp32_mib = weight_memory(onnx.load(str(work.model))).total / 2**20
     body = "\n".join([
@@ -216,14 +241,23 @@ def main(argv: list[str] | None = None) -> int:
         "store convolution weights as 4-bit values in INT8 containers and MatMul/Gemm weights as blocked INT4 "
         "(32 per scale, weight-only); `INT8 conv + INT4 linear` = `--weight-bits 4 --int4-scope linear`.",
         "- Steps: DDIM with the model's scheduler config (`clip_sample` true: the predicted x0 is clipped to "
-        "[-1, 1] at every step, as diffusers' DDIMPipeline does for this config); `clip off`: the same with "
-        "`clip_sample` false, FP32 reference sampled the same way. The perturbation-floor row rounds the FP32 "
-        "weights to FP16 (about 1000x smaller than INT8 rounding) and shows how much the sampler amplifies any "
-        "change of the UNet.",
+        "[-1, 1] at every step, as diffusers' DDIMPipeline does for this config, which steps on with the UNet's "
+        "eps: `use_clipped_model_output` unset); `clip off`: the same with `clip_sample` false; `clipped eps`: "
+        "`clip_sample` true and `use_clipped_model_output=True` (eps re-derived from the clipped x0, "
+        "`sample --use-clipped-model-output`). The FP32 reference is sampled the same way in each case. The "
+        "perturbation-floor row rounds the FP32 weights to FP16 (about 1000x smaller than INT8 rounding) and shows "
+        "how much the sampler amplifies any change of the UNet.",
+        "- off-range: trajectories (of " + str(args.num) + ") whose UNet input left the training range "
+        f"(|x_t| > {ABS_LIMIT:g}; engines/trajectory_health.py). The FP32 reference: "
+        + "; ".join(f"{label}: {h['images_off_distribution']} (peak |x_t| {h['peak_abs']:.1f})"
+                    for label, h in ref_health.items())
+        + ". Images from off-range trajectories are extrapolations of the UNet in FP32 too (blotched digits); "
+        "quantization error there is amplified far beyond the in-range rows.",
         "- PSNR: dB over all images against the FP32 images from the same noise; FD-digits: Fréchet distance of "
         "the in-repo digit classifier's 32-d features (validation/digit_classifier.py); agree: same predicted digit.",
         "",
-        markdown_table(["variant", "W bits", "steps", "PSNR dB", "SSIM", "FD-digits", "agree", "weight MiB"], rows),
+        markdown_table(["variant", "W bits", "steps", "PSNR dB", "SSIM", "FD-digits", "agree", "off-range",
+                        "weight MiB"], rows),
     ])
     write_section(args.section, body)
     return 0

@@ -36,6 +36,8 @@ class SourceConfig:
     mu_frac/sigma_frac: NDTC's N(mu, sigma) as fractions of T (PTQ4DM's released script: 0.4 and 0.4; paper: 0.5 sigma).
     every: ``uniform`` keeps every k-th sampler step (default: steps // 10, i.e. 10 states per trajectory).
     single_step: sampler step index for ``single-step`` (default: the middle of the schedule).
+    clipped_model_output: passed to ``scheduler.step`` as ``use_clipped_model_output`` unless None (calibrate along
+    the trajectory you will sample: see engines/trajectory_health.py for why it matters with clip_sample).
     """
 
     method: str = "ndtc"
@@ -48,6 +50,7 @@ class SourceConfig:
     every: int = 0
     single_step: int = -1
     guidance_scale: float = 7.5
+    clipped_model_output: bool | None = None
 
     def __post_init__(self) -> None:
         if self.method not in METHODS:
@@ -68,7 +71,12 @@ class SourceConfig:
         return self.every or max(1, self.steps // 10)
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        """All fields; an unset ``clipped_model_output`` is left out, so settings (and cache keys) written before it
+        existed still match."""
+        d = asdict(self)
+        if d["clipped_model_output"] is None:
+            del d["clipped_model_output"]
+        return d
 
 
 def ndtc_timesteps(num: int, num_train_timesteps: int, mu_frac: float, sigma_frac: float,
@@ -151,7 +159,8 @@ class TrajectorySource:
 
             cond = self._cond_rows(start, len(chunk))
             self.runner.sample(noise, cfg.steps, seed=cfg.seed + start, cond=cond, callback=grab,
-                               stop_at_step=last + 1 if last + 1 < cfg.steps else None)
+                               stop_at_step=last + 1 if last + 1 < cfg.steps else None,
+                               use_clipped_model_output=cfg.clipped_model_output)
             kept.sort(key=lambda r: (r[0], r[1]))
             for j, i, t, x in kept:
                 if int(round(schedule[i])) != t:

@@ -9,7 +9,9 @@ from typing import Any
 import numpy as np
 
 from common.lazy import lazy_import
+from common.errors import UserError
 from engines.session import Session
+from engines.trajectory_health import TrajectoryHealth
 
 # (step index, time step, model input x_t as fed to the UNet: B×C×H×W float32) -> None
 StepCallback = Callable[[int, int, np.ndarray], None]
@@ -42,6 +44,7 @@ class DenoiseRunner:
         self.unet = unet
         self.scheduler = scheduler
         self.batch_size = batch_size
+        self.health = TrajectoryHealth()  # of the last ``sample`` call
 
     def initial_noise(self, shape: tuple[int, ...], seed: int) -> np.ndarray:
         """x_T as diffusers' pipelines draw it on the CPU: ``torch.randn(shape, generator=manual_seed(seed))``."""
@@ -79,13 +82,15 @@ class DenoiseRunner:
         callback: StepCallback | None = None,
         stop_at_step: int | None = None,
         eta: float | None = None,
+        use_clipped_model_output: bool | None = None,
     ) -> np.ndarray:
         """Denoise ``noise`` (x_T, N×C×H×W float32, unit variance) in ``num_steps`` scheduler steps.
 
         Returns the final sample in model space, before any clipping. ``seed`` seeds the generator of stochastic
         schedulers, advanced past x_T as diffusers' pipelines do. ``callback`` sees every UNet input with its step index and time step. With ``stop_at_step=k``
         the loop returns the model input of step k (the state x_t the UNet sees at ``scheduler.timesteps[k]``)
-        without running that step.
+        without running that step. ``eta`` and ``use_clipped_model_output`` go to ``scheduler.step`` as diffusers'
+        pipelines pass them (None: not passed, the scheduler's default). ``self.health`` records every model input.
         """
         torch = lazy_import("torch")
         sched = self.scheduler
@@ -98,15 +103,32 @@ class DenoiseRunner:
         extra: dict[str, Any] = {"generator": gen}
         if eta is not None:
             extra["eta"] = eta
+        if use_clipped_model_output is not None:
+            if "use_clipped_model_output" not in _accepted(sched, {"use_clipped_model_output": True}):
+                raise UserError(f"--use-clipped-model-output: {type(sched).__name__}.step does not take it "
+                                "(DDIM-type schedulers do)")
+            extra["use_clipped_model_output"] = use_clipped_model_output
+        self.health = TrajectoryHealth()
         for i, t in enumerate(sched.timesteps):
             model_in = sched.scale_model_input(x, t).numpy().astype(np.float32, copy=False)
             if stop_at_step is not None and i == stop_at_step:
                 return model_in
+            self.health.record(i, int(t), model_in)
             if callback is not None:
                 callback(i, int(t), model_in)
             eps = torch.from_numpy(self.predict_noise(model_in, t, cond))
             x = sched.step(eps, t, x, **_accepted(sched, extra)).prev_sample
         return x.numpy().astype(np.float32, copy=False)
+
+
+def clipped_output_hint(scheduler: Any) -> str:
+    """What to try when trajectories leave the training range under a scheduler that clips x0 but keeps the UNet's
+    eps (diffusers' DDIM default), else ""."""
+    clips = bool(getattr(scheduler, "config", {}).get("clip_sample", False))
+    if clips and "use_clipped_model_output" in _accepted(scheduler, {"use_clipped_model_output": True}):
+        return ("the scheduler clips x0 (clip_sample) but steps with the UNet's eps; --use-clipped-model-output "
+                "re-derives eps from the clipped x0 and keeps x_t consistent")
+    return ""
 
 
 def initial_noise(shape: tuple[int, ...], seed: int) -> np.ndarray:

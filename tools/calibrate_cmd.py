@@ -32,6 +32,9 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
                    help="NDTC std as a fraction of T (PTQ4DM's script 0.4; the paper's T/2 is 0.5)")
     g.add_argument("--every", type=int, default=0, help="uniform: keep every k-th step (default steps//10)")
     g.add_argument("--single-step", type=int, default=-1, help="single-step: sampler step index (default middle)")
+    g.add_argument("--use-clipped-model-output", action="store_true", default=None,
+                   help="trajectories step with eps re-derived from the clipped x0 (diffusers' use_clipped_model_output;"
+                        " calibrate as you will sample)")
     g.add_argument("--cond", type=Path, help="conditional models: .npy of encoder_hidden_states N×L×D")
     g.add_argument("--guidance-scale", type=float, default=7.5)
     e = p.add_argument_group("ranges")
@@ -56,7 +59,8 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
 def config_from_args(args: argparse.Namespace) -> CalibrateConfig:
     source = SourceConfig(method=args.method, samples=args.samples, steps=args.steps, scheduler=args.scheduler,
                           seed=args.seed, mu_frac=args.ndtc_mu, sigma_frac=args.ndtc_sigma, every=args.every,
-                          single_step=args.single_step, guidance_scale=args.guidance_scale)
+                          single_step=args.single_step, guidance_scale=args.guidance_scale,
+                          clipped_model_output=args.use_clipped_model_output)
     estimator = EstimatorConfig(method=args.estimator, bits=args.bits, percentile=args.percentile, p=args.lp)
     method = args.aggregation or ("global" if args.method == "single-step" else "groups")
     aggregation = AggregationConfig(method=method, groups=args.groups)

@@ -17,7 +17,7 @@ from common.images import save_grid
 from common.workdir import WorkDir
 from engines.backends import BACKENDS, open_session
 from engines.timestep_routed import TimestepRoutedSession
-from engines.runner import Conditioning, DenoiseRunner, to_images
+from engines.runner import Conditioning, DenoiseRunner, clipped_output_hint, to_images
 from engines.schedulers import SCHEDULERS, make_scheduler
 from tools.cli_parser import CliParser
 
@@ -38,6 +38,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--uncond", type=Path, help=".npy of unconditional encoder_hidden_states for guidance")
     p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance (conditional models)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    p.add_argument("--use-clipped-model-output", action="store_true", default=None,
+                   help="DDIM-type schedulers: step with eps re-derived from the clipped x0 (diffusers' "
+                        "use_clipped_model_output; default: unset, as diffusers' pipelines)")
     p.add_argument("--float-above-t", type=float, default=None, metavar="T",
                    help="with --precision int8: run the FP32 model at time steps >= T (the first, high-noise steps, "
                         "where a clipping sampler amplifies quantization error most), INT8 below")
@@ -109,9 +112,13 @@ def main(argv: list[str]) -> int:
             noise = runner.initial_noise((args.num, c, h, w), args.seed)
         print(f"sampling {args.num} images, {args.scheduler} {args.steps} steps, {args.precision} on {described}")
         start = time.perf_counter()
-        samples = runner.sample(noise, args.steps, seed=args.seed, cond=cond, callback=_progress(args.steps))
+        samples = runner.sample(noise, args.steps, seed=args.seed, cond=cond, callback=_progress(args.steps),
+                                use_clipped_model_output=args.use_clipped_model_output)
         seconds = time.perf_counter() - start
     print(file=sys.stderr)
+    warning = runner.health.warning("" if args.use_clipped_model_output else clipped_output_hint(scheduler))
+    if warning:
+        print(warning)
     stem = out.with_suffix("")
     save_grid(to_images(samples), out)
     for suffix, arr in ((".samples.npy", samples), (".noise.npy", noise)):
@@ -123,7 +130,8 @@ def main(argv: list[str]) -> int:
         "precision": args.precision, "backend": described, "scheduler": args.scheduler,
         "scheduler_config": json.loads(json.dumps(dict(scheduler.config), default=str)),
         "steps": args.steps, "num": args.num, "seed": args.seed, "init_noise": str(args.init_noise or ""),
-        "float_above_t": args.float_above_t,
+        "float_above_t": args.float_above_t, "use_clipped_model_output": args.use_clipped_model_output,
+        "trajectory": runner.health.summary(),
         "unet_calls": getattr(session, "calls", None),
         "seconds": round(seconds, 3), "samples": f"{stem.name}.samples.npy", "noise": f"{stem.name}.noise.npy",
     })
