@@ -82,3 +82,18 @@ def test_noise_and_single_step_baselines(tiny_work: Path) -> None:
 def test_bad_settings(kwargs: dict) -> None:  # type: ignore[type-arg]
     with pytest.raises(UserError):
         SourceConfig(**kwargs)
+
+
+def test_clipped_model_output_trajectories(tiny_work: Path) -> None:
+    """The flag reaches the sampler: states are those of runner.sample(..., use_clipped_model_output=True); unset it
+    stays out of the settings (older cache keys still match)."""
+    assert "clipped_model_output" not in SourceConfig().to_json()
+    assert SourceConfig(clipped_model_output=True).to_json()["clipped_model_output"] is True
+    with OrtSession(tiny_work / "model.onnx") as sess:
+        src = _source(tiny_work, sess, method="single-step", samples=2, single_step=8, clipped_model_output=True)
+        samples = list(src)
+        noise = src.trajectory_noise(0, 2)
+        clipped = src.runner.sample(noise, 10, stop_at_step=8, use_clipped_model_output=True)
+        unset = src.runner.sample(noise, 10, stop_at_step=8)
+    np.testing.assert_array_equal(np.concatenate([s.x for s in samples]), clipped)
+    assert not np.array_equal(clipped, unset)

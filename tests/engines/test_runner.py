@@ -113,3 +113,44 @@ def test_stop_at_step_returns_the_state_the_unet_sees(tiny_work: Path) -> None:
         runner.sample(noise, 10, callback=lambda i, t, x: seen.__setitem__(i, x.copy()))
         x4 = runner.sample(noise, 10, stop_at_step=4)
     np.testing.assert_array_equal(x4, seen[4])
+
+
+def test_use_clipped_model_output_matches_diffusers_ddim_pipeline(reference_work: Path) -> None:
+    """Passed to DDIMScheduler.step as DDIMPipeline passes it: same images (PSNR >= 60 dB), different from unset."""
+    import diffusers
+
+    pipe = diffusers.DDIMPipeline.from_pretrained(REFERENCE_MODEL, local_files_only=True)
+    pipe.set_progress_bar_config(disable=True)
+    seed, n, steps = 5, 4, 20
+    ref = pipe(batch_size=n, generator=torch.Generator().manual_seed(seed), num_inference_steps=steps,
+               use_clipped_model_output=True, output_type="np").images
+    with OrtSession(reference_work / "model.onnx") as s:
+        runner = DenoiseRunner(s, make_scheduler("ddim", dict(pipe.scheduler.config)), batch_size=4)
+        noise = runner.initial_noise((n, 1, 32, 32), seed)
+        ours = to_images(runner.sample(noise, steps, use_clipped_model_output=True)).transpose(0, 2, 3, 1)
+        unset = to_images(runner.sample(noise, steps)).transpose(0, 2, 3, 1)
+    assert psnr(ours, ref) >= 60.0
+    assert psnr(unset, ref) < 50.0
+
+
+def test_clipping_without_clipped_eps_leaves_the_training_range(reference_work: Path) -> None:
+    """The reference model with its clip_sample config, DDIM 100: diffusers' default step (UNet eps kept) drives some
+    trajectories far beyond any noised image (|x_t| > 8); eps re-derived from the clipped x0 keeps all in range."""
+    with OrtSession(reference_work / "model.onnx") as s:
+        runner = DenoiseRunner(s, make_scheduler("ddim", _sched(reference_work)), batch_size=16)
+        noise = runner.initial_noise((16, 1, 32, 32), 0)
+        runner.sample(noise, 100)
+        unset = runner.health.summary()
+        runner.sample(noise, 100, use_clipped_model_output=True)
+        clipped = runner.health.summary()
+    assert unset["images_off_distribution"] >= 2 and unset["peak_abs"] > 15  # type: ignore[operator]
+    assert clipped["images_off_distribution"] == 0 and clipped["peak_abs"] < 6  # type: ignore[operator]
+
+
+def test_use_clipped_model_output_needs_a_scheduler_that_takes_it(tiny_work: Path) -> None:
+    from common.errors import UserError
+
+    with OrtSession(tiny_work / "model.onnx") as s:
+        runner = DenoiseRunner(s, make_scheduler("ddpm", _sched(tiny_work)))
+        with pytest.raises(UserError, match="--use-clipped-model-output: DDPMScheduler.step does not take it"):
+            runner.sample(runner.initial_noise((1, 1, 16, 16), 0), 2, use_clipped_model_output=True)

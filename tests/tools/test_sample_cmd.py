@@ -86,3 +86,17 @@ def test_float_above_t_routes_the_first_steps(tiny_calibrated: Path, tmp_path: P
     record = json.loads(out.with_suffix(".json").read_text())
     assert record["float_above_t"] == 500 and sum(record["unet_calls"].values()) == 4
     assert 0 < record["unet_calls"]["high"] < 4
+
+
+def test_use_clipped_model_output_is_recorded_with_the_trajectory_health(tiny_work: Path, tmp_path: Path,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "c.png"
+    assert run_cli("sample", tiny_work, "--use-clipped-model-output", "--num", "2", "--steps", "4", "--out", out) == 0
+    record = json.loads(out.with_suffix(".json").read_text())
+    assert record["use_clipped_model_output"] is True
+    assert record["trajectory"]["images"] == 2 and record["trajectory"]["abs_limit"] == 8.0
+    bad = tmp_path / "e.png"
+    assert run_cli("sample", tiny_work, "--scheduler", "euler", "--use-clipped-model-output", "--num", "1",
+                   "--steps", "2", "--out", bad) == 2
+    assert "--use-clipped-model-output: EulerDiscreteScheduler.step does not take it" in capsys.readouterr().err
+    assert not bad.exists()
