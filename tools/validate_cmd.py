@@ -46,6 +46,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--num", type=int, default=4, help="trajectories per compared time step")
     g.add_argument("--images", type=int, default=16, help="seeds for the final-image metrics (0: skip)")
     g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--use-clipped-model-output", action="store_true", default=None,
+                   help="DDIM-type schedulers: eps re-derived from the clipped x0 (as sample)")
     g.add_argument("--verbose", action="store_true", help="show Polygraphy's own comparison log")
     g.add_argument("--cond", type=Path, help="conditional models: .npy of encoder_hidden_states")
     g.add_argument("--guidance-scale", type=float, default=7.5)
@@ -83,7 +85,8 @@ def main(argv: list[str]) -> int:
                     min_snr=_gate(args.min_snr), max_abs_error=_gate(args.max_abs_error),
                     min_image_psnr=_gate(args.min_psnr), min_ssim=_gate(args.min_ssim))
     cfg = ValidateConfig(steps=args.steps, points=args.points, num=args.num, images=args.images, seed=args.seed,
-                         scheduler=args.scheduler, precision=args.precision, thresholds=th)
+                         scheduler=args.scheduler, precision=args.precision, thresholds=th,
+                         clipped_model_output=args.use_clipped_model_output)
     cond = None
     spec = info["inputs"].get("encoder_hidden_states")
     if spec is not None:
@@ -126,7 +129,8 @@ def main(argv: list[str]) -> int:
         "command": "python -m tools validate " + " ".join(argv),
         "backend": "TensorRT engine" if plan is not None else "ONNX Runtime (CPU)",
         "settings": {"steps": cfg.steps, "points": cfg.points, "num": cfg.num, "images": cfg.images,
-                     "seed": cfg.seed, "scheduler": cfg.scheduler, "precision": cfg.precision},
+                     "seed": cfg.seed, "scheduler": cfg.scheduler, "precision": cfg.precision,
+                     "use_clipped_model_output": cfg.clipped_model_output},
         "steps": [s.to_json() for s in steps],
         "polygraphy_simple_compare_passed": polygraphy_ok,
         "images": images,

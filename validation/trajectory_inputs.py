@@ -19,7 +19,8 @@ def spread_steps(num_steps: int, count: int) -> list[int]:
 
 
 def trajectory_feeds(model: Path, info: dict[str, Any], steps: int, at: list[int], num: int, seed: int,
-                     cond: Conditioning | None = None, scheduler: str = "ddim") -> list[dict[str, np.ndarray]]:
+                     cond: Conditioning | None = None, scheduler: str = "ddim",
+                     clipped_model_output: bool | None = None) -> list[dict[str, np.ndarray]]:
     """One feed dict per step in ``at``: the batch of ``num`` states the FP32 UNet sees there (with guidance, the
     (uncond, cond) rows as the runner feeds them), seeded like ``python -m tools sample --seed``."""
     c, h, w = info["inputs"]["sample"]["shape"][1:]
@@ -41,5 +42,5 @@ def trajectory_feeds(model: Path, info: dict[str, Any], steps: int, at: list[int
 
         noise = runner.initial_noise((num, c, h, w), seed)
         runner.sample(noise, steps, seed=seed, cond=cond, callback=grab, stop_at_step=max(at) + 1
-                      if max(at) + 1 < steps else None)
+                      if max(at) + 1 < steps else None, use_clipped_model_output=clipped_model_output)
     return [feeds[i] for i in sorted(feeds)]

@@ -53,6 +53,7 @@ class ValidateConfig:
     seed: int = 0
     scheduler: str = "ddim"
     precision: str = "int8"
+    clipped_model_output: bool | None = None  # scheduler.step's use_clipped_model_output (None: not passed)
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
@@ -130,7 +131,8 @@ def final_images(fp32: Path, quantized: Path, info: dict[str, Any], cfg: Validat
     for path in (fp32, quantized):
         with OrtSession(path) as sess:
             runner = DenoiseRunner(sess, make_scheduler(cfg.scheduler, info["scheduler"]), batch_size=cfg.images)
-            out.append(to_images(runner.sample(noise, cfg.steps, seed=cfg.seed, cond=cond)))
+            out.append(to_images(runner.sample(noise, cfg.steps, seed=cfg.seed, cond=cond,
+                                                   use_clipped_model_output=cfg.clipped_model_output)))
     return out[0], out[1]
 
 
@@ -178,4 +180,4 @@ def trajectory_inputs(fp32: Path, info: dict[str, Any], cfg: ValidateConfig,
                       cond: Conditioning | None) -> list[dict[str, np.ndarray]]:
     """Feeds at ``cfg.points`` steps spread over the schedule (first and last included)."""
     return trajectory_feeds(fp32, info, cfg.steps, spread_steps(cfg.steps, cfg.points), cfg.num, cfg.seed, cond,
-                            cfg.scheduler)
+                            cfg.scheduler, cfg.clipped_model_output)

@@ -22,3 +22,12 @@ def test_pipeline_end_to_end(tiny_unet_dir: Path, tmp_path: Path, capsys) -> Non
     single = Image.open(work / "samples" / "fp32_ddim6.png")
     assert both.width > 2 * single.width
     assert "outputs in" in capsys.readouterr().out
+
+
+def test_use_clipped_model_output_reaches_calibration_sampling_and_validation() -> None:
+    from tools.pipeline_cmd import parse, stages
+
+    flagged = {name for name, argv in stages(parse(["--model", "m", "w", "--use-clipped-model-output"]))
+               if "--use-clipped-model-output" in argv}
+    assert flagged == {"calibrate", "sample", "validate"}
+    assert not any("--use-clipped-model-output" in argv for _, argv in stages(parse(["--model", "m", "w"])))

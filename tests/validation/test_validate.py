@@ -40,6 +40,27 @@ def test_validate_passes_and_writes_polygraphy_inputs(quantized: Path) -> None:
     assert (quantized / "report" / "fp32.png").is_file() and (quantized / "report" / "int8.png").is_file()
 
 
+def test_clipped_model_output_trajectories_are_compared(quantized: Path) -> None:
+    """With --use-clipped-model-output the saved inputs are the states of that sampler, not of the default one."""
+    from polygraphy.json import load_json
+
+    from engines.ort_session import OrtSession
+    from engines.runner import DenoiseRunner
+    from engines.schedulers import make_scheduler
+
+    assert run_cli("validate", quantized, *FAST, "--use-clipped-model-output", "--min-psnr", "5") == 0
+    report = json.loads((quantized / "report" / "validate.json").read_text())
+    assert report["settings"]["use_clipped_model_output"] is True
+    last = load_json(str(quantized / "report" / "validate_inputs.json"))[-1]["sample"]
+    info = json.loads((quantized / "export.json").read_text())
+    with OrtSession(quantized / "model.onnx") as s:
+        runner = DenoiseRunner(s, make_scheduler("ddim", info["scheduler"]), batch_size=2)
+        noise = runner.initial_noise((2, 1, 16, 16), 0)
+        np.testing.assert_allclose(last, runner.sample(noise, 10, stop_at_step=9, use_clipped_model_output=True),
+                                   atol=1e-6)
+        assert not np.allclose(last, runner.sample(noise, 10, stop_at_step=9), atol=1e-4)
+
+
 def test_broken_quantization_fails_the_check(quantized: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """Ranges scaled by 0.01 clip nearly everything: validate must exit 1."""
     ranges = TensorRanges.load(quantized / "ranges.json")
