@@ -43,7 +43,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                         "use_clipped_model_output; default: unset, as diffusers' pipelines)")
     p.add_argument("--float-above-t", type=float, default=None, metavar="T",
                    help="with --precision int8: run the FP32 model at time steps >= T (the first, high-noise steps, "
-                        "where a clipping sampler amplifies quantization error most), INT8 below")
+                        "where an x0-predicting sampler divides the UNet's error by sqrt(alpha_bar)), INT8 below")
     args = p.parse_args(argv)
     for flag in ("steps", "num", "batch_size"):
         if getattr(args, flag) < 1:
