@@ -16,7 +16,9 @@ from common.errors import CheckFailed, UserError
 from common.images import save_grid
 from common.workdir import WorkDir
 from engines.backends import resolve_backend
-from engines.schedulers import SCHEDULERS
+from engines.runner import clipped_output_hint
+from engines.schedulers import SCHEDULERS, make_scheduler
+from engines.trajectory_health import TrajectoryHealth
 from tools.cli_parser import CliParser
 from tools.sample_cmd import load_array
 from validation.validate import (
@@ -113,8 +115,15 @@ def main(argv: list[str]) -> int:
               f"mean|e| {s.mean_abs:.4g}  max|e| {s.max_abs:.4g}")
     images: dict[str, float] = {}
     if cfg.images > 0:
-        ref, img = final_images(work.model, qpath, info, cfg, cond)
+        health: list[TrajectoryHealth] = []
+        ref, img = final_images(work.model, qpath, info, cfg, cond, health)
         images = image_metrics(ref, img, args.classifier, args.inception_onnx)
+        images["fp32_off_range"], images["quantized_off_range"] = (
+            float(h.summary()["images_off_distribution"]) for h in health)  # type: ignore[arg-type]
+        hint = "" if cfg.clipped_model_output else clipped_output_hint(make_scheduler(cfg.scheduler, info["scheduler"]))
+        for name, h in zip(("FP32", args.precision.upper()), health, strict=True):
+            if (warning := h.warning(hint)) is not None:
+                print(f"  {name} {warning}")
         save_grid(ref, report / "fp32.png")
         save_grid(img, report / f"{args.precision}.png")
         extra = "".join(f", {k} {images[k]:.3f}" for k in ("fd_digits", "fid") if k in images)

@@ -137,7 +137,9 @@ def section_images(work: WorkDir, validate: dict[str, Any] | None) -> str:
     out += '<div class="grids">' + "".join(figures) + "</div>"
     images = (validate or {}).get("images") or {}
     labels = {"psnr": ("PSNR (dB)", ".2f"), "ssim": ("SSIM", ".4f"), "fd_digits": ("FD-digits", ".3f"),
-              "fid": ("FID", ".2f"), "num": ("images", "d")}
+              "fid": ("FID", ".2f"), "num": ("images", "d"),
+              "fp32_off_range": ("FP32 trajectories off the training range", ".0f"),
+              "quantized_off_range": ("quantized trajectories off the training range", ".0f")}
     cells = [(labels[k][0], _num(images[k], labels[k][1])) for k in labels if k in images]
     if cells:
         out += _table([c[0] for c in cells], [[c[1] for c in cells]])

@@ -23,6 +23,7 @@ from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
 from engines.runner import Conditioning, DenoiseRunner, seeded_noise, to_images
+from engines.trajectory_health import TrajectoryHealth
 from engines.schedulers import make_scheduler
 from validation.image_metrics import frechet_distance, psnr, ssim
 from validation.step_metrics import StepMetrics, step_metrics
@@ -123,8 +124,10 @@ def compare_steps(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]
 
 
 def final_images(fp32: Path, quantized: Path, info: dict[str, Any], cfg: ValidateConfig,
-                 cond: Conditioning | None) -> tuple[np.ndarray, np.ndarray]:
-    """FP32 and quantized final images in [0, 1] from the same ``cfg.images`` seeds (image i: seed cfg.seed+i)."""
+                 cond: Conditioning | None,
+                 health: list[TrajectoryHealth] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """FP32 and quantized final images in [0, 1] from the same ``cfg.images`` seeds (image i: seed cfg.seed+i); the
+    two runs' trajectory health is appended to ``health`` when given."""
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     noise = seeded_noise((c, h, w), range(cfg.seed, cfg.seed + cfg.images))
     out = []
@@ -133,6 +136,8 @@ def final_images(fp32: Path, quantized: Path, info: dict[str, Any], cfg: Validat
             runner = DenoiseRunner(sess, make_scheduler(cfg.scheduler, info["scheduler"]), batch_size=cfg.images)
             out.append(to_images(runner.sample(noise, cfg.steps, seed=cfg.seed, cond=cond,
                                                    use_clipped_model_output=cfg.clipped_model_output)))
+            if health is not None:
+                health.append(runner.health)
     return out[0], out[1]
 
 

@@ -105,3 +105,20 @@ def test_step_metrics_closed_forms() -> None:
     assert m.max_abs == pytest.approx(2.0) and m.mean_abs == pytest.approx(3.5 / 4)
     assert m.psnr_db == pytest.approx(20 * np.log10(4.0) - 10 * np.log10(6.25 / 4))
     assert step_metrics(r, -r, t=0).cosine == pytest.approx(-1.0)
+
+
+def test_off_range_trajectories_are_counted_and_warned(reference_work: Path, tmp_path: Path,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    """The reference model at DDIM 100 with its clip_sample config: validate counts the FP32 trajectories that leave
+    the training range (engines/trajectory_health.py) and says how to keep them in."""
+    work = tmp_path / "ref"
+    shutil.copytree(reference_work, work, ignore=shutil.ignore_patterns("report", "samples"))
+    assert run_cli("calibrate", work, "--samples", "16", "--method", "uniform") == 0
+    assert run_cli("quantize", work) == 0
+    capsys.readouterr()
+    assert run_cli("validate", work, "--steps", "100", "--points", "2", "--num", "2", "--images", "16",
+                   "--min-psnr", "-1", "--min-cosine", "-1", "--min-snr", "-1") == 0
+    images = json.loads((work / "report" / "validate.json").read_text())["images"]
+    assert images["fp32_off_range"] >= 2
+    out = capsys.readouterr().out
+    assert "FP32 warning:" in out and "--use-clipped-model-output" in out
