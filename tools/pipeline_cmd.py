@@ -23,7 +23,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--samples", type=int, default=256, help="calibration samples")
     p.add_argument("--target", default="onnxruntime", help="Q/DQ target (see quantize)")
     p.add_argument("--use-clipped-model-output", action="store_true",
-                   help="DDIM-type schedulers: eps re-derived from the clipped x0, in calibration, sampling and validation")
+                   help="DDIM-type schedulers: eps re-derived from the clipped x0, in calibration, sampling, validation "
+                        "and sensitivity")
     p.add_argument("--min-psnr", type=float, default=25.0, help="validate: final-image PSNR gate (dB)")
     p.add_argument("--min-cosine", type=float, default=0.95, help="validate: per-step cosine gate")
     p.add_argument("--min-snr", type=float, default=10.0, help="validate: per-step SNR gate (dB)")
@@ -47,7 +48,7 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ("validate", [work, "--steps", str(args.steps), "--images", str(args.num), "--seed", str(args.seed),
                       "--min-psnr", str(args.min_psnr), "--min-cosine", str(args.min_cosine),
                       "--min-snr", str(args.min_snr), *clipped]),
-        ("sensitivity", [work, "--steps", str(args.steps)]),
+        ("sensitivity", [work, "--steps", str(args.steps), *clipped]),
         ("report", [work]),
     ]
 

@@ -41,6 +41,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--metric", default="step", choices=list(METRICS),
                    help="step: UNet output at --points trajectory steps (fast); image: final images of the whole "
                         "--steps loop from --num seeds (slower, follows error accumulation)")
+    p.add_argument("--use-clipped-model-output", action="store_true", default=None,
+                   help="DDIM-type schedulers: eps re-derived from the clipped x0 (as sample)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
     p.add_argument("--out", type=Path, help=f"ranking file (default WORK/report/{FILE_NAME})")
     args = p.parse_args(argv)
@@ -75,15 +77,16 @@ def make_probe(model_path: Path, info: dict[str, Any], cfg: SensitivityConfig) -
     """The error probe for ``cfg.metric`` and the settings recorded with the ranking."""
     cond = conditioning_for(info, None, cfg.seed, GUIDANCE)
     settings: dict[str, Any] = {"metric": cfg.metric, "steps": cfg.steps, "num": cfg.num, "seed": cfg.seed,
-                                "scheduler": cfg.scheduler}
+                                "scheduler": cfg.scheduler, "use_clipped_model_output": cfg.clipped_model_output}
     if cfg.metric == "image":
         c, h, w = info["inputs"]["sample"]["shape"][1:]
         scheduler = make_scheduler(cfg.scheduler, info["scheduler"])
         noise = DenoiseRunner(OrtSession(model_path), scheduler).initial_noise((cfg.num, c, h, w), cfg.seed)  # lazy
         settings["what"] = f"final-image MSE after {cfg.steps} {cfg.scheduler} steps from {cfg.num} seeds"
-        return ImageProbe(noise, scheduler, cfg.steps, cfg.seed, cond), settings
+        return ImageProbe(noise, scheduler, cfg.steps, cfg.seed, cond, cfg.clipped_model_output), settings
     at = spread_steps(cfg.steps, cfg.points)
-    feeds = trajectory_feeds(model_path, info, cfg.steps, at, cfg.num, cfg.seed, cond, cfg.scheduler)
+    feeds = trajectory_feeds(model_path, info, cfg.steps, at, cfg.num, cfg.seed, cond, cfg.scheduler,
+                             cfg.clipped_model_output)
     settings.update(points=cfg.points, step_indices=at, timesteps=[int(f["timestep"][0]) for f in feeds],
                     what=f"UNet output MSE at t = {[int(f['timestep'][0]) for f in feeds]} × {cfg.num} rows")
     return StepProbe(feeds), settings
@@ -99,7 +102,8 @@ def main(argv: list[str]) -> int:
     model_sha = onnx_model_sha256(model_path)
     ranges = TensorRanges.load(work.ranges, expected_model_sha256=model_sha)
     policy = recorded_policy(work)
-    cfg = SensitivityConfig(args.steps, args.points, args.num, args.seed, args.scheduler, args.threads, args.metric)
+    cfg = SensitivityConfig(args.steps, args.points, args.num, args.seed, args.scheduler, args.threads, args.metric,
+                            args.use_clipped_model_output)
     start = time.perf_counter()
     probe, settings = make_probe(model_path, info, cfg)
     model = onnx.load(str(model_path))

@@ -44,7 +44,8 @@ METRICS = ("step", "image")
 class SensitivityConfig:
     """steps: sampler steps of the FP32 trajectory; points: compared steps spread over it (``step`` metric); num:
     trajectories (batch rows); seed: initial noise; scheduler: the sampler; threads: ORT intra-op threads;
-    metric: ``step`` (UNet output at trajectory inputs) or ``image`` (final images of the whole loop)."""
+    metric: ``step`` (UNet output at trajectory inputs) or ``image`` (final images of the whole loop);
+    clipped_model_output: ``scheduler.step``'s use_clipped_model_output (None: not passed)."""
 
     steps: int = 50
     points: int = 5
@@ -53,6 +54,7 @@ class SensitivityConfig:
     scheduler: str = "ddim"
     threads: int = 0
     metric: str = "step"
+    clipped_model_output: bool | None = None
 
 
 def quantized_layers(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) -> list[tuple[str, str]]:
@@ -152,13 +154,16 @@ class ImageProbe:
 
     metric = "image"
 
-    def __init__(self, noise: np.ndarray, scheduler: Any, steps: int, seed: int, cond: Conditioning | None) -> None:
+    def __init__(self, noise: np.ndarray, scheduler: Any, steps: int, seed: int, cond: Conditioning | None,
+                 clipped_model_output: bool | None = None) -> None:
         self.noise, self.scheduler, self.steps, self.seed, self.cond = noise, scheduler, steps, seed, cond
+        self.clipped_model_output = clipped_model_output
         self.ref = np.zeros(0)
 
     def _sample(self, sess: BytesSession) -> np.ndarray:
         runner = DenoiseRunner(sess, self.scheduler, batch_size=len(self.noise))
-        return runner.sample(self.noise, self.steps, seed=self.seed, cond=self.cond)
+        return runner.sample(self.noise, self.steps, seed=self.seed, cond=self.cond,
+                             use_clipped_model_output=self.clipped_model_output)
 
     def reference(self, fp32: BytesSession) -> None:
         self.ref = self._sample(fp32)

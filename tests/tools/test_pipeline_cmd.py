@@ -29,5 +29,5 @@ def test_use_clipped_model_output_reaches_calibration_sampling_and_validation() 
 
     flagged = {name for name, argv in stages(parse(["--model", "m", "w", "--use-clipped-model-output"]))
                if "--use-clipped-model-output" in argv}
-    assert flagged == {"calibrate", "sample", "validate"}
+    assert flagged == {"calibrate", "sample", "validate", "sensitivity"}
     assert not any("--use-clipped-model-output" in argv for _, argv in stages(parse(["--model", "m", "w"])))

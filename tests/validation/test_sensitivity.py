@@ -6,6 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
+import numpy as np
 import onnx
 import pytest
 
@@ -167,3 +168,17 @@ def test_ranking_in_another_file_feeds_quantize(ranked: Path) -> None:
     assert run_cli("quantize", ranked, "--keep-float", "1", "--sensitivity", out) == 0
     record = json.loads((ranked / "quantize.json").read_text())
     assert record["sensitivity_keep_float"] == {"count": 1, "nodes": [first], "file": str(out)}
+
+
+@pytest.mark.parametrize("metric", ["step", "image"])
+def test_clipped_model_output_reaches_the_probe(ranked: Path, metric: str) -> None:
+    """The ranking's inputs follow the sampler the user samples with, and the settings record it."""
+    info = WorkDir(ranked).load_export_info()
+    cfgs = [SensitivityConfig(steps=6, points=2, num=2, metric=metric, clipped_model_output=flag)
+            for flag in (None, True)]
+    (plain, _), (clipped, settings) = (make_probe(ranked / "model.onnx", info, cfg) for cfg in cfgs)
+    assert settings["use_clipped_model_output"] is True
+    if metric == "step":
+        assert not np.array_equal(plain.feeds[-1]["sample"], clipped.feeds[-1]["sample"])  # type: ignore[attr-defined]
+    else:
+        assert clipped.clipped_model_output is True and plain.clipped_model_output is None  # type: ignore[attr-defined]
