@@ -5,6 +5,9 @@ PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
 WORK ?= work/digits-ddpm
 MODEL ?= models/digits-ddpm
+# The reference model's scheduler clips x0 (clip_sample): step with eps re-derived from the clipped x0, or some
+# trajectories leave the UNet's training range even in FP32 (README, "Measured"). DEMO_FLAGS= runs diffusers' default.
+DEMO_FLAGS ?= --use-clipped-model-output
 
 .PHONY: setup demo test test-gpu typecheck lint-docker lint-python chromium bench clean
 
@@ -21,7 +24,7 @@ $(STAMP): requirements.txt requirements-dev.txt
 	touch $@
 
 demo: setup
-	$(PY) -m tools pipeline --model $(MODEL) $(WORK) --force
+	$(PY) -m tools pipeline --model $(MODEL) $(WORK) --force $(DEMO_FLAGS)
 
 # The suite: type-check the TensorRT layer, lint the Dockerfile, then the tests (gpu-marked ones skip without CUDA).
 test: setup typecheck lint-docker lint-python chromium
