@@ -251,8 +251,8 @@ def main(argv: list[str] | None = None) -> int:
         f"(|x_t| > {ABS_LIMIT:g}; engines/trajectory_health.py). The FP32 reference: "
         + "; ".join(f"{label}: {h['images_off_distribution']} (peak |x_t| {h['peak_abs']:.1f})"
                     for label, h in ref_health.items())
-        + ". Images from off-range trajectories are extrapolations of the UNet in FP32 too (blotched digits); "
-        "quantization error there is amplified far beyond the in-range rows.",
+        + ". An off-range trajectory runs the UNet outside what it was trained on, in FP32 too (its digit comes "
+        "out blotched); a row whose FP32 reference has off-range trajectories compares against those images.",
         "- PSNR: dB over all images against the FP32 images from the same noise; FD-digits: Fréchet distance of "
         "the in-repo digit classifier's 32-d features (validation/digit_classifier.py); agree: same predicted digit.",
         "",
