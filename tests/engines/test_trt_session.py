@@ -93,8 +93,14 @@ def test_ort_gpu_backend_needs_onnxruntime_gpu(tiny_work: Path) -> None:
 
 # --- GPU -------------------------------------------------------------------------------------------------------------
 def _ddim(work: Path, session: Session, noise: np.ndarray, steps: int = 50) -> np.ndarray:
+    """DDIM with eps re-derived from the clipped x0: under the reference model's clip_sample config the default step
+    lets some FP32 trajectories leave the training range (engines/trajectory_health.py), which would make the
+    comparison measure those, not the engine. Asserts that every trajectory stayed in range."""
     scheduler = make_scheduler("ddim", WorkDir(work).load_export_info()["scheduler"])
-    return DenoiseRunner(session, scheduler, batch_size=noise.shape[0]).sample(noise, steps, seed=0)
+    runner = DenoiseRunner(session, scheduler, batch_size=noise.shape[0])
+    out = runner.sample(noise, steps, seed=0, use_clipped_model_output=True)
+    assert runner.health.off_images == [], runner.health.summary()
+    return out
 
 
 @pytest.mark.gpu
