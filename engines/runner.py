@@ -121,9 +121,11 @@ class DenoiseRunner:
         return x.numpy().astype(np.float32, copy=False)
 
 
-def clipped_output_hint(scheduler: Any) -> str:
+def clipped_output_hint(scheduler: Any, use_clipped_model_output: bool | None = None) -> str:
     """What to try when trajectories leave the training range under a scheduler that clips x0 but keeps the UNet's
-    eps (diffusers' DDIM default), else ""."""
+    eps (diffusers' DDIM default); "" when the option was already set or does not apply."""
+    if use_clipped_model_output:
+        return ""
     clips = bool(getattr(scheduler, "config", {}).get("clip_sample", False))
     if clips and "use_clipped_model_output" in _accepted(scheduler, {"use_clipped_model_output": True}):
         return ("the scheduler clips x0 (clip_sample) but steps with the UNet's eps; --use-clipped-model-output "

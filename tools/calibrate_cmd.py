@@ -15,7 +15,7 @@ from calibrators.sources import METHODS, SourceConfig
 from common.errors import UserError
 from common.workdir import WorkDir
 from engines.schedulers import SCHEDULERS
-from tools.cli_parser import CliParser
+from tools.cli_parser import CliParser, add_clipped_model_output
 from tools.sample_cmd import load_array
 
 
@@ -32,9 +32,7 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
                    help="NDTC std as a fraction of T (PTQ4DM's script 0.4; the paper's T/2 is 0.5)")
     g.add_argument("--every", type=int, default=0, help="uniform: keep every k-th step (default steps//10)")
     g.add_argument("--single-step", type=int, default=-1, help="single-step: sampler step index (default middle)")
-    g.add_argument("--use-clipped-model-output", action="store_true", default=None,
-                   help="trajectories step with eps re-derived from the clipped x0 (diffusers' use_clipped_model_output;"
-                        " calibrate as you will sample)")
+    add_clipped_model_output(g, "; calibrate as you will sample")
     g.add_argument("--cond", type=Path, help="conditional models: .npy of encoder_hidden_states N×L×D")
     g.add_argument("--guidance-scale", type=float, default=7.5)
     e = p.add_argument_group("ranges")

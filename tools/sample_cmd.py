@@ -19,7 +19,7 @@ from engines.backends import BACKENDS, open_session
 from engines.timestep_routed import TimestepRoutedSession
 from engines.runner import Conditioning, DenoiseRunner, clipped_output_hint, to_images
 from engines.schedulers import SCHEDULERS, make_scheduler
-from tools.cli_parser import CliParser
+from tools.cli_parser import CliParser, add_clipped_model_output
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -38,9 +38,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--uncond", type=Path, help=".npy of unconditional encoder_hidden_states for guidance")
     p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance (conditional models)")
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
-    p.add_argument("--use-clipped-model-output", action="store_true", default=None,
-                   help="DDIM-type schedulers: step with eps re-derived from the clipped x0 (diffusers' "
-                        "use_clipped_model_output; default: unset, as diffusers' pipelines)")
+    add_clipped_model_output(p)
     p.add_argument("--float-above-t", type=float, default=None, metavar="T",
                    help="with --precision int8: run the FP32 model at time steps >= T (the first, high-noise steps, "
                         "where an x0-predicting sampler divides the UNet's error by sqrt(alpha_bar)), INT8 below")
@@ -116,7 +114,7 @@ def main(argv: list[str]) -> int:
                                 use_clipped_model_output=args.use_clipped_model_output)
         seconds = time.perf_counter() - start
     print(file=sys.stderr)
-    warning = runner.health.warning("" if args.use_clipped_model_output else clipped_output_hint(scheduler))
+    warning = runner.health.warning(clipped_output_hint(scheduler, args.use_clipped_model_output))
     if warning:
         print(warning)
     stem = out.with_suffix("")

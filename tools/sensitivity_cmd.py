@@ -21,7 +21,7 @@ from engines.ort_session import OrtSession
 from engines.runner import DenoiseRunner
 from engines.schedulers import SCHEDULERS, make_scheduler
 from exporter.qdq_policy import QDQPolicy
-from tools.cli_parser import CliParser
+from tools.cli_parser import CliParser, add_clipped_model_output
 from validation.sensitivity import METRICS, ErrorProbe, ImageProbe, SensitivityConfig, StepProbe, rank_layers
 from validation.sensitivity_file import FILE_NAME, SensitivityResult
 from validation.trajectory_inputs import spread_steps, trajectory_feeds
@@ -41,8 +41,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--metric", default="step", choices=list(METRICS),
                    help="step: UNet output at --points trajectory steps (fast); image: final images of the whole "
                         "--steps loop from --num seeds (slower, follows error accumulation)")
-    p.add_argument("--use-clipped-model-output", action="store_true", default=None,
-                   help="DDIM-type schedulers: eps re-derived from the clipped x0 (as sample)")
+    add_clipped_model_output(p)
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
     p.add_argument("--out", type=Path, help=f"ranking file (default WORK/report/{FILE_NAME})")
     args = p.parse_args(argv)

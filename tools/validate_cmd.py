@@ -19,7 +19,7 @@ from engines.backends import resolve_backend
 from engines.runner import clipped_output_hint
 from engines.schedulers import SCHEDULERS, make_scheduler
 from engines.trajectory_health import TrajectoryHealth
-from tools.cli_parser import CliParser
+from tools.cli_parser import CliParser, add_clipped_model_output
 from tools.sample_cmd import load_array
 from validation.validate import (
     Thresholds,
@@ -48,8 +48,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--num", type=int, default=4, help="trajectories per compared time step")
     g.add_argument("--images", type=int, default=16, help="seeds for the final-image metrics (0: skip)")
     g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--use-clipped-model-output", action="store_true", default=None,
-                   help="DDIM-type schedulers: eps re-derived from the clipped x0 (as sample)")
+    add_clipped_model_output(g)
     g.add_argument("--verbose", action="store_true", help="show Polygraphy's own comparison log")
     g.add_argument("--cond", type=Path, help="conditional models: .npy of encoder_hidden_states")
     g.add_argument("--guidance-scale", type=float, default=7.5)
@@ -120,7 +119,7 @@ def main(argv: list[str]) -> int:
         images = image_metrics(ref, img, args.classifier, args.inception_onnx)
         images["fp32_off_range"], images["quantized_off_range"] = (
             float(h.summary()["images_off_distribution"]) for h in health)  # type: ignore[arg-type]
-        hint = "" if cfg.clipped_model_output else clipped_output_hint(make_scheduler(cfg.scheduler, info["scheduler"]))
+        hint = clipped_output_hint(make_scheduler(cfg.scheduler, info["scheduler"]), cfg.clipped_model_output)
         for name, h in zip(("FP32", args.precision.upper()), health, strict=True):
             if (warning := h.warning(hint)) is not None:
                 print(f"  {name} {warning}")
