@@ -15,16 +15,17 @@ from pathlib import Path
 
 import onnx
 
-from benchmarks.accuracy import Sampler, ensure_export, sample_images
+from benchmarks.accuracy import Sampler, ensure_export, final_images
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, calibrate
+from quantization.qdq_rules import calibration_tensors
 from calibrators.estimators import EstimatorConfig
 from calibrators.ranges import TensorRanges
 from calibrators.sources import SourceConfig
 from engines.runner import seeded_noise
-from exporter.qdq_insert import QDQPlan, plan_qdq, rewrite
-from exporter.qdq_policy import QDQPolicy
+from quantization.qdq_insert import QDQPlan, plan_qdq, rewrite
+from quantization.qdq_policy import QDQPolicy
 from validation.image_metrics import psnr
 
 EDGES = ("*/conv_in/*", "*/conv_out/*")
@@ -42,7 +43,7 @@ def main(argv: list[str] | None = None) -> int:
     info = work.load_export_info()
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     noise = seeded_noise((c, h, w), range(args.num))
-    ref = sample_images(work.model, info, noise, Sampler(args.steps))
+    ref = final_images(work.model, info, noise, Sampler(args.steps))
     model = onnx.load(str(work.model))
     cache: dict[tuple[str, str], TensorRanges] = {}
 
@@ -50,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
         if (method, est) not in cache:
             cfg = CalibrateConfig(SourceConfig(method=method, samples=256, steps=50), EstimatorConfig(est),
                                   AggregationConfig("global"), attention=True)
-            cache[(method, est)] = calibrate(work, cfg, progress=False)
+            cache[(method, est)] = calibrate(work, cfg, calibration_tensors, progress=False)
         return cache[(method, est)]
 
     rows: list[list[object]] = []
@@ -61,7 +62,7 @@ def main(argv: list[str] | None = None) -> int:
             tweak(plan)
         out = work.root / "ablation.onnx"
         onnx.save(rewrite(model, plan, policy), str(out))
-        value = psnr(sample_images(out, info, noise, Sampler(args.steps)), ref)
+        value = psnr(final_images(out, info, noise, Sampler(args.steps)), ref)
         rows.append([label, f"{value:.2f}"])
         print(f"{label:70s} {value:6.2f} dB", flush=True)
 

@@ -23,19 +23,19 @@ import onnx
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
+from quantization.qdq_rules import calibration_tensors
 from calibrators.estimators import EstimatorConfig
 from calibrators.ranges import TensorRanges
 from calibrators.sources import SourceConfig
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
-from engines.runner import DenoiseRunner, seeded_noise, to_images
+from engines.runner import sample_images, seeded_noise
 from engines.schedulers import make_scheduler
 from engines.trajectory_health import ABS_LIMIT, TrajectoryHealth
-from calibrators.weight_rounding import RoundingConfig, learn_rounding
-from exporter.qdq_insert import plan_qdq, rewrite
-from exporter.weight_memory import weight_memory
-from exporter.qdq_policy import QDQPolicy
+from quantization.quantize import quantize
+from quantization.weight_memory import weight_memory
+from quantization.qdq_policy import QDQPolicy
 from validation.digit_classifier import DigitFeatures
 from validation.image_metrics import frechet_distance, psnr, ssim
 
@@ -105,19 +105,19 @@ class Sampler:
             ", clipped eps" if self.clipped_eps else "")
 
 
-def sample_images(model: Path, info: dict, noise: np.ndarray, sampler: Sampler,  # type: ignore[type-arg]
-                  health: list[TrajectoryHealth] | None = None) -> np.ndarray:
-    """Final images in [0, 1] from ``noise`` with ``sampler``; the runner's trajectory health is appended to
-    ``health`` when given."""
+def final_images(model: Path, info: dict, noise: np.ndarray, sampler: Sampler,  # type: ignore[type-arg]
+                 health: list[TrajectoryHealth] | None = None) -> np.ndarray:
+    """Final images in [0, 1] from ``noise`` with ``sampler`` (the library's ``sample_images`` on ONNX Runtime);
+    the run's trajectory health is appended to ``health`` when given."""
     config = dict(info["scheduler"])
     if sampler.clip_sample is not None:
         config["clip_sample"] = sampler.clip_sample
     with OrtSession(model) as sess:
-        runner = DenoiseRunner(sess, make_scheduler("ddim", config), batch_size=64)
-        out = to_images(runner.sample(noise, sampler.steps, use_clipped_model_output=sampler.clipped_eps))
+        run = sample_images(sess, make_scheduler("ddim", config), noise, sampler.steps, batch_size=64,
+                            use_clipped_model_output=sampler.clipped_eps)
     if health is not None:
-        health.append(runner.health)
-    return out
+        health.append(run.health)
+    return run.images
 
 
 def fp16_weights(model: Path, out: Path) -> Path:
@@ -148,14 +148,11 @@ def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, Tenso
         return out
     policy = QDQPolicy(target=v.target, weight_bits=v.weight_bits, shortcut=v.shortcut, weight_rounding=v.rounding,
                        int4_scope=v.int4_scope)
-    model = onnx.load(str(work.model))
-    plan = plan_qdq(model, ranges[v.method], policy)
-    rounded = None
-    if v.rounding == "adaround":
-        rounded, report = learn_rounding(model, plan, policy, samples_for[v.method], RoundingConfig(), work.root,
-                                         progress=False)
-        rounding_seconds[v.label] = report["seconds_total"]
-    onnx.save(rewrite(model, plan, policy, rounded=rounded), str(out))
+    qmodel, record = quantize(onnx.load(str(work.model)), ranges[v.method], policy, samples=samples_for[v.method],
+                              scratch_dir=work.root, progress=False)
+    if record.weight_rounding is not None:
+        rounding_seconds[v.label] = record.weight_rounding["seconds_total"]
+    onnx.save(qmodel, str(out))
     return out
 
 
@@ -188,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
         cfg = CalibrateConfig(SourceConfig(method=method, samples=args.samples, steps=50),
                               EstimatorConfig("mse"), AggregationConfig("groups", groups=4))
         start = time.perf_counter()
-        ranges[method] = calibrate(work, cfg, progress=False)
+        ranges[method] = calibrate(work, cfg, calibration_tensors, progress=False)
         calib_seconds[method] = time.perf_counter() - start
         samples_for[method] = generate_samples(work, info, cfg, sha, progress=False)
     out_dir = work.root / "bench-models"
@@ -207,12 +204,12 @@ def main(argv: list[str] | None = None) -> int:
     ref_health: dict[str, dict] = {}  # type: ignore[type-arg]
     for sampler in samplers:
         health: list[TrajectoryHealth] = []
-        ref = sample_images(work.model, info, noise, sampler, health)
+        ref = final_images(work.model, info, noise, sampler, health)
         ref_health[sampler.label] = health[0].summary()
         ref_feat = features.features(ref)
         ref_label = features.predict(ref)
         for v in variants:
-            img = sample_images(models[v.label], info, noise, sampler, health)
+            img = final_images(models[v.label], info, noise, sampler, health)
             r = {
                 "psnr": psnr(img, ref), "ssim": ssim(img, ref),
                 "fd": frechet_distance(features.features(img), ref_feat),

@@ -20,23 +20,23 @@ from benchmarks.accuracy import CLASSIFIER, ensure_export
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, calibrate
+from quantization.qdq_rules import calibration_tensors
 from calibrators.estimators import EstimatorConfig
 from calibrators.sources import SourceConfig
 from engines.ort_session import OrtSession
-from engines.runner import DenoiseRunner, seeded_noise, to_images
+from engines.runner import sample_images, seeded_noise
 from engines.schedulers import make_scheduler
 from engines.session import Session
 from engines.timestep_routed import TimestepRoutedSession
-from exporter.qdq_insert import insert_qdq
-from exporter.qdq_policy import QDQPolicy
+from quantization.quantize import quantize
+from quantization.qdq_policy import QDQPolicy
 from validation.digit_classifier import DigitFeatures
 from validation.image_metrics import psnr
 
 
 def images(session: Session, info: dict, noise: np.ndarray, steps: int) -> np.ndarray:  # type: ignore[type-arg]
     with session:
-        return to_images(DenoiseRunner(session, make_scheduler("ddim", info["scheduler"]), batch_size=64)
-                         .sample(noise, steps))
+        return sample_images(session, make_scheduler("ddim", info["scheduler"]), noise, steps, batch_size=64).images
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -50,10 +50,10 @@ def main(argv: list[str] | None = None) -> int:
     info = work.load_export_info()
     cfg = CalibrateConfig(SourceConfig(method="ndtc", samples=256, steps=50), EstimatorConfig("mse"),
                           AggregationConfig("groups", groups=4))
-    ranges = calibrate(work, cfg, progress=False)
+    ranges = calibrate(work, cfg, calibration_tensors, progress=False)
     int8 = work.root / "bench-models" / "float_steps_int8.onnx"
     int8.parent.mkdir(exist_ok=True)
-    onnx.save(insert_qdq(onnx.load(str(work.model)), ranges, QDQPolicy(target="onnxruntime")), str(int8))
+    onnx.save(quantize(onnx.load(str(work.model)), ranges, QDQPolicy(target="onnxruntime"))[0], str(int8))
     features = DigitFeatures(CLASSIFIER)
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     noise = seeded_noise((c, h, w), range(args.num))

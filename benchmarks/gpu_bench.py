@@ -24,7 +24,8 @@ import numpy as np
 from common.atomic import write_json
 from common.errors import UserError
 from common.workdir import WorkDir
-from engines.runner import Conditioning, DenoiseRunner
+from engines.conditioning import Conditioning
+from engines.runner import DenoiseRunner
 from engines.schedulers import make_scheduler
 from engines.trt_plan import PRECISIONS, plan_path, read_plan_info
 from engines.trt_session import TrtSession

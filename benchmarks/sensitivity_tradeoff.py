@@ -30,9 +30,9 @@ from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
-from engines.runner import DenoiseRunner, seeded_noise, to_images
+from engines.runner import sample_images, seeded_noise
 from engines.schedulers import make_scheduler
-from exporter.qdq_policy import QDQPolicy
+from quantization.qdq_policy import QDQPolicy
 from tools.__main__ import main as cli
 from validation.image_metrics import psnr, ssim
 from validation.latency import step_latency_ms
@@ -70,8 +70,7 @@ def ranking(work: WorkDir, metric: str, flags: list[str]) -> tuple[Path, Sensiti
 def images(model: Path, info: dict[str, Any], noise: np.ndarray, steps: int) -> np.ndarray:
     """Final images in [0, 1] from ``noise`` (N×C×H×W) with DDIM ``steps``."""
     with OrtSession(model) as sess:
-        return to_images(DenoiseRunner(sess, make_scheduler("ddim", info["scheduler"]), batch_size=len(noise))
-                         .sample(noise, steps))
+        return sample_images(sess, make_scheduler("ddim", info["scheduler"]), noise, steps).images
 
 
 def _short(nodes: list[str]) -> str:

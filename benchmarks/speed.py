@@ -30,14 +30,15 @@ import onnx
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
+from quantization.qdq_rules import calibration_tensors
 from calibrators.estimators import EstimatorConfig
 from calibrators.sources import SourceConfig
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession, session_options
-from exporter.qdq_insert import insert_qdq
-from exporter.qdq_policy import QDQPolicy
-from exporter.weight_memory import weight_memory
+from quantization.quantize import quantize
+from quantization.qdq_policy import QDQPolicy
+from quantization.weight_memory import weight_memory
 
 
 def prepare(work: WorkDir, source: list[str], calib_samples: int) -> dict[str, Path]:
@@ -50,17 +51,17 @@ def prepare(work: WorkDir, source: list[str], calib_samples: int) -> dict[str, P
     info = work.load_export_info()
     cfg = CalibrateConfig(SourceConfig(method="ndtc", samples=calib_samples, steps=20),
                           EstimatorConfig("max"), AggregationConfig("global"))
-    ranges = calibrate(work, cfg, progress=False)
+    ranges = calibrate(work, cfg, calibration_tensors, progress=False)
     samples = generate_samples(work, info, cfg, onnx_model_sha256(work.model), progress=False)
     out = work.root / "speed-models"
     out.mkdir(exist_ok=True)
     paths = {"ORT FP32": work.model}
     ours = out / "ours_int8.onnx"
-    onnx.save(insert_qdq(onnx.load(str(work.model)), ranges, QDQPolicy(target="onnxruntime")), str(ours))
+    onnx.save(quantize(onnx.load(str(work.model)), ranges, QDQPolicy(target="onnxruntime"))[0], str(ours))
     paths["ours INT8 (onnxruntime target)"] = ours
     w4 = out / "ours_int8_conv_int4_linear.onnx"
     policy = QDQPolicy(target="onnxruntime", weight_bits=4, int4_scope="linear")
-    onnx.save(insert_qdq(onnx.load(str(work.model)), ranges, policy), str(w4))
+    onnx.save(quantize(onnx.load(str(work.model)), ranges, policy)[0], str(w4))
     paths["ours INT8 conv + INT4 linear (MatMulNBits)"] = w4
     for label, ops in (("ORT quantize_static (all ops)", None), ("ORT quantize_static (Conv/MatMul/Gemm)",
                                                                   ["Conv", "MatMul", "Gemm"])):

@@ -34,8 +34,8 @@ def unit_ranges(model: onnx.ModelProto):  # type: ignore[no-untyped-def]
     from calibrators.aggregation import AggregationConfig
     from calibrators.estimators import EstimatorConfig
     from calibrators.ranges import CalibrationSettings, TensorRanges
-    from exporter.qdq_insert import split_shortcuts
-    from exporter.qdq_rules import calibration_tensors
+    from exporter.shortcut_split import split_shortcuts
+    from quantization.qdq_rules import calibration_tensors
 
     tensors = set(calibration_tensors(model)) | set(calibration_tensors(split_shortcuts(model)))
     settings = CalibrationSettings(method="none", params={}, estimator=EstimatorConfig("max"),
@@ -45,9 +45,9 @@ def unit_ranges(model: onnx.ModelProto):  # type: ignore[no-untyped-def]
 
 def measure(work: Path) -> dict[str, object]:
     """Weight memory of the FP32 model and of each variant; parameter counts of Conv vs MatMul/Gemm weights."""
-    from exporter.qdq_insert import insert_qdq
-    from exporter.qdq_policy import QDQPolicy
-    from exporter.weight_memory import weight_memory
+    from quantization.quantize import quantize
+    from quantization.qdq_policy import QDQPolicy
+    from quantization.weight_memory import weight_memory
 
     model = onnx.load(str(work / "model.onnx"))
     inits = {i.name: i for i in model.graph.initializer}
@@ -59,7 +59,7 @@ def measure(work: Path) -> dict[str, object]:
     ranges = unit_ranges(model)
     out: dict[str, object] = {"params": params, "FP32": weight_memory(model).total}
     for label, kwargs in VARIANTS.items():
-        q = insert_qdq(model, ranges, QDQPolicy(target="tensorrt", **kwargs))  # type: ignore[arg-type]
+        q = quantize(model, ranges, QDQPolicy(target="tensorrt", **kwargs))[0]  # type: ignore[arg-type]
         out[label] = weight_memory(q).total
         del q
     return out
@@ -92,7 +92,7 @@ def main(argv: list[str] | None = None) -> int:
             print(rows[-1], flush=True)
     body = "\n".join([
         *section_head("Weight memory of the quantization variants", command),
-        "- MiB of initializers of the Q/DQ model (`exporter/weight_memory.py`: INT4 packed two per byte; scales, "
+        "- MiB of initializers of the Q/DQ model (`quantization/weight_memory.py`: INT4 packed two per byte; scales, "
         "float biases and float layers included), `tensorrt` target. Activation ranges do not change memory: every "
         "activation gets amax 1.0 here. Linear share: MatMul/Gemm weights among all Conv/MatMul/Gemm weights. "
         "Saving: relative to W8A8 (negative = larger).",

@@ -8,63 +8,20 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
-from typing import Any
+from collections.abc import Sequence
 
 import numpy as np
 
 from calibrators.collectors import StepStats
-from calibrators.estimators import EstimatorConfig, config_kwargs, estimate_amax
+from calibrators.estimators import EstimatorConfig, estimate_amax
+from calibrators.settings import (  # noqa: F401  (re-exported: the aggregation settings)
+    AGGREGATIONS,
+    MEAN_DIVISORS,
+    AggregationConfig,
+    GroupBounds,
+    group_of,
+)
 from common.errors import UserError
-
-AGGREGATIONS = ("global", "min-mean", "groups")
-MEAN_DIVISORS = ("steps", "calls")
-
-#: Inclusive time-step range ``(first, last)`` of one group.
-GroupBounds = tuple[int, int]
-
-
-@dataclass(frozen=True)
-class AggregationConfig:
-    """How per-step statistics become ranges.
-
-    method: "global", "min-mean" or "groups".
-    groups: K, the number of step groups for "groups" (>= 1).
-    step_fraction: for "min-mean", the fraction of sampler steps used, counted from the first (noisiest) step;
-        ModelOpt's ``percentile`` argument (1.0 = all steps).
-    mean_divisor: for "min-mean", what the per-step sum of per-call abs-maxes is divided by: "steps" is ModelOpt's
-        code as written (the number of steps), "calls" the number of calls at that step (a true mean).
-    """
-
-    method: str = "global"
-    groups: int = 4
-    step_fraction: float = 1.0
-    mean_divisor: str = "steps"
-
-    def __post_init__(self) -> None:
-        if self.method not in AGGREGATIONS:
-            raise UserError(f"aggregation method must be one of {list(AGGREGATIONS)}, got {self.method!r}")
-        if isinstance(self.groups, bool) or not isinstance(self.groups, (int, np.integer)) or self.groups < 1:
-            raise UserError(f"aggregation groups must be an integer >= 1, got {self.groups!r}")
-        if isinstance(self.step_fraction, bool) or not isinstance(self.step_fraction, (int, float, np.floating)):
-            raise UserError(f"aggregation step_fraction must be a number in (0, 1], got {self.step_fraction!r}")
-        if not 0.0 < float(self.step_fraction) <= 1.0:
-            raise UserError(f"aggregation step_fraction must be in (0, 1], got {self.step_fraction!r}")
-        if self.mean_divisor not in MEAN_DIVISORS:
-            raise UserError(f"aggregation mean_divisor must be one of {list(MEAN_DIVISORS)}, got {self.mean_divisor!r}")
-        object.__setattr__(self, "groups", int(self.groups))
-        object.__setattr__(self, "step_fraction", float(self.step_fraction))
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values, one key per field."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> AggregationConfig:
-        """Inverse of ``to_dict``; UserError on unknown keys or bad values."""
-        return cls(**config_kwargs(cls, data, "aggregation"))
-
 
 def amax_global(stats: StepStats, config: EstimatorConfig) -> float:
     """The estimator on the histogram of all steps."""
@@ -123,16 +80,6 @@ def split_groups(steps: Sequence[int] | np.ndarray, k: int) -> list[GroupBounds]
     firsts = [int(part[0]) for part in parts]
     lasts = [f - 1 for f in firsts[1:]] + [int(distinct[-1])]
     return list(zip(firsts, lasts, strict=True))
-
-
-def group_of(bounds: Sequence[GroupBounds], t: int) -> int:
-    """Index of the group holding time step ``t``; steps outside every group go to the nearest end group."""
-    if not bounds:
-        raise ValueError("no groups")
-    for index, (first, last) in enumerate(bounds):
-        if first <= t <= last:
-            return index
-    return 0 if t < bounds[0][0] else len(bounds) - 1
 
 
 def step_groups(steps: Sequence[int] | np.ndarray, bounds: Sequence[GroupBounds]) -> dict[int, int]:

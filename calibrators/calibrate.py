@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 from collections import defaultdict
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -17,17 +18,18 @@ from calibrators.calib_store import find_cached, load_cached, save_samples, sett
 from calibrators.collectors import StatsCollector, TensorStats
 from calibrators.estimators import EstimatorConfig
 from calibrators.graph_taps import batch_samples, tapped_session
-from calibrators.ranges import TensorRanges, ranges_from_stats
+from calibrators.range_estimation import ranges_from_stats
+from calibrators.ranges import TensorRanges
 from calibrators.sample import CalibSample
 from calibrators.sources import SourceConfig, TrajectorySource
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
-from engines.runner import Conditioning, DenoiseRunner
+from engines.conditioning import Conditioning, conditioning_for
+from engines.runner import DenoiseRunner
 from engines.schedulers import make_scheduler
-from exporter.qdq_insert import split_shortcuts
+from exporter.shortcut_split import split_shortcuts
 from exporter.shape_info import infer_value_info
-from exporter.qdq_rules import calibration_tensors
 
 
 @dataclass(frozen=True)
@@ -44,6 +46,10 @@ class CalibrateConfig:
     tap_budget_gb: float = 4.0  # tapped outputs held at once (a larger model is tapped in several passes)
 
 
+# (model, attention) -> the activation tensors a Q/DQ rule may quantize (quantization.qdq_rules.calibration_tensors).
+# Calibration does not know the placement rules (they belong to the stage after it): the caller hands them in.
+TensorSelector = Callable[[onnx.ModelProto, bool], list[str]]
+
 COLLECT_PARAMS = ("batch_rows", "attention")  # recorded in the ranges' params beside the source settings
 
 
@@ -53,31 +59,20 @@ def cached_samples_for(calib_dir: Path, ranges: TensorRanges) -> list[CalibSampl
     return find_cached(calib_dir, ranges.model_sha256, source)
 
 
-def conditioning_for(info: dict[str, Any], cond: np.ndarray | None, seed: int, guidance: float) -> Conditioning | None:
-    """Conditioning of a conditional model: given embeddings, or seeded random ones (random-weight models);
-    the unconditional embedding is zeros; guidance as in sampling."""
-    spec = info["inputs"].get("encoder_hidden_states")
-    if spec is None:
-        return None
-    _, length, dim = spec["shape"]
-    if cond is None:
-        cond = np.random.default_rng(seed + 7).standard_normal((8, length, dim)).astype(np.float32)
-    return Conditioning(cond.astype(np.float32), np.zeros((1, length, dim), np.float32), guidance)
-
-
 def generate_samples(work: WorkDir, info: dict[str, Any], cfg: CalibrateConfig, model_sha: str,
-                     cond: np.ndarray | None = None, progress: bool = True) -> list[CalibSample]:
+                     cond: Conditioning | None = None, progress: bool = True) -> list[CalibSample]:
     """Calibration samples for ``cfg.source``: from ``calib/`` when cached for the same settings, else generated
     with the FP32 model through the runner's scheduler loop and cached."""
     settings = {"model_sha256": model_sha, "source": cfg.source.to_json(),
-                "cond_sha": None if cond is None else settings_key({"c": cond.round(6).tolist()})}
+                "cond_sha": None if cond is None else conditioning_key(cond)}
     cached = load_cached(work.calib_dir, settings)
     if cached is not None:
         print(f"reusing {len(cached)} cached calibration samples from {work.calib_dir / settings_key(settings)}")
         return cached
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     scheduler = make_scheduler(cfg.source.scheduler, info["scheduler"])
-    conditioning = conditioning_for(info, cond, cfg.source.seed, cfg.source.guidance_scale)
+    conditioning = cond if cond is not None else conditioning_for(info["inputs"], guidance_scale=cfg.source.guidance_scale,
+                                                                  seed=cfg.source.seed)
     with OrtSession(work.model, threads=cfg.threads) as sess:
         runner = DenoiseRunner(sess, scheduler, batch_size=cfg.batch_rows)
         source = TrajectorySource(runner, cfg.source, (c, h, w), int(info["scheduler"]["num_train_timesteps"]),
@@ -86,6 +81,12 @@ def generate_samples(work: WorkDir, info: dict[str, Any], cfg: CalibrateConfig, 
                      disable=not progress, mininterval=2)
         samples = save_samples(work.calib_dir, settings, items)
     return samples
+
+
+def conditioning_key(cond: Conditioning) -> str:
+    """Cache key of given conditioning (its rows and guidance), so samples made with other embeddings are not reused."""
+    arrays = [cond.cond, cond.uncond if cond.uncond is not None else np.zeros(0)]
+    return settings_key({"c": [a.round(6).tolist() for a in arrays], "w": cond.guidance_scale})
 
 
 def tap_groups(model: onnx.ModelProto, tensors: list[str], rows: int, budget_bytes: int) -> list[list[str]]:
@@ -144,9 +145,10 @@ def collect(model: onnx.ModelProto, scratch_dir: Path, samples: list[CalibSample
     return collector.finalize()
 
 
-def calibrate(work: WorkDir, cfg: CalibrateConfig, cond: np.ndarray | None = None,
+def calibrate(work: WorkDir, cfg: CalibrateConfig, tensors: TensorSelector, cond: Conditioning | None = None,
               progress: bool = True) -> TensorRanges:
-    """Calibrate ``work``'s FP32 model and return its ranges (not yet saved)."""
+    """Calibrate ``work``'s FP32 model and return its ranges (not yet saved): statistics of every tensor
+    ``tensors`` selects, on the model and on its shortcut-split twin."""
     info = work.load_export_info()
     model_path = work.model_for("fp32")
     model_sha = onnx_model_sha256(model_path)
@@ -156,9 +158,9 @@ def calibrate(work: WorkDir, cfg: CalibrateConfig, cond: np.ndarray | None = Non
     # --shortcut mode and every target.
     model = onnx.load(str(model_path))
     split = split_shortcuts(model)
-    tensors = sorted(set(calibration_tensors(model, cfg.attention)) | set(calibration_tensors(split, cfg.attention)))
+    names = sorted(set(tensors(model, cfg.attention)) | set(tensors(split, cfg.attention)))
     del model
-    stats = collect(split, work.root, samples, tensors, cfg, progress)
+    stats = collect(split, work.root, samples, names, cfg, progress)
     params = {**cfg.source.to_json(), **{k: getattr(cfg, k) for k in COLLECT_PARAMS}}
     return ranges_from_stats(stats, cfg.estimator, cfg.aggregation, model_sha256=model_sha,
                              calibration=cfg.source.method, calibration_params=params, seed=cfg.source.seed)

@@ -12,97 +12,21 @@ TensorRT does; ``max`` uses the exact abs-max. A tensor that was all zeros gets 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import MISSING, asdict, dataclass, fields
-from typing import Any
+from collections.abc import Callable
 
 import numpy as np
 
 from calibrators.histogram import AbsHistogram
-from common.errors import UserError
+from calibrators.settings import (  # noqa: F401  (re-exported: the estimator settings)
+    ESTIMATOR_METHODS,
+    SUPPORTED_BITS,
+    EstimatorConfig,
+    config_kwargs,
+    qmax_for,
+)
 
 #: amax given to a tensor whose every value was 0 (any positive scale represents it exactly).
 ZERO_TENSOR_AMAX = 1.0
-
-SUPPORTED_BITS = (8, 4)
-
-
-def qmax_for(bits: int) -> int:
-    """Largest quantized magnitude of a symmetric signed ``bits``-bit integer: 127 for 8, 7 for 4."""
-    return 2 ** (bits - 1) - 1
-
-
-@dataclass(frozen=True)
-class EstimatorConfig:
-    """How to turn a histogram into an amax.
-
-    method: a key of ``ESTIMATORS`` ("max", "percentile", "mse", "entropy").
-    bits: 8 or 4. percentile: in (0, 100], for "percentile".
-    p: the Lp exponent of the "mse" error (2.0 = MSE; PTQ4DM and Q-Diffusion use 2.4).
-    mse_candidates: "mse" tries amax = absmax * k / mse_candidates for k = 1 .. mse_candidates.
-    entropy_start_bin: "entropy" tries clipping at bin edges from this bin on (TensorRT: 128).
-    """
-
-    method: str
-    bits: int = 8
-    percentile: float = 99.99
-    p: float = 2.0
-    mse_candidates: int = 200
-    entropy_start_bin: int = 128
-
-    def __post_init__(self) -> None:
-        if not isinstance(self.method, str) or self.method not in ESTIMATORS:
-            raise UserError(f"estimator method must be one of {sorted(ESTIMATORS)}, got {self.method!r}")
-        if not _is_int(self.bits) or self.bits not in SUPPORTED_BITS:
-            raise UserError(f"estimator bits must be one of {list(SUPPORTED_BITS)}, got {self.bits!r}")
-        if not _is_real(self.percentile) or not 0.0 < self.percentile <= 100.0:
-            raise UserError(f"estimator percentile must be in (0, 100], got {self.percentile!r}")
-        if not _is_real(self.p) or not 0.0 < self.p <= 16.0:
-            raise UserError(f"estimator p must be in (0, 16], got {self.p!r}")
-        if not _is_int(self.mse_candidates) or not 2 <= self.mse_candidates <= 100_000:
-            raise UserError(f"estimator mse_candidates must be an integer in [2, 100000], got {self.mse_candidates!r}")
-        if not _is_int(self.entropy_start_bin) or self.entropy_start_bin < 1:
-            raise UserError(f"estimator entropy_start_bin must be an integer >= 1, got {self.entropy_start_bin!r}")
-        object.__setattr__(self, "percentile", float(self.percentile))
-        object.__setattr__(self, "p", float(self.p))
-
-    @property
-    def qmax(self) -> int:
-        """127 for 8 bits, 7 for 4 bits."""
-        return qmax_for(self.bits)
-
-    def to_dict(self) -> dict[str, Any]:
-        """Plain JSON-able values, one key per field."""
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> EstimatorConfig:
-        """Inverse of ``to_dict``; UserError on unknown or missing keys or bad values."""
-        return cls(**config_kwargs(cls, data, "estimator"))
-
-
-def _is_int(x: object) -> bool:
-    return isinstance(x, (int, np.integer)) and not isinstance(x, bool)
-
-
-def _is_real(x: object) -> bool:
-    return _is_int(x) or (isinstance(x, (float, np.floating)) and math.isfinite(float(x)))
-
-
-def config_kwargs(cls: type, data: Mapping[str, Any], what: str) -> dict[str, Any]:
-    """Keyword arguments for dataclass ``cls`` from ``data``, naming unknown or missing keys in a UserError."""
-    if not isinstance(data, Mapping):
-        raise UserError(f"{what} settings must be a JSON object, got {type(data).__name__}")
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(data) - names)
-    if unknown:
-        raise UserError(f"unknown {what} setting(s) {unknown}; known: {sorted(names)}")
-    required = {f.name for f in fields(cls) if f.default is MISSING and f.default_factory is MISSING}
-    missing = sorted(required - set(data))
-    if missing:
-        raise UserError(f"missing {what} setting(s) {missing}")
-    return dict(data)
-
 
 # --------------------------------------------------------------------------------------------------------- max
 
@@ -289,3 +213,6 @@ ESTIMATORS: dict[str, Estimator] = {
 def estimate_amax(hist: AbsHistogram, config: EstimatorConfig) -> float:
     """Run the estimator ``config.method`` on ``hist``; returns amax > 0."""
     return ESTIMATORS[config.method](hist, config)
+
+
+assert tuple(ESTIMATORS) == ESTIMATOR_METHODS, "calibrators/settings.py ESTIMATOR_METHODS must name every estimator"

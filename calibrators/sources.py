@@ -22,7 +22,8 @@ import numpy as np
 
 from calibrators.sample import CalibSample
 from common.errors import UserError
-from engines.runner import Conditioning, DenoiseRunner
+from engines.conditioning import HIDDEN_STATES, Conditioning
+from engines.runner import DenoiseRunner
 
 METHODS = ("ndtc", "uniform", "noise", "single-step")
 
@@ -172,17 +173,11 @@ class TrajectorySource:
         return self.runner.initial_noise((n, *self.sample_shape), seed=self.config.seed * 1_000_003 + start)
 
     def _cond_rows(self, start: int, n: int) -> Conditioning | None:
-        if self.cond is None:
-            return None
-        c = self.cond
-        rows = c.cond if c.cond.shape[0] == 1 else c.cond[np.arange(start, start + n) % c.cond.shape[0]]
-        return Conditioning(rows, c.uncond, c.guidance_scale)
+        return None if self.cond is None else self.cond.subset(start, n)
 
     def _with_cond(self, x: np.ndarray, t: int, step: int, row: int) -> CalibSample:
         """Attach conditioning: with guidance the sample is the (uncond, cond) pair the UNet really sees."""
         if self.cond is None:
             return CalibSample(x, t, step, None)
-        c = self.cond.cond[row % self.cond.cond.shape[0]][None]
-        if self.cond.guided and self.cond.uncond is not None:
-            return CalibSample(np.concatenate([x, x]), t, step, np.concatenate([self.cond.uncond[:1], c]))
-        return CalibSample(x, t, step, c)
+        rows = self.cond.unet_feeds(row, 1)[HIDDEN_STATES]
+        return CalibSample(np.concatenate([x, x]) if self.cond.guided else x, t, step, rows)

@@ -32,19 +32,26 @@ def atomic_path(final: Path) -> Iterator[Path]:
 
 @contextlib.contextmanager
 def atomic_dir(final: Path) -> Iterator[Path]:
-    """Yield a temporary directory beside ``final``; it replaces ``final`` only if the block succeeds."""
+    """Yield a temporary directory beside ``final``; it replaces ``final`` only if the block succeeds. An existing
+    ``final`` is kept until then: it is moved aside, the new folder renamed into place, and only then deleted."""
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    old = final.parent / f"{tmp.name}.old"
     try:
         yield tmp
         tmp.chmod(0o755)
         if final.exists():
-            shutil.rmtree(final)
+            os.replace(final, old)
         os.replace(tmp, final)
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        if old.exists():
+            if final.exists():
+                shutil.rmtree(old, ignore_errors=True)
+            else:  # the rename of the new folder failed: put the old one back
+                os.replace(old, final)
 
 
 def write_json(path: Path, obj: Any) -> None:

@@ -1,4 +1,4 @@
-"""The work folder: one per model; every stage reads and writes its files here (see DESIGN.md)."""
+"""The work folder: one per model; every stage reads and writes its files here (README: "The work folder")."""
 
 from __future__ import annotations
 
@@ -10,6 +10,9 @@ from common.errors import UserError
 from common.jsonfile import read_json
 
 EXPORT_SCHEMA_VERSION = 1
+#: Q/DQ target -> the tag in its file names: ``model.int8.<tag>.onnx`` and ``quantize.<tag>.json``.
+TARGET_TAGS = {"onnxruntime": "ort", "tensorrt": "trt"}
+LEGACY_INT8 = "model.int8.onnx"  # work folders quantized before the file name carried the target
 
 
 @dataclass(frozen=True)
@@ -35,13 +38,30 @@ class WorkDir:
     def ranges(self) -> Path:
         return self.root / "ranges.json"
 
-    @property
-    def int8_model(self) -> Path:
-        return self.root / "model.int8.onnx"
+    def int8_model(self, target: str) -> Path:
+        """The Q/DQ model written by ``quantize --target target`` (``model.int8.ort.onnx`` / ``model.int8.trt.onnx``)."""
+        return self.root / f"model.int8.{_tag(target)}.onnx"
 
-    @property
-    def quantize_json(self) -> Path:
-        return self.root / "quantize.json"
+    def quantize_record(self, model: Path) -> Path:
+        """The quantize record beside a Q/DQ model: ``quantize.<tag>.json`` for ``model.int8.<tag>.onnx``,
+        ``quantize.json`` for the legacy ``model.int8.onnx``, ``<stem>.quantize.json`` for any other file."""
+        for tag in TARGET_TAGS.values():
+            if model == self.root / f"model.int8.{tag}.onnx":
+                return self.root / f"quantize.{tag}.json"
+        if model == self.root / LEGACY_INT8:
+            return self.root / "quantize.json"
+        return model.parent / f"{model.stem}.quantize.json"
+
+    def int8_models(self) -> dict[str, Path]:
+        """Target -> Q/DQ model of every target quantized in this folder (a legacy ``model.int8.onnx`` counts for
+        the target its ``quantize.json`` records)."""
+        found = {t: self.int8_model(t) for t in TARGET_TAGS if self.int8_model(t).is_file()}
+        legacy = self.root / LEGACY_INT8
+        if legacy.is_file():
+            record = read_json(self.root / "quantize.json") or {}
+            target = str(record.get("policy", {}).get("target", "onnxruntime"))
+            found.setdefault(target, legacy)
+        return found
 
     @property
     def report_dir(self) -> Path:
@@ -51,16 +71,25 @@ class WorkDir:
     def samples_dir(self) -> Path:
         return self.root / "samples"
 
-    def model_for(self, precision: str) -> Path:
-        """The ONNX file for ``precision`` (``fp32`` or ``int8``), checked to exist."""
-        paths = {"fp32": self.model, "int8": self.int8_model}
-        if precision not in paths:
-            raise UserError(f"unknown --precision '{precision}'; known: {', '.join(paths)}")
-        path = paths[precision]
-        if not path.is_file():
-            hint = "python -m tools export" if precision == "fp32" else f"python -m tools quantize {self.root}"
-            raise UserError(f"no {precision} model in work folder '{self.root}' (missing {path.name}); run {hint}")
-        return path
+    def model_for(self, precision: str, target: str | None = None) -> Path:
+        """The ONNX file for ``precision`` (``fp32`` or ``int8``), checked to exist. For ``int8``: the Q/DQ model of
+        ``target``, or with no target the one CPU runtimes run best (``onnxruntime``, else ``tensorrt``)."""
+        if precision not in ("fp32", "int8"):
+            raise UserError(f"unknown --precision '{precision}'; known: fp32, int8")
+        if precision == "fp32":
+            if not self.model.is_file():
+                raise UserError(f"no fp32 model in work folder '{self.root}' (missing {self.model.name}); "
+                                "run python -m tools export")
+            return self.model
+        models = self.int8_models()
+        wanted = [target] if target else list(TARGET_TAGS)
+        for t in wanted:
+            if t in models:
+                return models[t]
+        which = f"--target {target} " if target else ""
+        name = self.int8_model(target).name if target else "model.int8.<target>.onnx"
+        raise UserError(f"no int8 model in work folder '{self.root}' (missing {name}); "
+                        f"run python -m tools quantize {self.root} {which}".rstrip())
 
     def load_export_info(self) -> dict[str, Any]:
         """Read ``export.json``; a missing or corrupt file is a UserError naming it."""
@@ -73,3 +102,9 @@ class WorkDir:
         if info.get("schema_version") != EXPORT_SCHEMA_VERSION:
             raise UserError(f"'{path}' has an unknown schema (expected schema_version {EXPORT_SCHEMA_VERSION})")
         return info
+
+
+def _tag(target: str) -> str:
+    if target not in TARGET_TAGS:
+        raise UserError(f"unknown --target '{target}'; known: {', '.join(TARGET_TAGS)}")
+    return TARGET_TAGS[target]

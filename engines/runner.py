@@ -10,24 +10,12 @@ import numpy as np
 
 from common.lazy import lazy_import
 from common.errors import UserError
+from engines.conditioning import Conditioning
 from engines.session import Session
 from engines.trajectory_health import TrajectoryHealth
 
 # (step index, time step, model input x_t as fed to the UNet: B×C×H×W float32) -> None
 StepCallback = Callable[[int, int, np.ndarray], None]
-
-
-@dataclass(frozen=True)
-class Conditioning:
-    """Text conditioning for UNet2DConditionModel: ``cond`` and ``uncond`` are N×L×D float32 (or 1×L×D, broadcast)."""
-
-    cond: np.ndarray
-    uncond: np.ndarray | None = None
-    guidance_scale: float = 7.5
-
-    @property
-    def guided(self) -> bool:
-        return self.uncond is not None and self.guidance_scale != 1.0
 
 
 class DenoiseRunner:
@@ -51,26 +39,21 @@ class DenoiseRunner:
         return initial_noise(shape, seed)
 
     def predict_noise(self, x: np.ndarray, t: Any, cond: Conditioning | None) -> np.ndarray:
-        """The UNet output for model input ``x`` (N×C×H×W) at time step ``t``, with classifier-free guidance."""
+        """The UNet output for model input ``x`` (N×C×H×W) at time step ``t``, with classifier-free guidance;
+        image ``i`` of ``x`` takes the conditioning rows of image ``i`` (``Conditioning.unet_feeds``)."""
         outs = []
         for i in range(0, x.shape[0], self.batch_size):
             xb = x[i : i + self.batch_size]
             n = xb.shape[0]
             feeds: dict[str, np.ndarray] = {}
             if cond is not None:
-                c = _rows(cond.cond, i, n)
+                feeds = cond.unet_feeds(i, n)
                 if cond.guided:
-                    assert cond.uncond is not None
                     xb = np.concatenate([xb, xb])
-                    c = np.concatenate([_rows(cond.uncond, i, n), c])
-                feeds["encoder_hidden_states"] = c
             feeds["sample"] = np.ascontiguousarray(xb, dtype=np.float32)
             feeds["timestep"] = np.full((xb.shape[0],), float(t), dtype=np.float32)
             eps = self.unet.run(feeds)["out"]
-            if cond is not None and cond.guided:
-                uncond_eps, cond_eps = eps[:n], eps[n:]
-                eps = uncond_eps + cond.guidance_scale * (cond_eps - uncond_eps)
-            outs.append(eps)
+            outs.append(cond.guide(eps) if cond is not None else eps)
         return np.concatenate(outs)
 
     def sample(
@@ -121,6 +104,32 @@ class DenoiseRunner:
         return x.numpy().astype(np.float32, copy=False)
 
 
+@dataclass(frozen=True)
+class SampledImages:
+    """The result of one denoising run: ``samples`` N×C×H×W float32 in model space (before clipping) and the
+    trajectory health of the run; ``images`` post-processed as diffusers does (N×C×H×W in [0, 1])."""
+
+    samples: np.ndarray
+    health: TrajectoryHealth
+
+    @property
+    def images(self) -> np.ndarray:
+        return to_images(self.samples)
+
+
+def sample_images(session: Session, scheduler: Any, noise: np.ndarray, steps: int, *, seed: int = 0,
+                  cond: Conditioning | None = None, batch_size: int | None = None,
+                  use_clipped_model_output: bool | None = None, callback: StepCallback | None = None,
+                  ) -> SampledImages:
+    """Final images from ``noise`` (x_T, N×C×H×W) after ``steps`` steps of ``scheduler`` on the active UNet
+    ``session``: the one library call behind ``sample``, ``validate``, sensitivity and the benchmarks.
+    ``batch_size``: images per UNet call (default all of them)."""
+    runner = DenoiseRunner(session, scheduler, batch_size=batch_size or len(noise))
+    samples = runner.sample(noise, steps, seed=seed, cond=cond, callback=callback,
+                            use_clipped_model_output=use_clipped_model_output)
+    return SampledImages(samples, runner.health)
+
+
 def clipped_output_hint(scheduler: Any, use_clipped_model_output: bool | None = None) -> str:
     """What to try when trajectories leave the training range under a scheduler that clips x0 but keeps the UNet's
     eps (diffusers' DDIM default); "" when the option was already set or does not apply."""
@@ -143,13 +152,6 @@ def initial_noise(shape: tuple[int, ...], seed: int) -> np.ndarray:
 def seeded_noise(image_shape: tuple[int, int, int], seeds: range | list[int]) -> np.ndarray:
     """One x_T per seed, N×C×H×W: image i is what ``python -m tools sample --seed seeds[i] --num 1`` starts from."""
     return np.concatenate([initial_noise((1, *image_shape), seed) for seed in seeds])
-
-
-def _rows(a: np.ndarray, start: int, n: int) -> np.ndarray:
-    """Rows ``start:start+n`` of a per-image array, or the single row broadcast when it has one."""
-    if a.shape[0] == 1:
-        return np.repeat(a, n, axis=0).astype(np.float32, copy=False)
-    return np.ascontiguousarray(a[start : start + n], dtype=np.float32)
 
 
 def _accepted(scheduler: Any, kwargs: dict[str, Any]) -> dict[str, Any]:

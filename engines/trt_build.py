@@ -109,10 +109,11 @@ def build_mode(trt_version: str, precision: str) -> BuildMode:
 
 
 def source_onnx(work: WorkDir, precision: str) -> Path:
-    """The ONNX an engine of ``precision`` is built from: the Q/DQ graph for int8, the FP32 graph for fp16."""
+    """The ONNX an engine of ``precision`` is built from: the tensorrt-target Q/DQ graph for int8 (``model.int8.trt.onnx``,
+    or a legacy ``model.int8.onnx`` whose record says tensorrt), the FP32 graph for fp16."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown --precision '{precision}'; known: {', '.join(PRECISIONS)}")
-    return work.model_for("int8" if precision == "int8" else "fp32")
+    return work.model_for("int8", "tensorrt") if precision == "int8" else work.model_for("fp32")
 
 
 @dataclass(frozen=True)

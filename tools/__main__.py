@@ -17,7 +17,7 @@ COMMANDS: dict[str, str] = {
     "pipeline": "tools.pipeline_cmd",
     "sample": "tools.sample_cmd",
     "sensitivity": "tools.sensitivity_cmd",
-    "train-classifier": "validation.digit_classifier",
+    "train-classifier": "tools.train_classifier_cmd",
     "train-reference": "tools.train_reference",
     "validate": "tools.validate_cmd",
 }

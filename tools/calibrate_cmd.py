@@ -10,13 +10,14 @@ import numpy as np
 
 from calibrators.aggregation import AGGREGATIONS, AggregationConfig
 from calibrators.calibrate import CalibrateConfig, calibrate
+from quantization.qdq_rules import calibration_tensors
 from calibrators.estimators import ESTIMATORS, EstimatorConfig
 from calibrators.sources import METHODS, SourceConfig
 from common.errors import UserError
 from common.workdir import WorkDir
 from engines.schedulers import SCHEDULERS
 from tools.cli_parser import CliParser, add_clipped_model_output
-from tools.sample_cmd import load_array
+from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 
 
 def add_calibration_args(p: argparse.ArgumentParser) -> None:
@@ -33,17 +34,18 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--every", type=int, default=0, help="uniform: keep every k-th step (default steps//10)")
     g.add_argument("--single-step", type=int, default=-1, help="single-step: sampler step index (default middle)")
     add_clipped_model_output(g, "; calibrate as you will sample")
-    g.add_argument("--cond", type=Path, help="conditional models: .npy of encoder_hidden_states N×L×D")
-    g.add_argument("--guidance-scale", type=float, default=7.5)
+    add_conditioning_args(g)
     e = p.add_argument_group("ranges")
     e.add_argument("--estimator", default="mse", choices=sorted(ESTIMATORS),
                    help="range estimator (default mse: best measured on the reference model, docs/benchmarks.md)")
-    e.add_argument("--bits", type=int, default=8, choices=[8, 4], help="activation bits the ranges are for")
+    e.add_argument("--bits", type=int, default=8, choices=[8, 4], help="grid the ranges are estimated for; every Q/DQ graph has INT8 activations, so quantize refuses "
+                        "4-bit ranges (kept to study INT4 activation ranges)")
     e.add_argument("--percentile", type=float, default=99.99)
     e.add_argument("--lp", type=float, default=2.0, help="Lp norm of the MSE search (PTQ4DM/Q-Diffusion: 2.4)")
     e.add_argument("--aggregation", choices=list(AGGREGATIONS),
-                   help="time-step aggregation; 'groups' = global amax plus K per-group amax recorded "
-                        "(default: groups, or global for single-step)")
+                   help="time-step aggregation; 'groups' = global amax plus K per-group amax recorded in ranges.json "
+                        "(the written Q/DQ graphs use the global amax: one scale per tensor for every step, as "
+                        "quantize.json's activation_scales says) (default: groups, or global for single-step)")
     e.add_argument("--groups", type=int, default=4, help="K step groups")
     e.add_argument("--num-bins", type=int, default=2048)
     p.add_argument("--batch-rows", type=int, default=32, help="rows per UNet call")
@@ -78,14 +80,9 @@ def main(argv: list[str]) -> int:
     work = WorkDir(args.work)
     info = work.load_export_info()
     cfg = config_from_args(args)
-    cond = None
-    if args.cond is not None:
-        spec = info["inputs"].get("encoder_hidden_states")
-        if spec is None:
-            raise UserError("--cond given but the model has no encoder_hidden_states input")
-        cond = load_array(args.cond, "--cond", (None, spec["shape"][1], spec["shape"][2]))
+    cond = conditioning_from_args(args, info, args.seed)
     start = time.perf_counter()
-    ranges = calibrate(work, cfg, cond)
+    ranges = calibrate(work, cfg, calibration_tensors, cond)
     ranges.save(work.ranges)
     seconds = time.perf_counter() - start
     amax = np.array(list(ranges.amax.values()))

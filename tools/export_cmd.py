@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import shutil
 import sys
 import time
 from pathlib import Path
@@ -115,9 +114,7 @@ def main(argv: list[str]) -> int:
     shapes = shapes_for(unet, args.cond_len)
     n_params = sum(p.numel() for p in unet.parameters())
     print(f"exporting {type(unet).__name__} ({n_params / 1e6:.1f} M parameters) to ONNX opset {args.opset} ...")
-    if args.work.is_dir() and args.force:
-        shutil.rmtree(args.work)
-    try:
+    try:  # with --force the old folder stays until the verified new one replaces it (atomic_dir)
         with atomic_dir(args.work) as tmp:
             large = export_unet(unet, shapes, tmp / work.model.name, opset=args.opset)
             export_seconds = time.time() - start

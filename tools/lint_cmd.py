@@ -8,7 +8,7 @@ from pathlib import Path
 import onnx
 
 from common.errors import UserError
-from exporter.trt_lint import lint_model
+from quantization.trt_lint import lint_model
 from tools.cli_parser import CliParser
 
 

@@ -8,10 +8,13 @@ from collections.abc import Callable
 from pathlib import Path
 
 from common.workdir import WorkDir
-from tools.cli_parser import CliParser
+from calibrators.sources import METHODS
+from quantization.qdq_policy import TARGETS
+from tools.cli_parser import CliParser, add_clipped_model_output
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
+    """The pipeline's own flags: each takes the choices and defaults of the command it is passed to."""
     p = CliParser(prog="python -m tools pipeline", description=__doc__)
     p.add_argument("--model", type=Path, required=True, help="local diffusers model folder")
     p.add_argument("work", type=Path)
@@ -19,12 +22,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--steps", type=int, default=50, help="sampler steps")
     p.add_argument("--num", type=int, default=16, help="images per grid")
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--method", default="ndtc", help="calibration method (see calibrate)")
+    p.add_argument("--method", default="ndtc", choices=list(METHODS), help="calibration method (see calibrate)")
     p.add_argument("--samples", type=int, default=256, help="calibration samples")
-    p.add_argument("--target", default="onnxruntime", help="Q/DQ target (see quantize)")
-    p.add_argument("--use-clipped-model-output", action="store_true",
-                   help="DDIM-type schedulers: eps re-derived from the clipped x0, in calibration, sampling, validation "
-                        "and sensitivity")
+    p.add_argument("--target", default="onnxruntime", choices=list(TARGETS), help="Q/DQ target (see quantize)")
+    add_clipped_model_output(p, "; in calibration, sampling, validation and sensitivity")
     p.add_argument("--min-psnr", type=float, default=25.0, help="validate: final-image PSNR gate (dB)")
     p.add_argument("--min-cosine", type=float, default=0.95, help="validate: per-step cosine gate")
     p.add_argument("--min-snr", type=float, default=10.0, help="validate: per-step SNR gate (dB)")

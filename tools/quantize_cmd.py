@@ -1,31 +1,25 @@
-"""``python -m tools quantize WORK``: ranges.json + QDQ policy -> WORK/model.int8.onnx (+ quantize.json)."""
+"""``python -m tools quantize WORK``: ranges.json + Q/DQ policy -> WORK/model.int8.<ort|trt>.onnx (+ quantize.<ort|trt>.json)."""
 
 from __future__ import annotations
 
 import argparse
-import collections
 import fnmatch
-import tempfile
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Any
 
 import onnx
 
-from calibrators.adaround import AdaRoundConfig
 from calibrators.calibrate import cached_samples_for
 from calibrators.ranges import TensorRanges
 from calibrators.sample import CalibSample
-from calibrators.weight_rounding import RoundingConfig, learn_rounding
-from common.atomic import write_json
 from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
-from exporter.onnx_export import save_model
-from exporter.qdq_insert import plan_qdq, rewrite
-from exporter.qdq_policy import DEFAULT_EXCLUDE, INT4_SCOPES, SHORTCUT_MODES, TARGETS, WEIGHT_ROUNDINGS, QDQPolicy
-from exporter.weight_memory import weight_memory
+from quantization.adaround import AdaRoundConfig
+from quantization.qdq_policy import DEFAULT_EXCLUDE, INT4_SCOPES, SHORTCUT_MODES, TARGETS, WEIGHT_ROUNDINGS, QDQPolicy
+from quantization.quantize import quantize, save_quantized
+from quantization.weight_rounding import RoundingConfig
 from tools.cli_parser import CliParser
 from validation.sensitivity_file import FILE_NAME as SENSITIVITY_FILE
 from validation.sensitivity_file import SensitivityResult
@@ -112,39 +106,11 @@ def keep_most_sensitive(policy: QDQPolicy, path: Path, count: int, model_sha: st
     return replace(policy, keep_float=policy.keep_float + tuple(nodes)), nodes
 
 
-def kernel_report(policy: QDQPolicy) -> list[str]:
-    """Which quantized kernels are real and which are emulated, in words."""
-    lines = []
-    rounding = {"nearest": "amax scales, round to nearest", "mse": "MSE-searched scales, round to nearest",
-                "adaround": "MSE-searched scales, AdaRound-learned rounding"}[policy.weight_rounding]
-    if policy.weight_bits == 4:
-        linear = "amax scales, AdaRound-learned rounding" if policy.weight_rounding == "adaround" else \
-            "amax scales, round to nearest"
-        lines.append(f"MatMul/Gemm weights: blocked INT4 ({policy.int4_block_size} per amax scale; {linear}), "
-                     "weight-only (their inputs stay float): real INT4 kernels, ONNX Runtime MatMulNBits (accuracy "
-                     "level 0) and TensorRT INT4 weight-only GEMM (opset 21)")
-        if policy.int4_scope == "all":
-            lines.append(f"convolution weights: 4-bit values ({rounding}) stored in INT8 containers: the kernels are "
-                         "INT8 (TensorRT and ONNX Runtime have no INT4 convolution); 4-bit accuracy is exact, "
-                         "4-bit memory and speed are emulated")
-        else:
-            lines.append(f"convolution weights: INT8 per-channel ({rounding}), real INT8 kernels")
-    else:
-        lines.append(f"weights: INT8 per-channel ({rounding}), real INT8 kernels")
-    if policy.target == "onnxruntime":
-        lines.append("ONNX Runtime CPU: DQ->Conv->Q groups fuse into QLinearConv (real INT8); convolutions without "
-                     "an output Q (split shortcut branches, the last conv) run in float on dequantized inputs")
-    else:
-        lines.append("TensorRT: Q/DQ placement for explicit quantization (strongly typed INT8 engines); on ONNX "
-                     "Runtime's CPU provider this graph runs float convolutions on dequantized inputs")
-    return lines
-
-
 def main(argv: list[str]) -> int:
     p = CliParser(prog="python -m tools quantize", description=__doc__)
     p.add_argument("work", type=Path)
     p.add_argument("--ranges", type=Path, help="ranges file (default WORK/ranges.json)")
-    p.add_argument("--out", type=Path, help="output model (default WORK/model.int8.onnx)")
+    p.add_argument("--out", type=Path, help="output model (default WORK/model.int8.ort.onnx or model.int8.trt.onnx, by --target)")
     p.add_argument("--keep-float", type=int, default=0, metavar="N",
                    help="keep the N most sensitive layers (python -m tools sensitivity) float")
     p.add_argument("--sensitivity", type=Path, help=f"ranking for --keep-float (default WORK/report/{SENSITIVITY_FILE})")
@@ -162,66 +128,36 @@ def main(argv: list[str]) -> int:
     sensitivity_path = args.sensitivity or work.report_dir / SENSITIVITY_FILE
     policy, sensitive = keep_most_sensitive(policy_from_args(args), sensitivity_path, args.keep_float, model_sha,
                                             sha256_files([ranges_path]))
-    out_path = args.out or work.int8_model
+    out_path = args.out or work.int8_model(policy.target)
     if out_path.suffix != ".onnx":
         raise UserError(f"--out '{out_path}' must end in .onnx")
     start = time.perf_counter()
-    model = onnx.load(str(model_path))
-    plan = plan_qdq(model, ranges, policy)
-    for w in plan.warnings:
+    samples = rounding_samples(work, ranges) if policy.weight_rounding == "adaround" else None
+    qmodel, record = quantize(onnx.load(str(model_path)), ranges, policy, rounding=rounding_config_from_args(args),
+                              samples=samples, scratch_dir=work.root, ranges_file=str(ranges_path))
+    for w in record.warnings:
         print(f"warning: {w}")
-    rounded, rounding_report = None, None
-    if policy.weight_rounding == "adaround":
-        samples = rounding_samples(work, ranges)
-        rounded, rounding_report = learn_rounding(model, plan, policy, samples, rounding_config_from_args(args),
-                                                  work.root)
-        print(f"adaround: {rounding_report['layers_improved']}/{rounding_report['layers']} layers improved, median "
-              f"output MSE x{rounding_report['median_mse_ratio']:.2f} of nearest, {rounding_report['seconds_total']} s")
-    source_memory = weight_memory(model)
-    qmodel = rewrite(model, plan, policy, rounded=rounded)
-    del model
-    memory = weight_memory(qmodel)
-    counts = collections.Counter(n.op_type for n in qmodel.graph.node)
+    if record.weight_rounding is not None:
+        r = record.weight_rounding
+        print(f"adaround: {r['layers_improved']}/{r['layers']} layers improved, median output MSE "
+              f"x{r['median_mse_ratio']:.2f} of nearest, {r['seconds_total']} s")
+    record = replace(record, sensitivity_keep_float={"count": len(sensitive), "nodes": sensitive,
+                                                     "file": str(sensitivity_path) if sensitive else None})
+    record_path = work.quantize_record(out_path)
     external = info["onnx"].get("external_data") is not None
-    out_path.parent.mkdir(parents=True, exist_ok=True)
-    with tempfile.TemporaryDirectory(prefix=f".{out_path.name}.", dir=out_path.parent) as tmp_name:
-        tmp = Path(tmp_name)
-        save_model(qmodel, tmp / out_path.name, external=external)
-        q_sha = onnx_model_sha256(tmp / out_path.name)
-        record: dict[str, Any] = {
-            "schema_version": 1,
-            "command": "python -m tools quantize " + " ".join(argv),
-            "policy": policy.to_json(),
-            "source_model_sha256": model_sha,
-            "ranges": {"file": str(ranges_path), "settings": ranges.settings.to_dict()},
-            "model": out_path.name,
-            "model_sha256": q_sha,
-            "summary": plan.summary(),
-            "op_counts": {k: counts[k] for k in ("QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm")},
-            "float_nodes": plan.float_nodes,
-            "sensitivity_keep_float": {"count": len(sensitive), "nodes": sensitive,
-                                       "file": str(sensitivity_path) if sensitive else None},
-            "kernels": kernel_report(policy),
-            "weight_memory_bytes": {"source": source_memory.to_json(), "quantized": memory.to_json()},
-            "weight_rounding": rounding_report,
-            "warnings": plan.warnings,
-        }
-        write_json(tmp / "quantize.json", record)
-        # data first, the .onnx that references it next, the record last: each rename is atomic
-        for f in sorted(tmp.iterdir(), key=lambda f: (f.suffix == ".json", f.suffix == ".onnx")):
-            f.replace(out_path.parent / (f.name if f.name != "quantize.json" else _record_name(out_path, work)))
+    record = save_quantized(qmodel, record, out_path, record_path, external=external,
+                            command="python -m tools quantize " + " ".join(argv))
     seconds = time.perf_counter() - start
-    s = plan.summary()
+    s = record.summary
     print(f"quantized {s['quantized_activations']} activations and {s['quantized_weights']} weights "
-          f"({s['split_shortcut_convs']} shortcut convs split, {s['float_nodes']} nodes float) in {seconds:.1f} s")
-    for line in record["kernels"]:
+          f"({s['split_shortcut_convs']} shortcut convs split, {s['float_nodes']} nodes float) in {seconds:.1f} s "
+          f"for {policy.target}")
+    for line in record.kernels:
         print(f"  {line}")
-    print(f"  weight memory (initializers): {memory.total / 2**20:.2f} MiB (FP32 model {source_memory.total / 2**20:.2f} "
-          f"MiB; INT4 {memory.int4 / 2**20:.2f}, INT8 {memory.int8 / 2**20:.2f}, float {memory.float / 2**20:.2f})")
-    print(f"wrote {out_path} and {out_path.parent / _record_name(out_path, work)}")
+    print(f"  activation scales: {record.activation_scales}")
+    memory, source_memory = record.weight_memory_bytes["quantized"], record.weight_memory_bytes["source"]
+    print(f"  weight memory (initializers): {memory['total'] / 2**20:.2f} MiB (FP32 model "
+          f"{source_memory['total'] / 2**20:.2f} MiB; INT4 {memory['int4'] / 2**20:.2f}, INT8 "
+          f"{memory['int8'] / 2**20:.2f}, float {memory['float'] / 2**20:.2f})")
+    print(f"wrote {out_path} and {record_path}")
     return 0
-
-
-def _record_name(out_path: Path, work: WorkDir) -> str:
-    """quantize.json for the default model, else <stem>.quantize.json beside a custom --out."""
-    return work.quantize_json.name if out_path == work.int8_model else f"{out_path.stem}.quantize.json"

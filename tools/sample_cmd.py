@@ -17,8 +17,9 @@ from common.images import save_grid
 from common.workdir import WorkDir
 from engines.backends import BACKENDS, open_session
 from engines.timestep_routed import TimestepRoutedSession
-from engines.runner import Conditioning, DenoiseRunner, clipped_output_hint, to_images
+from engines.runner import DenoiseRunner, clipped_output_hint, to_images
 from engines.schedulers import SCHEDULERS, make_scheduler
+from tools.cli_inputs import add_conditioning_args, conditioning_from_args, load_array
 from tools.cli_parser import CliParser, add_clipped_model_output
 
 
@@ -34,9 +35,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--batch-size", type=int, default=16, help="images per UNet call")
     p.add_argument("--out", type=Path, help="PNG grid path (default WORK/samples/<precision>_<scheduler><steps>.png)")
     p.add_argument("--init-noise", type=Path, help=".npy of x_T, N×C×H×W float32: start from this noise")
-    p.add_argument("--cond", type=Path, help=".npy of encoder_hidden_states (N or 1)×L×D (conditional models)")
-    p.add_argument("--uncond", type=Path, help=".npy of unconditional encoder_hidden_states for guidance")
-    p.add_argument("--guidance-scale", type=float, default=7.5, help="classifier-free guidance (conditional models)")
+    add_conditioning_args(p.add_argument_group("conditioning (conditional UNets)"))
     p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
     add_clipped_model_output(p)
     p.add_argument("--float-above-t", type=float, default=None, metavar="T",
@@ -47,40 +46,6 @@ def parse(argv: list[str]) -> argparse.Namespace:
         if getattr(args, flag) < 1:
             raise UserError(f"--{flag.replace('_', '-')} must be >= 1")
     return args
-
-
-def load_array(path: Path, flag: str, shape: tuple[int | None, ...]) -> np.ndarray:
-    """A float32 .npy matching ``shape`` (None = any); errors name the flag and the file."""
-    if not path.is_file():
-        raise UserError(f"{flag} file '{path}' does not exist")
-    try:
-        arr = np.load(path, allow_pickle=False)
-    except (OSError, ValueError) as exc:
-        raise UserError(f"{flag} file '{path}' is not a readable .npy array: {exc}") from exc
-    ok = arr.ndim == len(shape) and all(s is None or s == a for s, a in zip(shape, arr.shape, strict=False))
-    if not ok or not np.issubdtype(arr.dtype, np.floating):
-        want = "×".join("*" if s is None else str(s) for s in shape)
-        raise UserError(f"{flag} file '{path}' has shape {arr.shape} {arr.dtype}; expected {want} float")
-    return arr.astype(np.float32)
-
-
-def conditioning(args: argparse.Namespace, info: dict[str, Any]) -> Conditioning | None:
-    """Conditioning from --cond/--uncond, or random embeddings (seeded) for random-weight models."""
-    spec = info["inputs"].get("encoder_hidden_states")
-    if spec is None:
-        if args.cond or args.uncond:
-            raise UserError("--cond/--uncond given but the model has no encoder_hidden_states input")
-        return None
-    _, length, dim = spec["shape"]
-    if args.cond:
-        cond = load_array(args.cond, "--cond", (None, length, dim))
-        if cond.shape[0] not in (1, args.num):
-            raise UserError(f"--cond file '{args.cond}' has {cond.shape[0]} rows; expected 1 or --num {args.num}")
-    else:
-        print("no --cond given: using random N(0,1) text embeddings (seeded), as for a random-weight model")
-        cond = np.random.default_rng(args.seed).standard_normal((1, length, dim)).astype(np.float32)
-    uncond = load_array(args.uncond, "--uncond", (None, length, dim)) if args.uncond else np.zeros_like(cond[:1])
-    return Conditioning(cond, uncond, args.guidance_scale)
 
 
 def main(argv: list[str]) -> int:
@@ -100,7 +65,7 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--out '{out}' must end in .png")
     if out.parent.exists() and not out.parent.is_dir():
         raise UserError(f"--out '{out}': '{out.parent}' is not a folder")
-    cond = conditioning(args, info)
+    cond = conditioning_from_args(args, info, args.seed, images=args.num)
     scheduler = make_scheduler(args.scheduler, info["scheduler"])
     with session:
         runner = DenoiseRunner(session, scheduler, batch_size=args.batch_size)

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from dataclasses import replace
 from pathlib import Path
@@ -12,15 +11,16 @@ from typing import Any
 
 import onnx
 
-from calibrators.calibrate import conditioning_for
 from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
+from engines.conditioning import conditioning_for
 from engines.ort_session import OrtSession
 from engines.runner import DenoiseRunner
 from engines.schedulers import SCHEDULERS, make_scheduler
-from exporter.qdq_policy import QDQPolicy
+from quantization.qdq_policy import QDQPolicy
+from quantization.record import QuantizeRecord
 from tools.cli_parser import CliParser, add_clipped_model_output
 from validation.sensitivity import METRICS, ErrorProbe, ImageProbe, SensitivityConfig, StepProbe, rank_layers
 from validation.sensitivity_file import FILE_NAME, SensitivityResult
@@ -56,25 +56,22 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def recorded_policy(work: WorkDir) -> QDQPolicy:
-    """The policy in WORK/quantize.json without the layers a previous ``--keep-float N`` kept float; the default
-    ONNX Runtime policy when there is no quantize.json."""
-    path = work.quantize_json
+    """The policy of the work folder's Q/DQ model (its quantize record) without the layers a previous ``--keep-float N`` kept float; the default
+    ONNX Runtime policy when nothing was quantized yet."""
+    models = work.int8_models()
+    if not models:
+        return QDQPolicy(target="onnxruntime")
+    path = work.quantize_record(work.model_for("int8"))
     if not path.is_file():
         return QDQPolicy(target="onnxruntime")
-    try:
-        record: dict[str, Any] = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read '{path}': {exc}") from exc
-    if "policy" not in record:
-        return QDQPolicy(target="onnxruntime")
-    policy = QDQPolicy.from_json(record["policy"])
-    chosen = set(record.get("sensitivity_keep_float", {}).get("nodes", []))
-    return replace(policy, keep_float=tuple(n for n in policy.keep_float if n not in chosen))
+    record = QuantizeRecord.load(path)
+    chosen = set(record.kept_float_by_sensitivity)
+    return replace(record.policy, keep_float=tuple(n for n in record.policy.keep_float if n not in chosen))
 
 
 def make_probe(model_path: Path, info: dict[str, Any], cfg: SensitivityConfig) -> tuple[ErrorProbe, dict[str, Any]]:
     """The error probe for ``cfg.metric`` and the settings recorded with the ranking."""
-    cond = conditioning_for(info, None, cfg.seed, GUIDANCE)
+    cond = conditioning_for(info["inputs"], None, None, GUIDANCE, cfg.seed)
     settings: dict[str, Any] = {"metric": cfg.metric, "steps": cfg.steps, "num": cfg.num, "seed": cfg.seed,
                                 "scheduler": cfg.scheduler, "use_clipped_model_output": cfg.clipped_model_output}
     if cfg.metric == "image":

@@ -24,18 +24,8 @@ from common.errors import UserError
 from common.images import save_grid
 from common.lazy import lazy_import
 from exporter.architectures import ARCHITECTURES
+from common.digits_data import digits_dataset
 from tools.cli_parser import CliParser
-
-
-def digits_dataset(size: int = 32) -> np.ndarray:
-    """scikit-learn's bundled 8x8 digits (1797 images), bilinearly upsampled to ``size``; float32 N×1×size×size in [-1, 1]."""
-    from sklearn.datasets import load_digits
-
-    torch = lazy_import("torch")
-    images = load_digits().images.astype(np.float32) / 16.0  # N×8×8 in [0, 1]
-    x = torch.from_numpy(images)[:, None]
-    x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
-    return (x.clamp(0, 1) * 2 - 1).numpy()
 
 
 def train(out: Path, steps: int, batch: int, seed: int, lr: float, command: str) -> dict[str, Any]:

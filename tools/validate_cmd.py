@@ -20,7 +20,7 @@ from engines.runner import clipped_output_hint
 from engines.schedulers import SCHEDULERS, make_scheduler
 from engines.trajectory_health import TrajectoryHealth
 from tools.cli_parser import CliParser, add_clipped_model_output
-from tools.sample_cmd import load_array
+from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 from validation.validate import (
     Thresholds,
     ValidateConfig,
@@ -50,8 +50,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     g.add_argument("--seed", type=int, default=0)
     add_clipped_model_output(g)
     g.add_argument("--verbose", action="store_true", help="show Polygraphy's own comparison log")
-    g.add_argument("--cond", type=Path, help="conditional models: .npy of encoder_hidden_states")
-    g.add_argument("--guidance-scale", type=float, default=7.5)
+    add_conditioning_args(g)
     g.add_argument("--inception-onnx", type=Path, help="local ONNX Inception feature extractor for FID")
     g.add_argument("--classifier", type=Path, default=REPO / "models" / "digit-classifier",
                    help="digit classifier folder (FD-digits for 1×32×32 models)")
@@ -88,13 +87,7 @@ def main(argv: list[str]) -> int:
     cfg = ValidateConfig(steps=args.steps, points=args.points, num=args.num, images=args.images, seed=args.seed,
                          scheduler=args.scheduler, precision=args.precision, thresholds=th,
                          clipped_model_output=args.use_clipped_model_output)
-    cond = None
-    spec = info["inputs"].get("encoder_hidden_states")
-    if spec is not None:
-        from calibrators.calibrate import conditioning_for
-
-        given = load_array(args.cond, "--cond", (None, spec["shape"][1], spec["shape"][2])) if args.cond else None
-        cond = conditioning_for(info, given, args.seed, args.guidance_scale)
+    cond = conditioning_from_args(args, info, args.seed)
     backend = resolve_backend(args.backend)
     plan = None
     if backend == "trt":
@@ -135,7 +128,9 @@ def main(argv: list[str]) -> int:
     write_json(report / "validate.json", {
         "schema_version": 1,
         "command": "python -m tools validate " + " ".join(argv),
-        "backend": "TensorRT engine" if plan is not None else "ONNX Runtime (CPU)",
+        # the per-step comparison runs the engine when there is one; the final images come from ONNX Runtime
+        "backend": {"steps": f"TensorRT engine {plan.name}" if plan is not None else "ONNX Runtime (CPU)",
+                    "final_images": "ONNX Runtime (CPU), the Q/DQ model"},
         "settings": {"steps": cfg.steps, "points": cfg.points, "num": cfg.num, "images": cfg.images,
                      "seed": cfg.seed, "scheduler": cfg.scheduler, "precision": cfg.precision,
                      "use_clipped_model_output": cfg.clipped_model_output},

@@ -39,7 +39,7 @@ def train_classifier(out: Path, seed: int = 0, epochs: int = 100) -> dict[str, A
     from safetensors.torch import save_file
     from sklearn.datasets import load_digits
 
-    from tools.train_reference import digits_dataset
+    from common.digits_data import digits_dataset
 
     torch.manual_seed(seed)
     x = torch.from_numpy(digits_dataset(32))  # N×1×32×32 in [-1, 1]
@@ -102,16 +102,3 @@ class DigitFeatures:
         x = self.torch.from_numpy(np.ascontiguousarray(images * 2 - 1, dtype=np.float32))
         with self.torch.no_grad():
             return self.model(x).argmax(1).numpy()
-
-
-def main(argv: list[str]) -> int:
-    """``python -m tools train-classifier OUT``."""
-    from tools.cli_parser import CliParser
-
-    p = CliParser(prog="python -m tools train-classifier")
-    p.add_argument("out", type=Path)
-    p.add_argument("--seed", type=int, default=0)
-    args = p.parse_args(argv)
-    record = train_classifier(args.out, args.seed)
-    print(f"held-out accuracy {record['held_out_accuracy']}: {args.out}")
-    return 0

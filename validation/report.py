@@ -117,7 +117,7 @@ def section_summary(work: WorkDir, export: dict[str, Any], quantize: dict[str, A
             items["kept float (sensitivity)"] = ", ".join(kept)
     out = f"<h2>Summary {verdict}</h2>" + _kv_table(items)
     if quantize is None:
-        out += _note(f"no quantize.json: run python -m tools quantize {work.root}")
+        out += _note(f"no quantize record: run python -m tools quantize {work.root}")
     if validate is not None and validate.get("violations"):
         out += "<p>Violations:</p><ul>" + "".join(f"<li>{_e(v)}</li>" for v in validate["violations"]) + "</ul>"
     return out
@@ -192,8 +192,8 @@ def latency_rows(work: WorkDir, export: dict[str, Any], validate: dict[str, Any]
     from validation.latency import step_latency_ms
 
     models = {"ORT FP32": work.model}
-    if work.int8_model.is_file():
-        models["ORT INT8"] = work.int8_model
+    for target, path in work.int8_models().items():
+        models[f"ORT INT8 ({target} graph)"] = path
     batch = int(((validate or {}).get("settings") or {}).get("num", DEFAULT_VALIDATE_BATCH))
     rows = step_latency_ms(models, export, sorted({1, batch}), cfg.repeats, cfg.threads)
     return rows, f"measured now: ONNX Runtime CPU, median of {cfg.repeats} interleaved calls per model and batch"
@@ -243,7 +243,8 @@ def runtime_versions() -> dict[str, str]:
 def build_html(work: WorkDir, cfg: ReportConfig = ReportConfig()) -> str:
     """The whole page for ``work`` (an exported work folder)."""
     export = work.load_export_info()
-    quantize = read_json(work.quantize_json)
+    int8 = work.int8_models()
+    quantize = read_json(work.quantize_record(work.model_for("int8"))) if int8 else None
     ranges = read_json(work.ranges)
     validate = read_json(work.report_dir / "validate.json")
     sens_path = work.report_dir / SENSITIVITY_FILE

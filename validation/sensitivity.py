@@ -30,9 +30,10 @@ import onnx
 from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from engines.ort_session import resolve_providers, session_options
-from engines.runner import Conditioning, DenoiseRunner, to_images
-from exporter.qdq_insert import insert_qdq, plan_qdq
-from exporter.qdq_policy import QDQPolicy
+from engines.conditioning import Conditioning
+from engines.runner import sample_images, to_images
+from quantization.qdq_insert import insert_qdq, plan_qdq
+from quantization.qdq_policy import QDQPolicy
 from validation.sensitivity_file import LayerSensitivity
 from validation.step_metrics import step_metrics
 
@@ -161,9 +162,8 @@ class ImageProbe:
         self.ref = np.zeros(0)
 
     def _sample(self, sess: BytesSession) -> np.ndarray:
-        runner = DenoiseRunner(sess, self.scheduler, batch_size=len(self.noise))
-        return runner.sample(self.noise, self.steps, seed=self.seed, cond=self.cond,
-                             use_clipped_model_output=self.clipped_model_output)
+        return sample_images(sess, self.scheduler, self.noise, self.steps, seed=self.seed, cond=self.cond,
+                             use_clipped_model_output=self.clipped_model_output).samples
 
     def reference(self, fp32: BytesSession) -> None:
         self.ref = self._sample(fp32)

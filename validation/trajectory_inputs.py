@@ -8,7 +8,8 @@ from typing import Any
 import numpy as np
 
 from engines.ort_session import OrtSession
-from engines.runner import Conditioning, DenoiseRunner
+from engines.conditioning import Conditioning
+from engines.runner import DenoiseRunner
 from engines.schedulers import make_scheduler
 
 
@@ -32,12 +33,10 @@ def trajectory_feeds(model: Path, info: dict[str, Any], steps: int, at: list[int
             if i in at:
                 f: dict[str, np.ndarray] = {"sample": x.copy(), "timestep": np.full(len(x), float(t), np.float32)}
                 if cond is not None:
-                    rows = np.repeat(cond.cond, len(x), 0) if cond.cond.shape[0] == 1 else cond.cond[: len(x)]
-                    if cond.guided and cond.uncond is not None:
+                    f.update(cond.unet_feeds(0, len(x)))
+                    if cond.guided:
                         f["sample"] = np.concatenate([x, x])
                         f["timestep"] = np.full(2 * len(x), float(t), np.float32)
-                        rows = np.concatenate([np.repeat(cond.uncond[:1], len(x), 0), rows])
-                    f["encoder_hidden_states"] = rows.astype(np.float32)
                 feeds[i] = f
 
         noise = runner.initial_noise((num, c, h, w), seed)

@@ -10,7 +10,6 @@ digit-feature (or a user-supplied ONNX Inception) Fréchet distance.
 
 from __future__ import annotations
 
-import json
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,13 +17,16 @@ from typing import Any
 import numpy as np
 import onnx
 
+from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
-from engines.runner import Conditioning, DenoiseRunner, seeded_noise, to_images
+from engines.conditioning import Conditioning
+from engines.runner import sample_images, seeded_noise
 from engines.trajectory_health import TrajectoryHealth
 from engines.schedulers import make_scheduler
+from quantization.record import QuantizeRecord
 from validation.image_metrics import frechet_distance, psnr, ssim
 from validation.step_metrics import StepMetrics, step_metrics
 from validation.trajectory_inputs import spread_steps, trajectory_feeds
@@ -63,19 +65,14 @@ def check_work(work: WorkDir, precision: str) -> tuple[dict[str, Any], Path]:
     info = work.load_export_info()
     qpath = work.model_for(precision)
     fp32 = work.model_for("fp32")
-    record_path = work.quantize_json
-    if record_path.is_file():
-        try:
-            record = json.loads(record_path.read_text())
-        except json.JSONDecodeError as exc:
-            raise UserError(f"cannot read '{record_path}': {exc}") from exc
+    record_path = work.quantize_record(qpath)
+    if precision == "int8" and record_path.is_file():
+        record = QuantizeRecord.load(record_path)
         sha = onnx_model_sha256(fp32)
-        if record.get("source_model_sha256") not in (None, sha):
+        if record.source_model_sha256 != sha:
             raise UserError(f"'{qpath}' was quantized from another model than '{fp32}' (see {record_path}); "
                             f"run python -m tools quantize {work.root} again")
     if work.ranges.is_file():
-        from calibrators.ranges import TensorRanges
-
         TensorRanges.load(work.ranges, expected_model_sha256=onnx_model_sha256(fp32))
     q_inputs = _input_shapes(qpath)
     for name, spec in info["inputs"].items():
@@ -133,11 +130,11 @@ def final_images(fp32: Path, quantized: Path, info: dict[str, Any], cfg: Validat
     out = []
     for path in (fp32, quantized):
         with OrtSession(path) as sess:
-            runner = DenoiseRunner(sess, make_scheduler(cfg.scheduler, info["scheduler"]), batch_size=cfg.images)
-            out.append(to_images(runner.sample(noise, cfg.steps, seed=cfg.seed, cond=cond,
-                                                   use_clipped_model_output=cfg.clipped_model_output)))
-            if health is not None:
-                health.append(runner.health)
+            run = sample_images(sess, make_scheduler(cfg.scheduler, info["scheduler"]), noise, cfg.steps,
+                                seed=cfg.seed, cond=cond, use_clipped_model_output=cfg.clipped_model_output)
+        out.append(run.images)
+        if health is not None:
+            health.append(run.health)
     return out[0], out[1]
 
 

@@ -106,7 +106,7 @@ def test_tap_groups_respect_the_budget(tiny_work: Path) -> None:
     import onnx
 
     from calibrators.calibrate import tap_groups
-    from exporter.qdq_rules import calibration_tensors
+    from quantization.qdq_rules import calibration_tensors
 
     model = onnx.load(str(tiny_work / "model.onnx"))
     tensors = calibration_tensors(model)

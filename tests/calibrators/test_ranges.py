@@ -11,7 +11,8 @@ import pytest
 from calibrators.aggregation import AggregationConfig
 from calibrators.collectors import StatsCollector, TensorStats
 from calibrators.estimators import EstimatorConfig
-from calibrators.ranges import SCHEMA_VERSION, CalibrationSettings, StepSummary, TensorRanges, ranges_from_stats
+from calibrators.range_estimation import ranges_from_stats
+from calibrators.ranges import SCHEMA_VERSION, CalibrationSettings, StepSummary, TensorRanges
 from common.errors import UserError
 
 SHA = "0123456789abcdef" * 4

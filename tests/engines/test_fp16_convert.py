@@ -164,7 +164,7 @@ def test_the_quantize_stage_output_for_tensorrt(tiny_work: Path, tmp_path: Path)
         shutil.copy(tiny_work / name, work / name)
     assert run_cli("calibrate", work, "--samples", "8", "--steps", "5") == 0
     assert run_cli("quantize", work, "--target", "tensorrt") == 0
-    qdq = onnx.load(work / "model.int8.onnx")
+    qdq = onnx.load(work / "model.int8.trt.onnx")
     fp16, report = convert_to_fp16(qdq)
     onnx.checker.check_model(fp16)
     qdq_ops = ("QuantizeLinear", "DequantizeLinear")

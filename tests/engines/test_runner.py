@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from engines.ort_session import OrtSession
-from engines.runner import Conditioning, DenoiseRunner, to_images
+from engines.conditioning import Conditioning
+from engines.runner import DenoiseRunner, to_images
 from engines.schedulers import SCHEDULERS, make_scheduler
 from tests.conftest import REFERENCE_MODEL, TINY_COND_LEN
 

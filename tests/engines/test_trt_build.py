@@ -81,7 +81,7 @@ def test_tensorrt_8_builds_with_int8_and_fp16_flags() -> None:
 def test_sources_and_options(tiny_work: Path) -> None:
     work = WorkDir(tiny_work)
     assert source_onnx(work, "fp16") == tiny_work / "model.onnx"
-    with pytest.raises(UserError, match="missing model.int8.onnx.*python -m tools quantize"):
+    with pytest.raises(UserError, match="missing model.int8.trt.onnx.*python -m tools quantize .* --target tensorrt"):
         source_onnx(work, "int8")
     profiles = tuple(profiles_from_export(_export_info(tiny_work)))
     with pytest.raises(UserError, match="--opt-level must be in 0..5"):
@@ -131,7 +131,7 @@ def test_inspector_json_of_tensorrt_10_and_11() -> None:
 # --- GPU -------------------------------------------------------------------------------------------------------------
 def quantized_reference(work: Path) -> Path:
     """The reference work folder calibrated, quantized for TensorRT and built as an INT8 engine (once per session)."""
-    if not (work / "model.int8.onnx").is_file():
+    if not (work / "model.int8.trt.onnx").is_file():
         assert run_cli("calibrate", work, "--samples", "64") == 0
         assert run_cli("quantize", work, "--target", "tensorrt") == 0
     if not (work / "model.int8.plan").is_file():
@@ -160,7 +160,7 @@ def test_int8_engine_runs_the_quantized_convolutions_in_int8(reference_work: Pat
     with TrtSession(plan) as session:
         inspector = session.engine.create_engine_inspector()
         layers = parse_engine_layers(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
-    quantized = quantized_conv_names(work / "model.int8.onnx")
+    quantized = quantized_conv_names(work / "model.int8.trt.onnx")
     assert quantized, "quantize wrote no quantized Conv"
     found = {name: [layer for layer in layers if name in layer.name] for name in quantized}
     located = {name: hits for name, hits in found.items() if hits}

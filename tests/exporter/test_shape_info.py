@@ -9,10 +9,10 @@ import numpy as np
 import onnx
 import pytest
 
-import exporter.qdq_insert as qdq_insert
+import quantization.qdq_insert as qdq_insert
 import exporter.shape_info as shape_info
 from engines.ort_session import OrtSession
-from exporter.qdq_insert import split_shortcuts
+from exporter.shortcut_split import split_shortcuts
 
 
 def test_skeleton_inference_matches_full(tiny_work: Path, monkeypatch: pytest.MonkeyPatch) -> None:

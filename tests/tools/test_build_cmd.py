@@ -30,13 +30,13 @@ def test_build_without_tensorrt_exits_2_with_install_hint(tiny_work: Path, tmp_p
                                                           capsys: pytest.CaptureFixture[str]) -> None:
     work = tmp_path / "w"
     work.mkdir()
-    for name, src in (("export.json", "export.json"), ("model.onnx", "model.onnx"), ("model.int8.onnx", "model.onnx")):
+    for name, src in (("export.json", "export.json"), ("model.onnx", "model.onnx"), ("model.int8.trt.onnx", "model.onnx")):
         (work / name).write_bytes((tiny_work / src).read_bytes())
     assert run_cli("build", work, "--precision", precision, "--max-batch", "8") == 2
     err = _one_line_error(capsys)
     assert "TensorRT" in err and "pip install -r requirements-gpu.txt" in err and "Docker image" in err
     # no engine, no .plan.json, no temporary build folder
-    assert sorted(p.name for p in work.iterdir()) == ["export.json", "model.int8.onnx", "model.onnx"]
+    assert sorted(p.name for p in work.iterdir()) == ["export.json", "model.int8.trt.onnx", "model.onnx"]
 
 
 @pytest.mark.parametrize(("args", "message"), [
@@ -45,7 +45,7 @@ def test_build_without_tensorrt_exits_2_with_install_hint(tiny_work: Path, tmp_p
     (["--opt-level", "9"], "--opt-level must be in 0..5"),
     (["--workspace-gb", "-1"], "--workspace-gb must be > 0"),
     (["--timing-cache", "/no/such/folder/t.cache"], "--timing-cache '/no/such/folder/t.cache'"),
-    (["--precision", "int8"], "missing model.int8.onnx); run python -m tools quantize"),
+    (["--precision", "int8"], "missing model.int8.trt.onnx); run python -m tools quantize"),
 ])
 def test_bad_input_is_checked_before_tensorrt(tiny_work: Path, args: list[str], message: str,
                                               capsys: pytest.CaptureFixture[str]) -> None:

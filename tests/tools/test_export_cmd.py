@@ -65,6 +65,18 @@ def test_failed_verification_leaves_nothing(
     assert _listing(tmp_path) == []
 
 
+def test_force_keeps_the_old_folder_until_the_new_export_is_verified(
+    tiny_unet_dir: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``export --force`` over a work folder whose new export fails its check: the old folder is left as it was."""
+    work = tmp_path / "w"
+    work.mkdir()
+    (work / "keep.txt").write_text("x")
+    assert run_cli("export", "--model", tiny_unet_dir, work, "--force", "--tolerance", "0") == 1
+    assert _listing(work) == ["keep.txt"]
+    assert [p.name for p in tmp_path.iterdir()] == ["w"]
+
+
 def test_entry_point_prints_one_line(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "tools", "export", "--arch", "nope", str(tmp_path / "w")],

@@ -14,7 +14,7 @@ def test_pipeline_end_to_end(tiny_unet_dir: Path, tmp_path: Path, capsys) -> Non
     code = run_cli("pipeline", "--model", tiny_unet_dir, work, "--steps", "6", "--num", "2", "--samples", "8",
                    "--min-psnr", "0", "--min-cosine", "0.9", "--min-snr", "0")
     assert code == 0
-    for name in ("model.onnx", "export.json", "ranges.json", "model.int8.onnx", "quantize.json",
+    for name in ("model.onnx", "export.json", "ranges.json", "model.int8.ort.onnx", "quantize.ort.json",
                  "samples/fp32_ddim6.png", "samples/int8_ddim6.png", "samples/fp32_vs_int8_ddim6.png",
                  "samples/int8_ddim6.samples.npy", "report/validate.json", "report/sensitivity.json", "report/index.html"):
         assert (work / name).is_file(), name

@@ -16,7 +16,7 @@ from PIL import Image
 from calibrators.ranges import TensorRanges
 from common.hashing import onnx_model_sha256, sha256_files
 from common.images import save_grid
-from exporter.qdq_policy import QDQPolicy
+from quantization.qdq_policy import QDQPolicy
 from tests.conftest import run_cli
 from validation.sensitivity import quantized_layers
 from validation.sensitivity_file import LayerSensitivity, SensitivityResult
@@ -65,8 +65,8 @@ def _sensitivity_json(work: Path) -> list[str]:
 def reported(tiny_calibrated: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A copy of the tiny work folder, quantized, with validate.json, grids, sensitivity.json and index.html."""
     work = tmp_path_factory.mktemp("report") / "w"
-    shutil.copytree(tiny_calibrated, work, ignore=shutil.ignore_patterns("calib", "report", "model.int8.onnx*",
-                                                                         "quantize.json"))
+    shutil.copytree(tiny_calibrated, work, ignore=shutil.ignore_patterns("calib", "report", "model.int8*",
+                                                                         "quantize*.json"))
     (work / "report").mkdir()
     _sensitivity_json(work)
     assert run_cli("quantize", work, "--keep-float", "2") == 0
@@ -94,8 +94,8 @@ def test_page_is_self_contained(reported: Path) -> None:
 
 def test_missing_inputs_become_notes(tiny_calibrated: Path, tmp_path: Path) -> None:
     work = tmp_path / "w"
-    shutil.copytree(tiny_calibrated, work, ignore=shutil.ignore_patterns("calib", "report", "model.int8.onnx*",
-                                                                         "quantize.json"))
+    shutil.copytree(tiny_calibrated, work, ignore=shutil.ignore_patterns("calib", "report", "model.int8*",
+                                                                         "quantize*.json"))
     assert run_cli("report", work, "--no-latency") == 0
     page = (work / "report" / "index.html").read_text()
     for hint in ("python -m tools quantize", "python -m tools validate", "python -m tools sensitivity",

@@ -13,8 +13,8 @@ import pytest
 from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from common.workdir import WorkDir
-from exporter.qdq_insert import plan_qdq
-from exporter.qdq_policy import QDQPolicy
+from quantization.qdq_insert import plan_qdq
+from quantization.qdq_policy import QDQPolicy
 from tests.conftest import run_cli
 from tools.sensitivity_cmd import make_probe, recorded_policy
 from validation.sensitivity import ErrorProbe, SensitivityConfig, quantized_layers, rank_layers, single_layer_policy
@@ -24,14 +24,14 @@ FAST = ("--steps", "6", "--points", "2", "--num", "2")
 
 
 def _copy(src: Path, dst: Path, keep_report: bool = False) -> Path:
-    skip = ["calib", "model.int8.onnx*", "quantize.json"] + ([] if keep_report else ["report"])
+    skip = ["calib", "model.int8*", "quantize*.json"] + ([] if keep_report else ["report"])
     shutil.copytree(src, dst, ignore=shutil.ignore_patterns(*skip))
     return dst
 
 
 @pytest.fixture
 def work(tiny_calibrated: Path, tmp_path: Path) -> Path:
-    """A private copy of the calibrated tiny work folder (commands here write quantize.json and report/)."""
+    """A private copy of the calibrated tiny work folder (commands here write quantize.ort.json and report/)."""
     return _copy(tiny_calibrated, tmp_path / "w")
 
 
@@ -119,14 +119,14 @@ def test_keep_float_n_leaves_exactly_those_layers_without_weight_dq(ranked: Path
     work = ranked
     ranked = [x["node"] for x in json.loads((work / "report" / "sensitivity.json").read_text())["layers"]]
     assert run_cli("quantize", work, "--keep-float", "2") == 0
-    qmodel = onnx.load(str(work / "model.int8.onnx"))
+    qmodel = onnx.load(str(work / "model.int8.ort.onnx"))
     weighted = _weight_dq_consumers(qmodel)
 
     def has_weight_dq(layer: str) -> bool:  # a split shortcut conv lives on as <name>/split<i>
         return layer in weighted or any(w.startswith(f"{layer}/split") for w in weighted)
 
     assert [n for n in ranked if not has_weight_dq(n)] == ranked[:2]
-    record = json.loads((work / "quantize.json").read_text())
+    record = json.loads((work / "quantize.ort.json").read_text())
     assert record["sensitivity_keep_float"]["nodes"] == ranked[:2]
     assert set(ranked[:2]) <= set(record["policy"]["keep_float"])
     # a later sensitivity run ranks every layer again: the recorded policy minus the layers --keep-float chose
@@ -137,7 +137,7 @@ def test_keep_float_skips_layers_the_policy_leaves_float(ranked: Path,
                                                         capsys: pytest.CaptureFixture[str]) -> None:
     ranked_nodes = [x["node"] for x in json.loads((ranked / "report" / "sensitivity.json").read_text())["layers"]]
     assert run_cli("quantize", ranked, "--keep-float", "1", "--exclude", ranked_nodes[0]) == 0
-    record = json.loads((ranked / "quantize.json").read_text())
+    record = json.loads((ranked / "quantize.ort.json").read_text())
     assert record["sensitivity_keep_float"]["nodes"] == [ranked_nodes[1]]
     assert "another Q/DQ policy" in capsys.readouterr().out  # ranked without that exclusion
 
@@ -146,7 +146,7 @@ def test_keep_float_without_sensitivity_exits_2(work: Path, capsys: pytest.Captu
     assert run_cli("quantize", work, "--keep-float", "2") == 2
     err = capsys.readouterr().err.strip()
     assert "sensitivity.json" in err and len(err.splitlines()) == 1
-    assert not (work / "model.int8.onnx").exists() and not (work / "quantize.json").exists()
+    assert not (work / "model.int8.ort.onnx").exists() and not (work / "quantize.ort.json").exists()
 
 
 def test_keep_float_with_sensitivity_of_another_model_exits_2(ranked: Path,
@@ -166,7 +166,7 @@ def test_ranking_in_another_file_feeds_quantize(ranked: Path) -> None:
     (ranked / "report" / "sensitivity.json").rename(out)
     first = json.loads(out.read_text())["layers"][0]["node"]
     assert run_cli("quantize", ranked, "--keep-float", "1", "--sensitivity", out) == 0
-    record = json.loads((ranked / "quantize.json").read_text())
+    record = json.loads((ranked / "quantize.ort.json").read_text())
     assert record["sensitivity_keep_float"] == {"count": 1, "nodes": [first], "file": str(out)}
 
 

@@ -32,6 +32,7 @@ def test_validate_passes_and_writes_polygraphy_inputs(quantized: Path) -> None:
     assert ts == sorted(ts, reverse=True) and ts[0] >= 900 and ts[-1] == 0  # spread over the whole schedule
     assert all(0.9 < s["cosine"] <= 1.0 for s in report["steps"])
     assert {"psnr", "ssim"} <= set(report["images"])
+    assert report["backend"] == {"steps": "ONNX Runtime (CPU)", "final_images": "ONNX Runtime (CPU), the Q/DQ model"}
     # the saved inputs replay in Polygraphy and are the real trajectory states
     from polygraphy.json import load_json
 
@@ -90,11 +91,11 @@ def test_ranges_of_another_model(quantized: Path, tiny_cond_work: Path, capsys: 
 
 
 def test_mismatched_shapes(quantized: Path, tiny_cond_work: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    shutil.copy(tiny_cond_work / "model.onnx", quantized / "model.int8.onnx")
-    (quantized / "quantize.json").unlink()
+    shutil.copy(tiny_cond_work / "model.onnx", quantized / "model.int8.ort.onnx")
+    (quantized / "quantize.ort.json").unlink()
     assert run_cli("validate", quantized, *FAST) == 2
     err = capsys.readouterr().err
-    assert "model.int8.onnx" in err and "shape" in err
+    assert "model.int8.ort.onnx" in err and "shape" in err
 
 
 def test_step_metrics_closed_forms() -> None:
@@ -122,3 +123,24 @@ def test_off_range_trajectories_are_counted_and_warned(reference_work: Path, tmp
     assert images["fp32_off_range"] >= 2
     out = capsys.readouterr().out
     assert "FP32 warning:" in out and "--use-clipped-model-output" in out
+
+
+def test_class_conditional_guided_validate_runs(tiny_cond_dir: Path, tmp_path: Path,
+                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    """A class-conditional UNet2DConditionModel (sequence length 1) validated with 16 conditioning rows, an
+    unconditional row and guidance: conditioning rows always follow the images fed (this crashed in ORT's Reshape
+    when the rows and the images disagreed)."""
+    work = tmp_path / "cls"
+    assert run_cli("export", "--model", tiny_cond_dir, work, "--cond-len", "1") == 0
+    dim = json.loads((work / "export.json").read_text())["inputs"]["encoder_hidden_states"]["shape"][2]
+    rng = np.random.default_rng(0)
+    np.save(tmp_path / "cond.npy", rng.standard_normal((16, 1, dim)).astype(np.float32))
+    np.save(tmp_path / "uncond.npy", np.zeros((1, 1, dim), np.float32))
+    cond = ["--cond", tmp_path / "cond.npy", "--guidance-scale", "3"]
+    assert run_cli("calibrate", work, "--samples", "8", "--steps", "6", *cond) == 0
+    assert run_cli("quantize", work) == 0
+    code = run_cli("validate", work, "--steps", "6", "--points", "3", "--num", "3", "--images", "5", *cond,
+                   "--uncond", tmp_path / "uncond.npy", "--min-psnr", "-1")
+    assert code in (0, 1), capsys.readouterr().err
+    report = json.loads((work / "report" / "validate.json").read_text())
+    assert len(report["steps"]) == 3 and "psnr" in report["images"]

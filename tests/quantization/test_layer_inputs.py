@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from calibrators.layer_inputs import conv_rows, layer_rng, linear_rows
-from exporter.weight_layers import ConvGeometry
+from quantization.layer_inputs import conv_rows, layer_rng, linear_rows
+from quantization.weight_layers import ConvGeometry
 
 
 @pytest.mark.parametrize("strides,pads", [((1, 1), (1, 1, 1, 1)), ((2, 2), (0, 0, 1, 1))])

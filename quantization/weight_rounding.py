@@ -6,7 +6,7 @@ paper's asymmetric reconstruction, done in one pass rather than layer by layer) 
 taking them stage by stage from the model quantized so far (learned rounding upstream, 8 stages in graph order) was
 worse too (19.4 dB, round to nearest 22.5 dB): compensating upstream error on a few thousand rows does not carry
 over to the denoising trajectory. The result (codes and scales by node) goes to
-``exporter.qdq_insert.rewrite``, so the model stays a plain Q/DQ graph."""
+``quantization.qdq_insert.rewrite``, so the model stays a plain Q/DQ graph."""
 
 from __future__ import annotations
 
@@ -19,13 +19,13 @@ from typing import Any
 import numpy as np
 import onnx
 
-from calibrators.adaround import AdaRoundConfig, adaround
-from calibrators.layer_inputs import capture_layer_inputs
+from quantization.adaround import AdaRoundConfig, adaround
+from quantization.layer_inputs import capture_layer_inputs
 from calibrators.sample import CalibSample
-from exporter.qdq_insert import QDQPlan, RoundedWeights
-from exporter.qdq_policy import QDQPolicy
-from exporter.weight_layers import WeightedLayer
-from exporter.weight_quant import block_scales, channel_scales
+from quantization.qdq_insert import QDQPlan, RoundedWeights
+from quantization.qdq_policy import QDQPolicy
+from quantization.weight_layers import WeightedLayer
+from quantization.weight_quant import block_scales, channel_scales
 
 
 @dataclass(frozen=True)

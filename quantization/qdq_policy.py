@@ -34,8 +34,8 @@ class QDQPolicy:
         an accuracy mode: no INT4 convolution kernel exists) or stay INT8 (``int4_scope`` "linear").
     weight_rounding: ``nearest`` (scales amax/qmax, round to nearest), ``mse`` (per-channel MSE-searched scales,
         round to nearest), ``adaround`` (MSE scales, rounding learned per layer on calibration inputs; the codes come
-        from ``calibrators.weight_rounding``). Default: nearest for 8 bits, mse for 4 bits. INT4 blocks always take
-        amax scales (``exporter.weight_quant.BLOCK_SCALE_METHOD``: measured better).
+        from ``quantization.weight_rounding``). Default: nearest for 8 bits, mse for 4 bits. INT4 blocks always take
+        amax scales (``quantization.weight_quant.BLOCK_SCALE_METHOD``: measured better).
     shortcut: ``split`` (each skip-Concat branch of a shortcut conv gets its own scale: two convs summed),
         ``shared`` (one scale across the Concat: Model Optimizer's choice), ``float`` (shortcut conv unquantized).
     attention_matmul: also quantize the two activation MatMuls of attention (QK^T, softmax·V).

@@ -11,7 +11,7 @@ from onnx import TensorProto as T
 from onnx import helper as h
 from onnx import numpy_helper as nh
 
-from exporter.trt_lint import lint_model
+from quantization.trt_lint import lint_model
 from tests.conftest import run_cli
 
 

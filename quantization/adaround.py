@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from common.lazy import lazy_import
-from exporter.weight_quant import expand_scales, nearest_codes
+from quantization.weight_quant import expand_scales, nearest_codes
 
 ZETA = 1.1
 GAMMA = -0.1

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from calibrators.adaround import AdaRoundConfig, adaround, fake_quantize, output_mse
-from exporter.weight_quant import block_scales, channel_scales, expand_scales, nearest_codes
+from quantization.adaround import AdaRoundConfig, adaround, fake_quantize, output_mse
+from quantization.weight_quant import block_scales, channel_scales, expand_scales, nearest_codes
 
 
 def _layer(seed: int = 0, cout: int = 24, k: int = 64, rows: int = 2048) -> tuple[np.ndarray, np.ndarray]:

@@ -10,9 +10,9 @@ import pytest
 from onnx import numpy_helper
 
 from calibrators.ranges import TensorRanges
-from exporter.qdq_insert import plan_qdq
-from exporter.qdq_policy import QDQPolicy
-from exporter.weight_layers import channel_axis, from_matrix, to_matrix
+from quantization.qdq_insert import plan_qdq
+from quantization.qdq_policy import QDQPolicy
+from quantization.weight_layers import channel_axis, from_matrix, to_matrix
 
 
 @pytest.mark.parametrize("op,shape,trans_b,cout", [("Conv", (6, 4, 3, 3), False, 6), ("MatMul", (8, 5), False, 5),

@@ -19,7 +19,7 @@ from calibrators.calibrate import tap_groups
 from calibrators.graph_taps import batch_samples, tapped_session
 from calibrators.sample import CalibSample
 from common.lazy import lazy_import
-from exporter.weight_layers import ConvGeometry, WeightedLayer
+from quantization.weight_layers import ConvGeometry, WeightedLayer
 
 
 def layer_rng(seed: int, node: str) -> np.random.Generator:

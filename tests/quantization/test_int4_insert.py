@@ -12,10 +12,10 @@ from onnx import numpy_helper
 
 from calibrators.ranges import TensorRanges
 from engines.ort_session import OrtSession, session_options
-from exporter.qdq_insert import plan_qdq, rewrite
-from exporter.qdq_policy import QDQPolicy
-from exporter.trt_lint import lint_model
-from exporter.weight_layers import from_matrix
+from quantization.qdq_insert import plan_qdq, rewrite
+from quantization.qdq_policy import QDQPolicy
+from quantization.trt_lint import lint_model
+from quantization.weight_layers import from_matrix
 
 FEEDS = {"sample": np.random.default_rng(0).standard_normal((2, 1, 16, 16)).astype(np.float32),
          "timestep": np.array([10.0, 700.0], np.float32)}

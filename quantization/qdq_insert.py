@@ -28,11 +28,12 @@ from onnx import numpy_helper
 from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from exporter.graph_index import GraphIndex, int_attr
-from exporter.qdq_policy import QDQPolicy
-from exporter.qdq_rules import RULES, ActivationMark, Mark, OutputMark, WeightMark, is_skip_concat
+from quantization.qdq_policy import QDQPolicy
+from exporter.shortcut_split import SplitConv, branch_output, shortcut_convs, split_conv
+from quantization.qdq_rules import RULES, ActivationMark, Mark, OutputMark, WeightMark
 from exporter.shape_info import PROTOBUF_LIMIT, infer_value_info, model_bytes, upgrade_opset
-from exporter.weight_layers import WeightedLayer, from_matrix, int4_block_ok, to_matrix, weighted_layers
-from exporter.weight_quant import block_scales, channel_scales, nearest_codes, quantize_codes
+from quantization.weight_layers import WeightedLayer, from_matrix, int4_block_ok, to_matrix, weighted_layers
+from quantization.weight_quant import block_scales, channel_scales, nearest_codes, quantize_codes
 
 INT4_OPSET = 21  # blocked DequantizeLinear and the INT4 type
 INT4_IR_VERSION = 10
@@ -41,14 +42,6 @@ RoundedWeights = dict[str, tuple[np.ndarray, np.ndarray]]  # node -> (codes Cout
 ALL_CONSUMERS = "*"
 QUANTIZED_UNIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
 INT8_QMAX = 127
-
-
-@dataclass(frozen=True)
-class SplitConv:
-    """A shortcut Conv on a skip Concat, to be rewritten as one Conv per Concat branch, summed."""
-
-    conv: str
-    branches: tuple[str, ...]  # the Concat's input tensors, in channel order
 
 
 @dataclass
@@ -102,12 +95,7 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
     """Phase 1: let the rules mark tensors, filter the marks by the policy, and check every range exists."""
     index = GraphIndex.build(model.graph, infer_value_info(model))
     plan = QDQPlan(warnings=_check_patterns(model, policy))
-    shortcut_of: dict[str, onnx.NodeProto] = {}
-    for node in model.graph.node:
-        if node.op_type == "Conv":
-            src = index.producer.get(node.input[0])
-            if src is not None and is_skip_concat(src, index):
-                shortcut_of[node.name] = src
+    shortcut_of = shortcut_convs(model, index)
     for node in model.graph.node:
         rule = RULES.get(node.op_type)
         if rule is None:
@@ -141,7 +129,7 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
                 for i, t in enumerate(concat.input):
                     plan.activations[t].add(f"{node.name}/split")
                     if policy.target == "onnxruntime":  # branch outputs: names made by split_conv
-                        plan.activations[f"{node.output[0]}/split{i}"].add(ALL_CONSUMERS)
+                        plan.activations[branch_output(node.output[0], i)].add(ALL_CONSUMERS)
                 if policy.target == "onnxruntime":
                     plan.activations[node.output[0]].add(ALL_CONSUMERS)
                 continue
@@ -208,48 +196,17 @@ class _Rewriter:
             self.quantize_biases()
 
     def split_conv(self, split: SplitConv) -> None:
-        """Conv(concat(a, b), W) + bias -> Conv(a, W[:, :Ca], bias) + Conv(b, W[:, Ca:]); exact in FP32."""
+        """The shortcut split (exporter/shortcut_split.py), then each branch's weight on its own scale and each
+        branch input quantized for its own convolution."""
         conv = self.nodes[split.conv]
-        if int(conv.attrs.get("group", 1)) != 1:
-            raise UserError(f"cannot split grouped convolution '{conv.name}'")
-        weight = conv.inputs[1]
-        w = np.asarray(weight.values)
-        branches = [self.tensors[t] for t in split.branches]
-        widths = [self._channels(b) for b in branches]
-        if sum(widths) != w.shape[1]:
-            raise RuntimeError(f"{conv.name}: branch channels {widths} do not add up to {w.shape[1]}")
-        bias = conv.inputs[2] if len(conv.inputs) > 2 else None
-        out = conv.outputs[0]
-        partials: list[gs.Variable] = []
-        offset = 0
-        for i, (branch, width) in enumerate(zip(branches, widths, strict=True)):
-            name = f"{conv.name}/split{i}"
-            wi = gs.Constant(f"{weight.name}/split{i}", np.ascontiguousarray(w[:, offset : offset + width]))
-            offset += width
-            inputs = [branch, wi] + ([bias] if (bias is not None and i == 0) else [])
-            y = gs.Variable(f"{out.name}/split{i}", dtype=np.float32)
-            node = gs.Node("Conv", name=name, attrs=dict(conv.attrs), inputs=inputs, outputs=[y])
-            self.graph.nodes.append(node)
-            self.nodes[name] = node
+        for node in split_conv(self.graph, conv, [self.tensors[t] for t in split.branches]):
+            self.nodes[node.name] = node
             if self.quantize:
-                self.quantize_weight(node, wi.name, 0)
-                if branch.name in self.requests:
-                    self.requests[branch.name].discard(f"{conv.name}/split")
-                    self.requests[branch.name].add(name)
-            partials.append(y)
-        conv.outputs.clear()
-        acc: gs.Variable = partials[0]
-        for i, y in enumerate(partials[1:], start=1):
-            last = i == len(partials) - 1
-            z = out if last else gs.Variable(f"{out.name}/sum{i}", dtype=np.float32)
-            self.graph.nodes.append(gs.Node("Add", name=f"{conv.name}/split_sum{i}", inputs=[acc, y], outputs=[z]))
-            acc = z
-
-    def _channels(self, tensor: gs.Tensor) -> int:
-        shape = tensor.shape
-        if shape is None or len(shape) < 2 or not isinstance(shape[1], (int, np.integer)):
-            raise RuntimeError(f"unknown channel count of '{tensor.name}' (shape {shape})")
-        return int(shape[1])
+                self.quantize_weight(node, node.inputs[1].name, 0)
+                branch = node.inputs[0].name
+                if branch in self.requests:
+                    self.requests[branch].discard(f"{conv.name}/split")
+                    self.requests[branch].add(node.name)
 
     def quantize_weight(self, node: gs.Node, tensor: str, axis: int) -> None:
         """Replace a float weight input by integer codes -> DequantizeLinear: per channel in INT8 storage, or blocked
@@ -361,19 +318,8 @@ class _Rewriter:
 def insert_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy,
                rounded: RoundedWeights | None = None) -> onnx.ModelProto:
     """The Q/DQ model for ``model`` under ``policy`` with activation ranges from ``ranges`` (``model`` untouched);
-    ``rounded``: learned weight codes by node (``calibrators.weight_rounding``), else round-to-nearest."""
+    ``rounded``: learned weight codes by node (``quantization.weight_rounding``), else round-to-nearest."""
     return rewrite(model, plan_qdq(model, ranges, policy), policy, rounded=rounded)
-
-
-def split_shortcuts(model: onnx.ModelProto) -> onnx.ModelProto:
-    """Only the shortcut split, in FP32 (no Q/DQ): equal to ``model`` up to float rounding."""
-    index = GraphIndex.build(model.graph, infer_value_info(model))
-    plan = QDQPlan()
-    for node in model.graph.node:
-        src = index.producer.get(node.input[0]) if node.op_type == "Conv" else None
-        if src is not None and is_skip_concat(src, index):
-            plan.splits.append(SplitConv(node.name, tuple(src.input)))
-    return rewrite(model, plan, QDQPolicy(), quantize=False)
 
 
 def rewrite(model: onnx.ModelProto, plan: QDQPlan, policy: QDQPolicy, quantize: bool = True,

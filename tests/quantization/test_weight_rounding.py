@@ -10,12 +10,12 @@ import numpy as np
 import onnx
 import pytest
 
-from calibrators.adaround import AdaRoundConfig
+from quantization.adaround import AdaRoundConfig
 from calibrators.calibrate import cached_samples_for
 from calibrators.ranges import TensorRanges
-from calibrators.weight_rounding import RoundingConfig, learn_rounding
-from exporter.qdq_insert import plan_qdq
-from exporter.qdq_policy import QDQPolicy
+from quantization.weight_rounding import RoundingConfig, learn_rounding
+from quantization.qdq_insert import plan_qdq
+from quantization.qdq_policy import QDQPolicy
 from tests.conftest import run_cli
 
 
@@ -44,7 +44,7 @@ def test_learn_rounding_is_deterministic_and_improves(tiny_calibrated: Path, tmp
 @pytest.fixture()
 def work(tiny_calibrated: Path, tmp_path: Path) -> Path:
     dest = tmp_path / "w"
-    shutil.copytree(tiny_calibrated, dest, ignore=shutil.ignore_patterns("report", "*.int8.*", "quantize.json"))
+    shutil.copytree(tiny_calibrated, dest, ignore=shutil.ignore_patterns("report", "*.int8.*", "quantize*.json"))
     return dest
 
 
@@ -53,7 +53,7 @@ def test_quantize_adaround_cli(work: Path, capsys: pytest.CaptureFixture[str]) -
                    "--rounding-iters", "30", "--rounding-samples", "4") == 0
     out = capsys.readouterr().out
     assert "AdaRound-learned rounding" in out and "MatMulNBits" in out and "weight memory" in out
-    record = json.loads((work / "quantize.json").read_text())
+    record = json.loads((work / "quantize.ort.json").read_text())
     assert record["weight_rounding"]["samples_used"] == 4 and record["weight_rounding"]["seconds_total"] > 0
     memory = record["weight_memory_bytes"]
     assert memory["quantized"]["int4"] > 0 and memory["quantized"]["total"] < memory["source"]["total"] / 3
@@ -64,4 +64,4 @@ def test_adaround_without_calibration_samples(work: Path, capsys: pytest.Capture
     assert run_cli("quantize", work, "--weight-rounding", "adaround") == 2
     err = capsys.readouterr().err
     assert "calib" in err and "calibrate" in err and len(err.strip().splitlines()) == 1
-    assert not (work / "model.int8.onnx").exists()
+    assert not list(work.glob("model.int8*"))

@@ -1,6 +1,6 @@
 """Q/DQ placement rules: op type -> a small rule that *marks* tensors to quantize (ONNX Runtime's registry idea).
 
-A rule never edits the graph; ``exporter/qdq_insert.py`` does every edit in a second phase. Adding an op means adding
+A rule never edits the graph; ``quantization/qdq_insert.py`` does every edit in a second phase. Adding an op means adding
 a rule here. Marks follow TensorRT's explicit-quantization guidance: quantize the activation inputs of
 Conv/ConvTranspose/Gemm/MatMul (per tensor), their weights per channel (Conv axis 0, ConvTranspose axis 1, MatMul the
 output axis 1, Gemm axis 0 with transB=1), the residual input of Add where TensorRT fuses the Add into the preceding
@@ -15,6 +15,7 @@ from typing import ClassVar, Protocol
 import onnx
 
 from exporter.graph_index import GraphIndex, int_attr
+from exporter.shortcut_split import is_skip_concat
 
 WEIGHTED_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul")
 
@@ -137,15 +138,6 @@ class SkipConcatRule:
         if not is_skip_concat(node, index):
             return []
         return [ActivationMark(t, node.name, i, "skip Concat branch") for i, t in enumerate(node.input)]
-
-
-def is_skip_concat(node: onnx.NodeProto, index: GraphIndex) -> bool:
-    """Concat on axis 1 of activations only, whose output is the data input of at least one Conv."""
-    if node.op_type != "Concat" or int_attr(node, "axis", 0) != 1 or len(node.input) < 2:
-        return False
-    if not all(index.is_activation(i) for i in node.input):
-        return False
-    return any(c.op_type == "Conv" and c.input[0] == node.output[0] for c in index.consumers[node.output[0]])
 
 
 RULES: dict[str, QDQRule] = {}

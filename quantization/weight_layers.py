@@ -14,7 +14,7 @@ import onnx
 from onnx import numpy_helper
 
 from exporter.graph_index import GraphIndex, int_attr, ints_attr
-from exporter.qdq_policy import QDQPolicy
+from quantization.qdq_policy import QDQPolicy
 from exporter.shape_info import infer_value_info
 
 

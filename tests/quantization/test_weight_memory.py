@@ -7,7 +7,7 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
-from exporter.weight_memory import tensor_bytes, weight_memory
+from quantization.weight_memory import tensor_bytes, weight_memory
 
 
 def test_bytes_by_storage_type() -> None:

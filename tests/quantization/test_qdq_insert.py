@@ -12,10 +12,11 @@ import pytest
 from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from engines.ort_session import OrtSession, session_options
-from exporter.qdq_insert import insert_qdq, plan_qdq, split_shortcuts
-from exporter.qdq_policy import QDQPolicy
-from exporter.qdq_rules import WeightMark, mark_graph
-from exporter.trt_lint import lint_model
+from exporter.shortcut_split import split_shortcuts
+from quantization.qdq_insert import insert_qdq, plan_qdq
+from quantization.qdq_policy import QDQPolicy
+from quantization.qdq_rules import WeightMark, mark_graph
+from quantization.trt_lint import lint_model
 
 
 def _feeds(batch: int = 3) -> dict[str, np.ndarray]:
