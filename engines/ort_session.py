@@ -41,6 +41,12 @@ def session_options(threads: int = 0, optimized_model_path: Path | None = None, 
     # Blocked INT4 MatMul weights fuse into MatMulNBits; accuracy level 0 keeps its activations float (the graph's
     # meaning and TensorRT's INT4 weight-only GEMM) instead of ONNX Runtime's default level 4 (INT8 activations).
     so.add_session_config_entry("session.qdq_matmulnbits_accuracy_level", "0")
+    # On x64 CPUs without VNNI (AVX2, AVX-512 without VNNI) ONNX Runtime's U8S8 INT8 kernels add products in pairs
+    # into saturating int16 (vpmaddubsw): with full-range INT8 weights the pair sums overflow and QLinearConv/
+    # QLinearMatMul outputs are wrong (measured on an AMD EPYC with AVX2: UNet-output cosine 0.897 against FP32,
+    # 0.998 with this option, equal to the graph run unfused). "session.x64quantprecision" = 1 makes ONNX Runtime use
+    # its exact U8U8 path there; it changes nothing on VNNI/AMX CPUs (they accumulate in int32).
+    so.add_session_config_entry("session.x64quantprecision", "1")
     if optimized_model_path is not None:
         so.optimized_model_filepath = str(optimized_model_path)
     if profile:

@@ -21,7 +21,7 @@ from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
-from engines.ort_session import OrtSession
+from engines.ort_session import OrtSession, session_options
 from engines.conditioning import Conditioning
 from engines.runner import sample_images, seeded_noise
 from engines.trajectory_health import TrajectoryHealth
@@ -97,20 +97,24 @@ def compare_steps(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]
                   plan: Path | None = None, verbose: bool = False) -> tuple[list[StepMetrics], bool]:
     """Polygraphy Comparator: FP32 OnnxrtRunner against the quantized runner on ``feeds`` (one iteration per
     step). Returns our per-step metrics and Polygraphy's ``CompareFunc.simple`` verdict (rtol/atol 5e-2)."""
-    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+    import onnxruntime as ort
+    from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.comparator import Comparator, CompareFunc
     from polygraphy.logger import G_LOGGER
 
     if not verbose:
         G_LOGGER.module_severity = G_LOGGER.CRITICAL  # our per-step table replaces Polygraphy's histograms
 
-    runners = [OnnxrtRunner(SessionFromOnnx(str(fp32), providers=["cpu"]), name="fp32")]
+    def cpu_session(path: Path) -> Any:  # our session options (exact INT8 kernels on CPUs without VNNI)
+        return lambda: ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+
+    runners = [OnnxrtRunner(cpu_session(fp32), name="fp32")]
     if plan is not None:  # the quantized model as a TensorRT engine (GPU)
         from engines.trt_polygraphy import trt_runner
 
         runners.append(trt_runner(plan))
     else:
-        runners.append(OnnxrtRunner(SessionFromOnnx(str(quantized), providers=["cpu"]), name="quantized"))
+        runners.append(OnnxrtRunner(cpu_session(quantized), name="quantized"))
     inputs_json.parent.mkdir(parents=True, exist_ok=True)
     results = Comparator.run(runners, data_loader=feeds, save_inputs_path=str(inputs_json))
     accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(rtol=5e-2, atol=5e-2))

@@ -54,3 +54,41 @@ def test_cuda_provider_matches_cpu(tiny_work: Path, tmp_path: Path) -> None:
     with OrtSession(tmp_path / "model.onnx", providers=["CPUExecutionProvider"]) as cpu, \
             OrtSession(tmp_path / "model.onnx", providers=["CUDAExecutionProvider"]) as gpu:
         np.testing.assert_allclose(gpu.run(feeds)["out"], cpu.run(feeds)["out"], rtol=1e-3, atol=1e-4)
+
+
+def test_int8_kernels_match_the_graph_on_cpus_without_vnni(tmp_path: Path) -> None:
+    """A Q/DQ Conv with full-range INT8 weights and UINT8 activations at the ends of their range: ONNX Runtime's
+    fused QLinearConv must equal the graph run unfused. On AVX2 CPUs without VNNI the default U8S8 kernel saturates
+    int16 pair sums (errors of many output steps); our session options select the exact path."""
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(0)
+    w = np.where(rng.random((16, 8, 3, 3)) < 0.5, -127, 127).astype(np.int8)
+    inits = [numpy_helper.from_array(w, "w_q"), numpy_helper.from_array(np.full(16, 0.01, np.float32), "w_s"),
+             numpy_helper.from_array(np.zeros(16, np.int8), "w_z"),
+             numpy_helper.from_array(np.array(0.05, np.float32), "a_s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "a_z"),
+             numpy_helper.from_array(np.array(5.0, np.float32), "o_s"),
+             numpy_helper.from_array(np.array(128, np.uint8), "o_z")]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "a_s", "a_z"], ["xq"]),
+             helper.make_node("DequantizeLinear", ["xq", "a_s", "a_z"], ["xd"]),
+             helper.make_node("DequantizeLinear", ["w_q", "w_s", "w_z"], ["wd"], axis=0),
+             helper.make_node("Conv", ["xd", "wd"], ["y"], pads=[1, 1, 1, 1]),
+             helper.make_node("QuantizeLinear", ["y", "o_s", "o_z"], ["yq"]),
+             helper.make_node("DequantizeLinear", ["yq", "o_s", "o_z"], ["out"])]
+    graph = helper.make_graph(nodes, "qconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 8, 8, 8])],
+                              [helper.make_tensor_value_info("out", TensorProto.FLOAT, [1, 16, 8, 8])], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    path = tmp_path / "qconv.onnx"
+    onnx.save(model, path)
+    x = (np.where(rng.random((1, 8, 8, 8)) < 0.5, -1, 1) * 6.35).astype(np.float32)  # codes 1 and 255
+    plain = ort.SessionOptions()
+    plain.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    exact = ort.InferenceSession(str(path), plain, providers=["CPUExecutionProvider"]).run(None, {"x": x})[0]
+    with OrtSession(path) as sess:
+        fused = sess.run({"x": x})["out"]
+    assert np.abs(exact).max() < 127 * 5.0  # no output clipping hides an error
+    np.testing.assert_allclose(fused, exact, atol=5.0 + 1e-5)  # one output step at most
