@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import pytest
 from PIL import Image
 
 from tests.conftest import run_cli
@@ -31,3 +32,13 @@ def test_use_clipped_model_output_reaches_calibration_sampling_and_validation() 
                if "--use-clipped-model-output" in argv}
     assert flagged == {"calibrate", "sample", "validate", "sensitivity"}
     assert not any("--use-clipped-model-output" in argv for _, argv in stages(parse(["--model", "m", "w"])))
+
+
+@pytest.mark.parametrize(("flag", "value"), [("--target", "tensorrtx"), ("--method", "ndtcc")])
+def test_pipeline_flags_take_the_commands_choices(tmp_path: Path, flag: str, value: str,
+                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """A value the stage would refuse is refused by ``pipeline`` before any stage runs (nothing written)."""
+    assert run_cli("pipeline", "--model", tmp_path / "m", tmp_path / "w", flag, value) == 2
+    err = capsys.readouterr().err.strip()
+    assert flag in err and "invalid choice" in err and len(err.splitlines()) == 1
+    assert not (tmp_path / "w").exists()
