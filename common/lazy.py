@@ -1,4 +1,4 @@
-"""Lazy imports of heavy optional modules with an install hint (torch, tensorrt, cuda)."""
+"""Lazy imports of heavy optional modules with an install hint (torch, tensorrt, cuda, pytriton)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,8 @@ _HINTS = {
     "diffusers": "pip install -r requirements.txt",
     "tensorrt": "pip install -r requirements-gpu.txt  (needs an NVIDIA GPU; or use the Docker image)",
     "polygraphy": "pip install -r requirements.txt",
+    "pytriton": "pip install --no-deps -r requirements-serve.txt  (see docs/serving.md)",
+    "tritonclient": "pip install --no-deps -r requirements-serve.txt  (see docs/serving.md)",
 }
 
 

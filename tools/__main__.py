@@ -10,6 +10,7 @@ from common.errors import CheckFailed, UserError
 COMMANDS: dict[str, str] = {
     "build": "tools.build_cmd",
     "calibrate": "tools.calibrate_cmd",
+    "client": "tools.client_cmd",
     "export": "tools.export_cmd",
     "lint": "tools.lint_cmd",
     "quantize": "tools.quantize_cmd",
@@ -17,6 +18,7 @@ COMMANDS: dict[str, str] = {
     "pipeline": "tools.pipeline_cmd",
     "sample": "tools.sample_cmd",
     "sensitivity": "tools.sensitivity_cmd",
+    "serve": "tools.serve_cmd",
     "train-classifier": "tools.train_classifier_cmd",
     "train-reference": "tools.train_reference",
     "validate": "tools.validate_cmd",

@@ -1,0 +1,1 @@
+"""Serving the work folder\x27s pipeline on Triton Inference Server (PyTriton): models, server, client."""
