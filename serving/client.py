@@ -49,9 +49,12 @@ def normalize_url(url: str) -> str:
 
 
 def request_images(url: str, request: ImageRequest, model_name: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-                   init_timeout_s: float = 60.0) -> np.ndarray:
-    """Send one request; returns N×H×W×C uint8 images. An unreachable server is a UserError; an error response
-    (e.g. a field out of range) is a CheckFailed carrying the server's message."""
+                   init_timeout_s: float | None = None) -> np.ndarray:
+    """Send one request; returns N×H×W×C uint8 images. ``timeout_s`` bounds the inference, ``init_timeout_s``
+    (default: min(60, timeout_s)) the wait for the model to be ready. An unreachable server is a UserError; an error
+    response (e.g. a field out of range) is a CheckFailed carrying the server's message."""
+    if init_timeout_s is None:
+        init_timeout_s = min(60.0, timeout_s)
     lazy_import("pytriton")
     from pytriton.client import ModelClient
     from pytriton.client.exceptions import PyTritonClientError, PyTritonClientTimeoutError

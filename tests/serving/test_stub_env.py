@@ -1,0 +1,48 @@
+"""The stub's environment: the interpreter's own libpython first on LD_LIBRARY_PATH (restored after), the numpy
+hook that only the stub process honours."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import sysconfig
+from pathlib import Path
+
+import pytest
+
+from serving import stub_env
+
+
+def test_interpreter_lib_dir_holds_this_interpreters_libpython() -> None:
+    lib = stub_env.interpreter_lib_dir()
+    if lib is None:
+        pytest.skip("this Python is linked statically (no libpython to point the stub at)")
+    assert (lib / sysconfig.get_config_var("INSTSONAME")).is_file()
+    assert lib == Path(sysconfig.get_config_var("LIBDIR"))
+
+
+def test_server_environment_prepends_and_restores(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LD_LIBRARY_PATH", "/opt/other")
+    with stub_env.server_environment() as env:
+        lib = stub_env.interpreter_lib_dir()
+        if lib is not None:
+            assert os.environ["LD_LIBRARY_PATH"] == f"{lib}{os.pathsep}/opt/other" == env["LD_LIBRARY_PATH"]
+    assert os.environ["LD_LIBRARY_PATH"] == "/opt/other"
+    monkeypatch.delenv("LD_LIBRARY_PATH")
+    with stub_env.server_environment():
+        pass
+    assert "LD_LIBRARY_PATH" not in os.environ
+
+
+def test_hook_is_inert_outside_the_stub(tmp_path: Path) -> None:
+    """Executed as a .pth line would be, in an ordinary interpreter: sys.path is unchanged."""
+    code = f"import sys; before = list(sys.path); exec({stub_env.hook_line()!r}); print(sys.path == before)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "True"
+    assert stub_env.STUB_EXE in stub_env.hook_line() and stub_env.STUB_SITE_NAME in stub_env.hook_line()
+
+
+def test_this_environment_is_ready_to_serve() -> None:
+    pytest.importorskip("pytriton")
+    stub_env.check_stub_env()  # raises a UserError saying what to install otherwise
