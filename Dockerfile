@@ -19,10 +19,18 @@ RUN grep -v -E '^(torch|onnxruntime)==' requirements.txt > /tmp/requirements-cpu
     && rm /tmp/requirements-cpu-part.txt \
     && python -c "import tensorrt, torch; print('TensorRT', tensorrt.__version__, 'torch', torch.__version__)"
 
+# Serving (python -m tools serve): PyTriton and its dependencies without resolution (it declares numpy<2), numpy 1.x
+# for Triton's Python-backend stub in <prefix>/triton-stub-site; the stub's hook is written after the code is copied.
+COPY requirements-serve.txt requirements-triton-stub.txt ./
+RUN PIP_CONSTRAINT="" python -m pip install --no-deps -r requirements-serve.txt \
+    && PIP_CONSTRAINT="" python -m pip install --no-deps --target "$(python -c 'import sys; print(sys.prefix)')/triton-stub-site" \
+       -r requirements-triton-stub.txt
+
 # Non-root user (uid 10001: the base image already has uid 1000, "ubuntu").
 RUN groupadd --gid 10001 qdiff \
     && useradd --create-home --uid 10001 --gid 10001 --shell /bin/bash qdiff
 COPY --chown=10001:10001 . .
+RUN python -m serving.stub_env
 USER 10001:10001
 
 ENTRYPOINT ["python", "-m", "tools"]

@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
-STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt | sha256sum | cut -c1-12)
+STAMP := $(VENV)/.installed-$(shell cat requirements.txt requirements-dev.txt requirements-serve.txt \
+	requirements-triton-stub.txt | sha256sum | cut -c1-12)
 WORK ?= work/digits-ddpm
 MODEL ?= models/digits-ddpm
 # The reference model's scheduler clips x0 (clip_sample): step with eps re-derived from the clipped x0, or some
@@ -14,11 +15,16 @@ DEMO_FLAGS ?= --use-clipped-model-output
 setup: $(STAMP)
 
 # torch first, pinned to the CPU build that lies on disk, so no dependency can pull a CUDA build.
-$(STAMP): requirements.txt requirements-dev.txt
+# Serving (requirements-serve.txt) installs without dependency resolution: nvidia-pytriton 0.7.0 declares numpy<2;
+# Triton's Python-backend stub gets numpy 1.x in its own folder, with a hook only the stub honours (serving/stub_env.py).
+$(STAMP): requirements.txt requirements-dev.txt requirements-serve.txt requirements-triton-stub.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet torch==2.13.0
 	$(PY) -m pip install --quiet -r requirements-dev.txt
+	$(PY) -m pip install --quiet --no-deps -r requirements-serve.txt
+	$(PY) -m pip install --quiet --no-deps --upgrade --target $(VENV)/triton-stub-site -r requirements-triton-stub.txt
+	$(PY) -m serving.stub_env
 	$(PY) -c "import torch; assert '+cpu' in torch.__version__ or not torch.version.cuda, torch.__version__"
 	rm -f $(VENV)/.installed-*
 	touch $@

@@ -48,33 +48,61 @@ def normalize_url(url: str) -> str:
     return url
 
 
-def request_images(url: str, request: ImageRequest, model_name: str, timeout_s: float = DEFAULT_TIMEOUT_S,
-                   init_timeout_s: float | None = None) -> np.ndarray:
-    """Send one request; returns N×H×W×C uint8 images. ``timeout_s`` bounds the inference, ``init_timeout_s``
-    (default: min(60, timeout_s)) the wait for the model to be ready. An unreachable server is a UserError; an error
-    response (e.g. a field out of range) is a CheckFailed carrying the server's message."""
-    if init_timeout_s is None:
-        init_timeout_s = min(60.0, timeout_s)
-    lazy_import("pytriton")
-    from pytriton.client import ModelClient
-    from pytriton.client.exceptions import PyTritonClientError, PyTritonClientTimeoutError
-    from pytriton.client.warnings import NotSupportedTimeoutWarning
+class ImageClient:
+    """A connection to one served model, reused across requests (one per thread: PyTriton's client is not
+    thread-safe). ``timeout_s`` bounds each inference, ``init_timeout_s`` (default: min(60, timeout_s)) the wait
+    for the model to be ready. An unreachable server is a UserError; an error response (e.g. a field out of range)
+    is a CheckFailed carrying the server's message."""
 
-    try:
+    def __init__(self, url: str, model_name: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+                 init_timeout_s: float | None = None) -> None:
+        self.url, self.model_name = normalize_url(url), model_name
+        self.timeout_s = timeout_s
+        self.init_timeout_s = min(60.0, timeout_s) if init_timeout_s is None else init_timeout_s
+        self._client: object | None = None
+
+    def __enter__(self) -> ImageClient:
+        lazy_import("pytriton")
+        from pytriton.client import ModelClient
+        from pytriton.client.warnings import NotSupportedTimeoutWarning
+
         with warnings.catch_warnings():
             # PyTriton warns whenever the HTTP pool's timeouts differ from init_timeout_s (here: on purpose)
             warnings.simplefilter("ignore", NotSupportedTimeoutWarning)
-            client = ModelClient(normalize_url(url), model_name, init_timeout_s=init_timeout_s,
-                                 inference_timeout_s=timeout_s)
-            with client:
-                result = client.infer_batch(**request.inputs())
-    except PyTritonClientTimeoutError as exc:
-        raise UserError(f"no answer from '{url}' model '{model_name}' in time: {_last_line(exc)}") from exc
-    except PyTritonClientError as exc:
-        raise CheckFailed(f"the server refused the request: {_last_line(exc)}") from exc
-    except (OSError, ConnectionError, _connection_closed()) as exc:
-        raise UserError(f"the connection to '{url}' failed: {type(exc).__name__}: {exc}") from exc
-    return np.asarray(result["image"])
+            self._client = ModelClient(self.url, self.model_name, init_timeout_s=self.init_timeout_s,
+                                       inference_timeout_s=self.timeout_s)
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        client, self._client = self._client, None
+        if client is not None:
+            client.close()  # type: ignore[attr-defined]
+
+    def images(self, request: ImageRequest) -> np.ndarray:
+        """Send one request; returns N×H×W×C uint8 images."""
+        from pytriton.client.exceptions import PyTritonClientError, PyTritonClientTimeoutError
+        from pytriton.client.warnings import NotSupportedTimeoutWarning
+
+        assert self._client is not None, "use ImageClient as a context manager"
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", NotSupportedTimeoutWarning)
+                result = self._client.infer_batch(**request.inputs())  # type: ignore[attr-defined]
+        except PyTritonClientTimeoutError as exc:
+            raise UserError(f"no answer from '{self.url}' model '{self.model_name}' in time: {_last_line(exc)}") \
+                from exc
+        except PyTritonClientError as exc:
+            raise CheckFailed(f"the server refused the request: {_last_line(exc)}") from exc
+        except (OSError, ConnectionError, _connection_closed()) as exc:
+            raise UserError(f"the connection to '{self.url}' failed: {type(exc).__name__}: {exc}") from exc
+        return np.asarray(result["image"])
+
+
+def request_images(url: str, request: ImageRequest, model_name: str, timeout_s: float = DEFAULT_TIMEOUT_S,
+                   init_timeout_s: float | None = None) -> np.ndarray:
+    """One request on a fresh connection (see ImageClient); returns N×H×W×C uint8 images."""
+    with ImageClient(url, model_name, timeout_s, init_timeout_s) as client:
+        return client.images(request)
 
 
 def _connection_closed() -> type[Exception]:

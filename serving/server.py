@@ -55,7 +55,7 @@ class TritonServer:
         check_stub_env()
         lazy_import("pytriton")
         from pytriton.model_config import DynamicBatcher, ModelConfig
-        from pytriton.triton import Triton, TritonConfig
+        from pytriton.triton import DEFAULT_PROTECTED_ENDPOINTS, Triton, TritonConfig, TritonSecurityConfig
 
         cfg = self.config
         triton_config = TritonConfig(
@@ -65,7 +65,11 @@ class TritonServer:
         infer_fns = [self.binding.open_instance() for _ in range(cfg.instances)]
         try:
             with server_environment():
-                self._triton = Triton(config=triton_config)
+                # PyTriton guards Triton's admin endpoints with a random token; statistics (read-only, what operators
+                # and the load benchmark read) stay open like the metrics; repository/shared-memory/trace/logging not.
+                security = TritonSecurityConfig(
+                    restricted_endpoints=[e for e in DEFAULT_PROTECTED_ENDPOINTS if e != "statistics"])
+                self._triton = Triton(config=triton_config, security_config=security)
                 self._triton.bind(
                     model_name=cfg.model_name, infer_func=infer_fns, inputs=self.binding.inputs(),
                     outputs=self.binding.outputs(), strict=True,

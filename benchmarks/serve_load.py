@@ -1,0 +1,238 @@
+"""Load test of the Triton server (``python -m tools serve``) against ``sample`` one request at a time, in one run.
+
+    python -m benchmarks.serve_load [WORK] [--requests 32] [--clients 1 4 16] [--precisions fp32 int8] [--steps 20]
+                                    [--rounds 2] [--max-batch 16]
+
+Every request is one image (seed k -> the image ``sample --seed k --num 1`` makes). Per precision, one server
+(``serving.server.serve_until_signal`` in a child process: one model instance, all cores, Triton's dynamic batching
+up to ``--max-batch``) and one in-process baseline (``sample``'s library path: one session, ``DenoiseRunner.sample``
+of one image per request, one request after the other). Rounds are interleaved (per round: baseline, then 1, 4, 16
+clients, for each precision) so machine noise hits all rows alike; throughput is the median over rounds, latencies
+are pooled. Batch sizes are Triton's own statistics (``/v2/models/<name>/stats``: executions per batch size).
+The work folder needs ``model.onnx`` (export) and, for int8, the quantized model (calibrate + quantize).
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import contextlib
+import json
+import multiprocessing
+import os
+import socket
+import statistics
+import sys
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
+from common.workdir import WorkDir
+from engines.backends import open_session
+from engines.runner import DenoiseRunner, initial_noise
+from engines.schedulers import make_scheduler
+from serving.client import ImageClient, ImageRequest, request_images
+from serving.config import ServeConfig
+from serving.server import serve_until_signal
+
+STARTUP_TIMEOUT_S = 300.0
+
+
+@dataclass
+class Row:
+    """One (precision, mode) row: per-round throughput, pooled latencies, failures, Triton batch sizes."""
+
+    precision: str
+    mode: str  # "sample" or "N clients"
+    rps: list[float] = field(default_factory=list)
+    latencies: list[float] = field(default_factory=list)
+    failed: int = 0
+    batches: collections.Counter[int] = field(default_factory=collections.Counter)
+
+
+def free_ports(n: int) -> list[int]:
+    socks = [socket.socket() for _ in range(n)]
+    try:
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+    finally:
+        for s in socks:
+            s.close()
+
+
+@contextlib.contextmanager
+def served(config: ServeConfig) -> Iterator[None]:
+    """The server in a child process (the same library call as ``python -m tools serve``); SIGTERM at the end."""
+    proc = multiprocessing.get_context("spawn").Process(target=serve_until_signal, args=(config,), daemon=False)
+    proc.start()
+    try:
+        deadline = time.monotonic() + STARTUP_TIMEOUT_S
+        while not _ready(config):
+            if not proc.is_alive() or time.monotonic() > deadline:
+                raise RuntimeError(f"server for {config.precision} did not become ready")
+            time.sleep(0.5)
+        yield
+    finally:
+        proc.terminate()
+        proc.join(90)
+
+
+def _ready(config: ServeConfig) -> bool:
+    try:
+        with urllib.request.urlopen(f"{config.http_url}/v2/models/{config.model_name}/ready", timeout=5) as r:
+            return r.status == 200
+    except OSError:
+        return False
+
+
+def batch_counts(config: ServeConfig) -> collections.Counter[int]:
+    """Triton's executions per batch size so far (cumulative)."""
+    with urllib.request.urlopen(f"{config.http_url}/v2/models/{config.model_name}/stats", timeout=10) as r:
+        stats = json.loads(r.read())
+    counts: collections.Counter[int] = collections.Counter()
+    for model in stats["model_stats"]:
+        for b in model.get("batch_stats", []):
+            counts[int(b["batch_size"])] += int(b["compute_infer"]["count"])
+    return counts
+
+
+def load(config: ServeConfig, clients: int, seeds: list[int], steps: int, row: Row) -> None:
+    """``len(seeds)`` one-image requests from ``clients`` concurrent threads (one PyTriton client each)."""
+    todo = list(seeds)
+    lock = threading.Lock()
+    latencies: list[float] = []
+    failed = [0]
+
+    def worker(client: ImageClient) -> None:
+        while True:
+            with lock:
+                if not todo:
+                    return
+                seed = todo.pop()
+            start = time.perf_counter()
+            try:
+                client.images(ImageRequest((seed,), steps=steps))
+                ok = True
+            except Exception:  # counted as a failed request
+                ok = False
+            with lock:
+                if ok:
+                    latencies.append(time.perf_counter() - start)
+                else:
+                    failed[0] += 1
+
+    with contextlib.ExitStack() as stack:  # one connection per client, opened before the clock starts
+        conns = [stack.enter_context(ImageClient(config.http_url, config.model_name, timeout_s=600.0))
+                 for _ in range(clients)]
+        before = batch_counts(config)
+        start = time.perf_counter()
+        threads = [threading.Thread(target=worker, args=(c,)) for c in conns]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        seconds = time.perf_counter() - start
+    row.rps.append(len(latencies) / seconds)
+    row.latencies += latencies
+    row.failed += failed[0]
+    row.batches.update(batch_counts(config) - before)
+
+
+def baseline(runner: DenoiseRunner, shape: tuple[int, int, int], seeds: list[int], steps: int, row: Row) -> None:
+    """``sample``'s library path, one request (one image) after the other."""
+    start = time.perf_counter()
+    for seed in seeds:
+        t0 = time.perf_counter()
+        runner.sample(initial_noise((1, *shape), seed), steps, seed=seed)
+        row.latencies.append(time.perf_counter() - t0)
+    row.rps.append(len(seeds) / (time.perf_counter() - start))
+
+
+def percentile(values: list[float], q: float) -> float:
+    return float(np.percentile(np.array(values), q)) if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m benchmarks.serve_load", description=__doc__,
+                                formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("work", type=Path, nargs="?", default=REPO / "work" / "digits-ddpm")
+    p.add_argument("--requests", type=int, default=32, help="requests (one image each) per row and round")
+    p.add_argument("--clients", type=int, nargs="+", default=[1, 4, 16])
+    p.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
+    p.add_argument("--steps", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=2)
+    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--scheduler", default="ddim")
+    p.add_argument("--no-write", action="store_true", help="print the table only")
+    args = p.parse_args(argv)
+    work = WorkDir(args.work)
+    info = work.load_export_info()
+    shape = tuple(info["inputs"]["sample"]["shape"][1:])
+    load_start = os.getloadavg()
+    configs = {}
+    for precision in args.precisions:
+        http, grpc, metrics = free_ports(3)
+        configs[precision] = ServeConfig(work=args.work, precision=precision, scheduler=args.scheduler,
+                                         steps=args.steps, max_batch=args.max_batch, http_port=http,
+                                         grpc_port=grpc, metrics_port=metrics, model_name="qdiff")
+    rows: dict[tuple[str, str], Row] = {}
+    with contextlib.ExitStack() as stack:
+        runners = {}
+        for precision, config in configs.items():
+            stack.enter_context(served(config))
+            session, _ = open_session(work, precision, "auto")
+            stack.enter_context(session)
+            runners[precision] = DenoiseRunner(session, make_scheduler(args.scheduler, info["scheduler"]))
+            # warm-up: one request each way (session first run, Triton's model first execution)
+            runners[precision].sample(initial_noise((1, *shape), 0), args.steps, seed=0)
+            request_images(config.http_url, ImageRequest((0,), steps=args.steps), "qdiff", timeout_s=600.0)
+        next_seed = 1000
+        for r in range(args.rounds):
+            for precision, config in configs.items():
+                seeds = list(range(next_seed, next_seed + args.requests))
+                next_seed += args.requests
+                row = rows.setdefault((precision, "sample"), Row(precision, "`sample`, one at a time"))
+                baseline(runners[precision], shape, seeds, args.steps, row)
+                for clients in args.clients:
+                    row = rows.setdefault((precision, f"{clients}"), Row(precision, f"served, {clients} clients"))
+                    load(config, clients, seeds, args.steps, row)
+                    print(f"round {r + 1}: {precision} {clients} clients {row.rps[-1]:.2f} req/s", flush=True)
+    load_end = os.getloadavg()
+    header = ["precision", "mode", "requests/s", "images/s", "× sample", "p50 s", "p99 s", "p99/p50",
+              "Triton batch sizes (executions)", "failed"]
+    table = []
+    for (precision, _), row in rows.items():
+        base = statistics.median(rows[(precision, "sample")].rps)
+        rps = statistics.median(row.rps)
+        p50, p99 = percentile(row.latencies, 50), percentile(row.latencies, 99)
+        sizes = ", ".join(f"{b}: {n}" for b, n in sorted(row.batches.items())) or "—"
+        table.append([precision, row.mode, f"{rps:.2f}", f"{rps:.2f}", f"{rps / base:.2f}", f"{p50:.2f}",
+                      f"{p99:.2f}", f"{p99 / p50:.2f}", sizes, row.failed])
+    note = (f"1-minute load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end (the machine is "
+            f"shared); ")
+    body = "\n".join([
+        *section_head("Serving under load (Triton via PyTriton, models/digits-ddpm)", command_line(
+            "benchmarks.serve_load", argv), note),
+        f"- {args.requests} one-image requests per row and round (each client thread keeps one connection), {args.rounds} rounds interleaved, "
+        f"{args.scheduler} {args.steps} steps, one model instance, `--max-batch {args.max_batch}`, ONNX Runtime on "
+        "all cores; images/s = requests/s (one image per request); requests/s is the median over rounds, latencies "
+        "are pooled over rounds. `sample` is the library path of `python -m tools sample --num 1` in-process "
+        "(session opened once).",
+        "",
+        markdown_table(header, table),
+    ])
+    print(body)
+    if not args.no_write:
+        write_section("serve_load", body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
