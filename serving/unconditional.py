@@ -13,10 +13,11 @@ from typing import Any
 
 import numpy as np
 
+from common.errors import UserError
 from common.workdir import WorkDir
 from engines.backends import open_session
 from engines.lockstep import sample_lockstep, to_uint8_hwc
-from engines.runner import to_images
+from engines.runner import _accepted, to_images
 from engines.schedulers import make_scheduler
 from serving.binding import InferFn, request_data, split_rows
 from serving.config import ServeConfig
@@ -32,7 +33,11 @@ class UnconditionalBinding:
         self.config = config
         self.image_shape: tuple[int, int, int] = tuple(info["inputs"]["sample"]["shape"][1:])  # type: ignore[assignment]
         self.scheduler_config = info["scheduler"]
-        make_scheduler(config.scheduler, self.scheduler_config)  # unknown name: UserError now, not per request
+        scheduler = make_scheduler(config.scheduler, self.scheduler_config)  # bad name: UserError now, not per request
+        if config.use_clipped_model_output is not None and "use_clipped_model_output" not in _accepted(
+                scheduler, {"use_clipped_model_output": True}):
+            raise UserError(f"--use-clipped-model-output: {type(scheduler).__name__}.step does not take it "
+                            "(DDIM-type schedulers do)")
         self._sessions: list[Any] = []
         self._lock = threading.Lock()
         self._described = ""

@@ -22,6 +22,12 @@ def test_serve_rejects_bad_flags_and_folders(tmp_path: Path, tiny_cond_work: Pat
     assert "text-conditional" in capsys.readouterr().err
 
 
+def test_serve_rejects_clipped_output_for_a_scheduler_without_it(tiny_work: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("serve", tiny_work, "--scheduler", "euler", "--use-clipped-model-output") == 2
+    assert "--use-clipped-model-output" in capsys.readouterr().err
+
+
 def test_client_rejects_bad_flags_and_an_unreachable_server(tmp_path: Path,
                                                             capsys: pytest.CaptureFixture[str]) -> None:
     out = tmp_path / "c.png"
