@@ -195,7 +195,8 @@ def test_a_client_that_disconnects_mid_request(served: Served) -> None:
 
 def test_sigterm_lets_in_flight_requests_finish_and_frees_the_ports(served: Served) -> None:
     """Last test of the module: one long request executing and one queued behind it; SIGTERM; both complete,
-    the server exits 0 and nothing listens on its ports any more."""
+    the server exits 0 and nothing listens on its ports any more. The long request starts short (a loaded machine
+    must finish it within Triton's 30 s exit timeout) and doubles until the second one is seen waiting."""
     results: dict[str, object] = {}
 
     def call(name: str, request: ImageRequest) -> None:
@@ -204,22 +205,29 @@ def test_sigterm_lets_in_flight_requests_finish_and_frees_the_ports(served: Serv
         except Exception as exc:  # recorded and asserted below
             results[name] = exc
 
-    # seconds on an idle machine, well inside the 30 s Triton (and PyTriton) give in-flight requests on a loaded one
-    long_one = threading.Thread(target=call, args=("long", ImageRequest(tuple(range(16)), steps=150)))
-    long_one.start()
-    time.sleep(1.0)  # let the long request reach the model, then queue one behind it
-    queued = threading.Thread(target=call, args=("queued", ImageRequest((99,), steps=3)))
-    queued.start()
-    deadline = time.monotonic() + REQUEST_TIMEOUT_S
-    while not served.metric("nv_inference_pending_request_count") >= 1:
-        assert time.monotonic() < deadline and "long" not in results, "no request ever waited behind the long one"
-        time.sleep(0.05)
+    for steps in (100, 200, 400, 800):
+        results.clear()
+        long_one = threading.Thread(target=call, args=("long", ImageRequest(tuple(range(16)), steps=steps)))
+        long_one.start()
+        time.sleep(0.2)
+        queued = threading.Thread(target=call, args=("queued", ImageRequest((99,), steps=3)))
+        queued.start()
+        deadline = time.monotonic() + REQUEST_TIMEOUT_S
+        while served.metric("nv_inference_pending_request_count") < 1 and "long" not in results:
+            assert time.monotonic() < deadline, "the long request neither finished nor let one wait behind it"
+            time.sleep(0.02)
+        if "long" not in results:
+            break  # the second request waits behind the long one: both are in flight
+        long_one.join()
+        queued.join()
+    else:
+        pytest.fail("no request ever waited behind the long one")
     served.proc.send_signal(signal.SIGTERM)
     long_one.join(REQUEST_TIMEOUT_S)
     queued.join(REQUEST_TIMEOUT_S)
     assert served.proc.wait(timeout=60) == 0, served.log.read_text()[-3000:]
     log = served.log.read_text()[-4000:]
     assert isinstance(results["long"], np.ndarray) and results["long"].shape == (16, 16, 16, 1), (results, log)
-    assert isinstance(results["queued"], np.ndarray), results["queued"]
+    assert isinstance(results["queued"], np.ndarray), (results, log)
     assert not any(listening(p) for p in served.ports)
     assert "SIGTERM received" in served.log.read_text()
