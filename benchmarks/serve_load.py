@@ -1,11 +1,11 @@
 """Load test of the Triton server (``python -m tools serve``) against ``sample`` one request at a time, in one run.
 
     python -m benchmarks.serve_load [WORK] [--requests 32] [--clients 1 4 16] [--precisions fp32 int8] [--steps 20]
-                                    [--rounds 2] [--max-batch 16]
+                                    [--rounds 2] [--servers 1:0:16 2:1:8]
 
-Every request is one image (seed k -> the image ``sample --seed k --num 1`` makes). Per precision, one server
-(``serving.server.serve_until_signal`` in a child process: one model instance, all cores, Triton's dynamic batching
-up to ``--max-batch``) and one in-process baseline (``sample``'s library path: one session, ``DenoiseRunner.sample``
+Every request is one image (seed k -> the image ``sample --seed k --num 1`` makes). Per precision and server setup, one server
+(``serving.server.serve_until_signal`` in a child process: INSTANCES model instances of THREADS ONNX Runtime threads
+each, Triton's dynamic batching up to MAX_BATCH images) and one in-process baseline (``sample``'s library path: one session, ``DenoiseRunner.sample``
 of one image per request, one request after the other). Rounds are interleaved (per round: baseline, then 1, 4, 16
 clients, for each precision) so machine noise hits all rows alike; throughput is the median over rounds, latencies
 are pooled. Batch sizes are Triton's own statistics (``/v2/models/<name>/stats``: executions per batch size).
@@ -155,6 +155,15 @@ def baseline(runner: DenoiseRunner, shape: tuple[int, int, int], seeds: list[int
     row.rps.append(len(seeds) / (time.perf_counter() - start))
 
 
+def parse_setup(text: str) -> tuple[int, int, int]:
+    """``INSTANCES:THREADS:MAX_BATCH`` -> the three integers."""
+    try:
+        instances, threads, max_batch = (int(v) for v in text.split(":"))
+    except ValueError as exc:
+        raise SystemExit(f"--servers '{text}': expected INSTANCES:THREADS:MAX_BATCH, e.g. 2:1:8") from exc
+    return instances, threads, max_batch
+
+
 def percentile(values: list[float], q: float) -> float:
     return float(np.percentile(np.array(values), q)) if values else float("nan")
 
@@ -168,7 +177,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--precisions", nargs="+", default=["fp32", "int8"], choices=["fp32", "int8"])
     p.add_argument("--steps", type=int, default=20)
     p.add_argument("--rounds", type=int, default=2)
-    p.add_argument("--max-batch", type=int, default=16)
+    p.add_argument("--servers", nargs="+", default=["1:0:16", "2:1:8"], metavar="I:T:B",
+                   help="server setups, each INSTANCES:THREADS:MAX_BATCH (threads 0 = all cores)")
     p.add_argument("--scheduler", default="ddim")
     p.add_argument("--no-write", action="store_true", help="print the table only")
     args = p.parse_args(argv)
@@ -176,34 +186,43 @@ def main(argv: list[str] | None = None) -> int:
     info = work.load_export_info()
     shape = tuple(info["inputs"]["sample"]["shape"][1:])
     load_start = os.getloadavg()
-    configs = {}
+    setups = [parse_setup(text) for text in args.servers]
+    configs: dict[tuple[str, str], ServeConfig] = {}
     for precision in args.precisions:
-        http, grpc, metrics = free_ports(3)
-        configs[precision] = ServeConfig(work=args.work, precision=precision, scheduler=args.scheduler,
-                                         steps=args.steps, max_batch=args.max_batch, http_port=http,
-                                         grpc_port=grpc, metrics_port=metrics, model_name="qdiff")
+        for instances, threads, max_batch in setups:
+            http, grpc, metrics = free_ports(3)
+            label = f"{instances}×{threads or 'all'} threads, batch ≤ {max_batch}"
+            configs[(precision, label)] = ServeConfig(
+                work=args.work, precision=precision, scheduler=args.scheduler, steps=args.steps, max_batch=max_batch,
+                instances=instances, threads=threads, http_port=http, grpc_port=grpc, metrics_port=metrics)
     rows: dict[tuple[str, str], Row] = {}
     with contextlib.ExitStack() as stack:
         runners = {}
-        for precision, config in configs.items():
-            stack.enter_context(served(config))
+        for precision in args.precisions:
             session, _ = open_session(work, precision, "auto")
             stack.enter_context(session)
             runners[precision] = DenoiseRunner(session, make_scheduler(args.scheduler, info["scheduler"]))
-            # warm-up: one request each way (session first run, Triton's model first execution)
-            runners[precision].sample(initial_noise((1, *shape), 0), args.steps, seed=0)
-            request_images(config.http_url, ImageRequest((0,), steps=args.steps), "qdiff", timeout_s=600.0)
+            runners[precision].sample(initial_noise((1, *shape), 0), args.steps, seed=0)  # warm-up
+        for config in configs.values():
+            stack.enter_context(served(config))
+            for _ in range(config.instances):  # warm-up: each instance's first execution
+                request_images(config.http_url, ImageRequest((0,), steps=args.steps), "qdiff", timeout_s=600.0)
         next_seed = 1000
         for r in range(args.rounds):
-            for precision, config in configs.items():
+            for precision in args.precisions:
                 seeds = list(range(next_seed, next_seed + args.requests))
                 next_seed += args.requests
                 row = rows.setdefault((precision, "sample"), Row(precision, "`sample`, one at a time"))
                 baseline(runners[precision], shape, seeds, args.steps, row)
-                for clients in args.clients:
-                    row = rows.setdefault((precision, f"{clients}"), Row(precision, f"served, {clients} clients"))
-                    load(config, clients, seeds, args.steps, row)
-                    print(f"round {r + 1}: {precision} {clients} clients {row.rps[-1]:.2f} req/s", flush=True)
+                for (p, label), config in configs.items():
+                    if p != precision:
+                        continue
+                    for clients in args.clients:
+                        row = rows.setdefault((precision, f"{label}/{clients}"),
+                                              Row(precision, f"served ({label}), {clients} clients"))
+                        load(config, clients, seeds, args.steps, row)
+                        print(f"round {r + 1}: {precision} {label} {clients} clients {row.rps[-1]:.2f} req/s",
+                              flush=True)
     load_end = os.getloadavg()
     header = ["precision", "mode", "requests/s", "images/s", "× sample", "p50 s", "p99 s", "p99/p50",
               "Triton batch sizes (executions)", "failed"]
@@ -221,10 +240,11 @@ def main(argv: list[str] | None = None) -> int:
         *section_head("Serving under load (Triton via PyTriton, models/digits-ddpm)", command_line(
             "benchmarks.serve_load", argv), note),
         f"- {args.requests} one-image requests per row and round (each client thread keeps one connection), {args.rounds} rounds interleaved, "
-        f"{args.scheduler} {args.steps} steps, one model instance, `--max-batch {args.max_batch}`, ONNX Runtime on "
-        "all cores; images/s = requests/s (one image per request); requests/s is the median over rounds, latencies "
-        "are pooled over rounds. `sample` is the library path of `python -m tools sample --num 1` in-process "
-        "(session opened once).",
+        f"{args.scheduler} {args.steps} steps. Server setups: `serve --instances I --threads T --max-batch B` "
+        "(I×T threads, batch ≤ B); `sample` runs on all cores. images/s = requests/s (one image per request); "
+        "requests/s is the median over rounds, latencies are pooled over rounds. `sample` is the library path of "
+        "`python -m tools sample --num 1` in-process (session opened once). Batch sizes: Triton's statistics, "
+        "executions per batch size.",
         "",
         markdown_table(header, table),
     ])
