@@ -5,7 +5,7 @@
 
 Every request is one image (seed k -> the image ``sample --seed k --num 1`` makes). Per precision and server setup, one server
 (``serving.server.serve_until_signal`` in a child process: INSTANCES model instances of THREADS ONNX Runtime threads
-each, Triton's dynamic batching up to MAX_BATCH images) and one in-process baseline (``sample``'s library path: one session, ``DenoiseRunner.sample``
+each, Triton's dynamic batching up to MAX_BATCH images) and one in-process baseline (``sample``'s library path: one session, ``sample_images``
 of one image per request, one request after the other). Rounds are interleaved (per round: baseline, then 1, 4, 16
 clients, for each precision) so machine noise hits all rows alike; throughput is the median over rounds, latencies
 are pooled. Batch sizes are Triton's own statistics (``/v2/models/<name>/stats``: executions per batch size).
@@ -29,13 +29,15 @@ import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from common.workdir import WorkDir
 from engines.backends import open_session
-from engines.runner import DenoiseRunner, initial_noise
+from engines.runner import initial_noise, sample_images
+from engines.session import Session
 from engines.schedulers import make_scheduler
 from serving.client import ImageClient, ImageRequest, request_images
 from serving.config import ServeConfig
@@ -145,12 +147,13 @@ def load(config: ServeConfig, clients: int, seeds: list[int], steps: int, row: R
     row.batches.update(batch_counts(config) - before)
 
 
-def baseline(runner: DenoiseRunner, shape: tuple[int, int, int], seeds: list[int], steps: int, row: Row) -> None:
-    """``sample``'s library path, one request (one image) after the other."""
+def baseline(session: Session, scheduler: Any, shape: tuple[int, int, int], seeds: list[int], steps: int,
+             row: Row) -> None:
+    """``sample``'s library call (``sample_images``), one request (one image) after the other."""
     start = time.perf_counter()
     for seed in seeds:
         t0 = time.perf_counter()
-        runner.sample(initial_noise((1, *shape), seed), steps, seed=seed)
+        sample_images(session, scheduler, initial_noise((1, *shape), seed), steps, seed=seed)
         row.latencies.append(time.perf_counter() - t0)
     row.rps.append(len(seeds) / (time.perf_counter() - start))
 
@@ -197,12 +200,12 @@ def main(argv: list[str] | None = None) -> int:
                 instances=instances, threads=threads, http_port=http, grpc_port=grpc, metrics_port=metrics)
     rows: dict[tuple[str, str], Row] = {}
     with contextlib.ExitStack() as stack:
-        runners = {}
+        sessions = {}
+        scheduler = make_scheduler(args.scheduler, info["scheduler"])
         for precision in args.precisions:
             session, _ = open_session(work, precision, "auto")
-            stack.enter_context(session)
-            runners[precision] = DenoiseRunner(session, make_scheduler(args.scheduler, info["scheduler"]))
-            runners[precision].sample(initial_noise((1, *shape), 0), args.steps, seed=0)  # warm-up
+            sessions[precision] = stack.enter_context(session)
+            sample_images(session, scheduler, initial_noise((1, *shape), 0), args.steps)  # warm-up
         for config in configs.values():
             stack.enter_context(served(config))
             for _ in range(config.instances):  # warm-up: each instance's first execution
@@ -213,7 +216,7 @@ def main(argv: list[str] | None = None) -> int:
                 seeds = list(range(next_seed, next_seed + args.requests))
                 next_seed += args.requests
                 row = rows.setdefault((precision, "sample"), Row(precision, "`sample`, one at a time"))
-                baseline(runners[precision], shape, seeds, args.steps, row)
+                baseline(sessions[precision], scheduler, shape, seeds, args.steps, row)
                 for (p, label), config in configs.items():
                     if p != precision:
                         continue

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from common.lazy import lazy_import
-from engines.runner import Conditioning, DenoiseRunner, _accepted, initial_noise
+from engines.conditioning import Conditioning
+from engines.runner import DenoiseRunner, _accepted, initial_noise
 from engines.session import Session
 
 # () -> a fresh diffusers scheduler (one per image: multistep schedulers keep per-trajectory state)

@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-LAYERS = ("common", "engines", "exporter", "calibrators", "quantization", "validation", "tools", "benchmarks")
+LAYERS = ("common", "engines", "exporter", "calibrators", "quantization", "validation", "serving", "tools",
+          "benchmarks")
 
 
 def imported_packages(path: Path) -> set[str]:
