@@ -237,6 +237,12 @@ def main(argv: list[str] | None = None) -> int:
         sizes = ", ".join(f"{b}: {n}" for b, n in sorted(row.batches.items())) or "—"
         table.append([precision, row.mode, f"{rps:.2f}", f"{rps:.2f}", f"{rps / base:.2f}", f"{p50:.2f}",
                       f"{p99:.2f}", f"{p99 / p50:.2f}", sizes, row.failed])
+    models = ", ".join(f"{pr}: `{work.model_for(pr).name}`" for pr in args.precisions)
+    calib = ""
+    if work.ranges.is_file():
+        params = json.loads(work.ranges.read_text()).get("settings", {}).get("params", {})
+        calib = (f" (INT8 calibrated with {params.get('method')}, {params.get('samples')} samples, "
+                 f"{params.get('steps')} steps)") if params else ""
     note = (f"1-minute load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end (the machine is "
             f"shared); ")
     body = "\n".join([
@@ -247,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
         "(I×T threads, batch ≤ B); `sample` runs on all cores. images/s = requests/s (one image per request); "
         "requests/s is the median over rounds, latencies are pooled over rounds. `sample` is the library path of "
         "`python -m tools sample --num 1` in-process (session opened once). Batch sizes: Triton's statistics, "
-        "executions per batch size.",
+        f"executions per batch size. Models: {models}{calib}.",
         "",
         markdown_table(header, table),
     ])
