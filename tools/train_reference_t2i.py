@@ -1,0 +1,386 @@
+"""Train the bundled text-to-image reference model: a tiny Stable-Diffusion-structured pipeline on scikit-learn's digits.
+
+Usage: ``python -m tools train-reference-t2i OUT_DIR [--steps 6000] [--vae-steps 1500] [--seed 0] [--force]``.
+Writes a diffusers ``StableDiffusionPipeline`` folder (``tokenizer/``, ``text_encoder/``, ``vae/``, ``unet/``,
+``scheduler/``, ``model_index.json``), ``prompts.txt``, ``training.json``, a sample grid and a model card.
+Stages: (1) a CLIP tokenizer built from the prompt vocabulary, (2) an ``AutoencoderKL`` (3×32×32 <-> 4×8×8) trained on
+the digits, its ``scaling_factor`` set to 1 / the latents' measured std, (3) the ``UNet2DConditionModel`` and the
+``CLIPTextModel`` trained jointly (ε-prediction) on the scaled latents with random phrasings of each image's digit and
+the empty prompt 10% of the time (classifier-free guidance), EMA weights saved, (4) prompt following measured through
+diffusers' own pipeline. Deterministic from the seed and thread count on one machine (FP32: this CPU has no bf16
+units, where autocast to bf16 measured 5× slower).
+"""
+
+from __future__ import annotations
+
+import copy
+import json
+import math
+import platform
+import shutil
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from common.atomic import atomic_dir
+from common.errors import UserError
+from common.images import save_grid
+from common.lazy import lazy_import
+from tools.cli_parser import CliParser
+from tools.t2i_tokenizer import build_tokenizer, save_tokenizer
+from validation.digit_prompts import TEMPLATES, VOCABULARY, all_prompts, prompt_following, prompts_for_digit
+from validation.digits_data import digits_dataset, digits_labels
+
+# Stable Diffusion 1.x's noise schedule, with DDIM as the saved scheduler.
+SCHEDULER_CONFIG: dict[str, Any] = {
+    "num_train_timesteps": 1000, "beta_start": 0.00085, "beta_end": 0.012, "beta_schedule": "scaled_linear",
+    "clip_sample": False, "set_alpha_to_one": False, "steps_offset": 1, "prediction_type": "epsilon",
+}
+
+
+@dataclass(frozen=True)
+class T2IConfig:
+    """Sizes and training settings of the text-to-image reference model (defaults: the bundled model)."""
+
+    vae_channels: tuple[int, ...] = (16, 32, 32)  # len 3: 32×32 images -> 8×8 latents
+    vae_groups: int = 8
+    latent_channels: int = 4
+    unet_channels: tuple[int, ...] = (32, 64)
+    unet_layers: int = 1
+    unet_groups: int = 8
+    unet_head_dim: int = 8
+    text_hidden: int = 64
+    text_layers: int = 2
+    text_heads: int = 4
+    max_length: int = 16  # tokens, BOS and EOS included
+    image_size: int = 32
+    vae_steps: int = 400
+    steps: int = 1500  # UNet + text encoder steps
+    batch: int = 64
+    lr: float = 1e-3
+    kl_weight: float = 1e-4  # per latent element, against the per-pixel MSE
+    uncond_prob: float = 0.1
+    ema_decay: float = 0.995
+    seed: int = 0
+    threads: int = 2
+
+
+def build_models(cfg: T2IConfig, vocab_size: int, bos: int, eos: int) -> tuple[Any, Any, Any]:
+    """Untrained (vae, text_encoder, unet) with the sizes of ``cfg``."""
+    diffusers = lazy_import("diffusers")
+    transformers = lazy_import("transformers")
+    n = len(cfg.vae_channels)
+    vae = diffusers.AutoencoderKL(
+        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
+        up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=cfg.vae_channels, layers_per_block=1,
+        latent_channels=cfg.latent_channels, norm_num_groups=cfg.vae_groups, sample_size=cfg.image_size,
+        mid_block_add_attention=False)
+    text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(
+        vocab_size=vocab_size, hidden_size=cfg.text_hidden, intermediate_size=4 * cfg.text_hidden,
+        num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads, projection_dim=cfg.text_hidden,
+        max_position_embeddings=cfg.max_length, bos_token_id=bos, eos_token_id=eos, pad_token_id=eos))
+    m = len(cfg.unet_channels)
+    unet = diffusers.UNet2DConditionModel(
+        sample_size=cfg.image_size // 2 ** (n - 1), in_channels=cfg.latent_channels, out_channels=cfg.latent_channels,
+        block_out_channels=cfg.unet_channels, layers_per_block=cfg.unet_layers,
+        down_block_types=("CrossAttnDownBlock2D",) * m, up_block_types=("CrossAttnUpBlock2D",) * m,
+        cross_attention_dim=cfg.text_hidden, attention_head_dim=cfg.unet_head_dim, norm_num_groups=cfg.unet_groups)
+    return vae, text_encoder, unet
+
+
+def _cosine(steps: int) -> Any:
+    """Warm-up then cosine decay to 5% of the learning rate, as a LambdaLR factor."""
+    warmup = max(1, min(200, steps // 10))
+    return lambda s: min(1.0, (s + 1) / warmup) * (0.5 * (1 + math.cos(math.pi * s / steps)) * 0.95 + 0.05)
+
+
+def train_vae(vae: Any, images: Any, cfg: T2IConfig, gen: Any) -> list[float]:
+    """Train ``vae`` in place on N×3×H×W images in [-1, 1]: per-pixel MSE + kl_weight × per-element KL; losses."""
+    torch = lazy_import("torch")
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg.vae_steps))
+    latent_elems = cfg.latent_channels * (cfg.image_size // 2 ** (len(cfg.vae_channels) - 1)) ** 2
+    losses: list[float] = []
+    vae.train()
+    for _ in range(cfg.vae_steps):
+        x = images[torch.randint(0, len(images), (cfg.batch,), generator=gen)]
+        posterior = vae.encode(x).latent_dist
+        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
+        recon = vae.decode(z).sample
+        loss = (recon - x).pow(2).mean() + cfg.kl_weight * posterior.kl().mean() / latent_elems
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        losses.append(loss.item())
+    vae.eval().requires_grad_(False)
+    return losses
+
+
+def encode_dataset(vae: Any, images: Any) -> tuple[Any, Any, float]:
+    """Posterior mean and std of every image, and the std of sampled latents (SD's ``scaling_factor`` = 1 / it)."""
+    torch = lazy_import("torch")
+    with torch.no_grad():
+        posterior = vae.encode(images).latent_dist
+        mean, std = posterior.mean, posterior.std
+        sampled = mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(0))
+    return mean, std, float(sampled.std())
+
+
+def _prompt_table(tokenizer: Any) -> tuple[Any, Any]:
+    """Token ids of every phrasing, 10×len(TEMPLATES)×L, and of the empty prompt, L."""
+    torch = lazy_import("torch")
+
+    def ids(texts: list[str]) -> Any:
+        return tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
+                         return_tensors="pt").input_ids
+
+    table = torch.stack([ids(prompts_for_digit(d)) for d in range(10)])
+    return table, ids([""])[0]
+
+
+def train_denoiser(unet: Any, text_encoder: Any, latents: tuple[Any, Any], labels: Any, tokenizer: Any,
+                   scheduler: Any, cfg: T2IConfig, gen: Any) -> tuple[Any, Any, list[float]]:
+    """Train UNet and text encoder jointly (ε-MSE); returns their EMA copies and the losses.
+
+    ``latents``: posterior (mean, std), N×C×h×w each, already multiplied by the scaling factor; ``labels``: N digits.
+    """
+    torch = lazy_import("torch")
+    table, empty = _prompt_table(tokenizer)
+    modules = torch.nn.ModuleList([unet, text_encoder]).train()
+    ema = copy.deepcopy(modules).eval().requires_grad_(False)
+    opt = torch.optim.AdamW(modules.parameters(), lr=cfg.lr, weight_decay=0.0)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg.steps))
+    alphas = scheduler.alphas_cumprod
+    mean, std = latents
+    losses: list[float] = []
+    from tqdm import tqdm
+
+    bar = tqdm(range(cfg.steps), desc="unet+text", file=sys.stderr, mininterval=10)
+    for step in bar:
+        idx = torch.randint(0, len(mean), (cfg.batch,), generator=gen)
+        x0 = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)
+        phrasing = torch.randint(0, len(TEMPLATES), (cfg.batch,), generator=gen)
+        drop = torch.rand(cfg.batch, generator=gen) < cfg.uncond_prob
+        ids = torch.where(drop[:, None], empty[None], table[labels[idx], phrasing])
+        noise = torch.randn(x0.shape, generator=gen)
+        t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,), generator=gen)
+        a = alphas[t].view(-1, 1, 1, 1)
+        xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
+        cond = text_encoder(ids).last_hidden_state
+        pred = unet(xt, t, encoder_hidden_states=cond).sample
+        loss = (pred - noise).pow(2).mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
+        opt.step()
+        sched.step()
+        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
+        with torch.no_grad():
+            for pe, p in zip(ema.parameters(), modules.parameters(), strict=True):
+                pe.mul_(decay).add_(p.detach(), alpha=1 - decay)
+        losses.append(loss.item())
+        if step % 100 == 99:
+            bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
+    return ema[0], ema[1], losses
+
+
+def train(out: Path, cfg: T2IConfig, command: str, classifier: Path | None = None, guidance_scale: float = 5.0,
+          images_per_digit: int = 10) -> dict[str, Any]:
+    """Train every component and write the pipeline folder to ``out`` atomically; return the training record.
+
+    With ``classifier`` (the digit-classifier folder), prompt following is measured on the written folder
+    (:func:`measure_prompt_following`, DDIM 50 steps, ``guidance_scale``) and recorded.
+    """
+    torch = lazy_import("torch")
+    diffusers = lazy_import("diffusers")
+    torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
+    torch.use_deterministic_algorithms(True)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    tokenizer = build_tokenizer(VOCABULARY, cfg.max_length)
+    vae, text_encoder, unet = build_models(cfg, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    gray = torch.from_numpy(digits_dataset(cfg.image_size))
+    images = gray.expand(-1, 3, -1, -1).contiguous()  # 3 channels, as Stable Diffusion's VAE
+    labels = torch.from_numpy(digits_labels())
+
+    start = time.time()
+    vae_losses = train_vae(vae, images, cfg, gen)
+    vae_seconds = time.time() - start
+    mean, std, latent_std = encode_dataset(vae, images)
+    scaling = 1.0 / latent_std
+    vae.register_to_config(scaling_factor=scaling)
+    with torch.no_grad():
+        recon = vae.decode(mean[:256]).sample.clamp(-1, 1)
+    recon_mse = float((recon - images[:256]).pow(2).mean())  # on [-1, 1]
+
+    scheduler = diffusers.DDIMScheduler(**SCHEDULER_CONFIG)
+    start = time.time()
+    unet_ema, text_ema, losses = train_denoiser(unet, text_encoder, (mean * scaling, std * scaling), labels, tokenizer,
+                                                scheduler, cfg, gen)
+    denoiser_seconds = time.time() - start
+
+    def curve(values: list[float]) -> list[float]:
+        return [round(float(np.mean(values[i : i + 100])), 5) for i in range(0, len(values), 100)]
+
+    record: dict[str, Any] = {
+        "command": command,
+        "config": asdict(cfg),
+        "vae_train_seconds": round(vae_seconds, 1),
+        "unet_text_train_seconds": round(denoiser_seconds, 1),
+        "train_wall_seconds": round(vae_seconds + denoiser_seconds, 1),
+        "vae_final_loss_mean_last_100": round(float(np.mean(vae_losses[-100:])), 5),
+        "vae_recon_psnr_db_first_256": round(10 * math.log10(4.0 / max(recon_mse, 1e-12)), 2),
+        "latent_std": round(latent_std, 5),
+        "scaling_factor": scaling,
+        "final_loss_mean_last_100": round(float(np.mean(losses[-100:])), 5),
+        "vae_loss_curve_every_100": curve(vae_losses),
+        "loss_curve_every_100": curve(losses),
+        "parameters": {name: sum(p.numel() for p in m.parameters())
+                       for name, m in (("vae", vae), ("text_encoder", text_ema), ("unet", unet_ema))},
+        "machine": f"{platform.machine()} {platform.processor()} threads={torch.get_num_threads()}",
+        "torch": torch.__version__,
+        "diffusers": diffusers.__version__,
+        "transformers": lazy_import("transformers").__version__,
+    }
+    with atomic_dir(out) as tmp:
+        pipe = diffusers.StableDiffusionPipeline(
+            vae=vae, text_encoder=text_ema, tokenizer=tokenizer, unet=unet_ema, scheduler=scheduler,
+            safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+        pipe.save_pretrained(tmp)
+        save_tokenizer(tokenizer, VOCABULARY, tmp / "tokenizer")
+        (tmp / "prompts.txt").write_text("\n".join(all_prompts()) + "\n")
+        save_grid(images[:64].numpy() / 2 + 0.5, tmp / "training_data.png")
+        if classifier is not None:
+            start = time.time()
+            result, samples = measure_prompt_following(tmp, classifier, images_per_digit=images_per_digit,
+                                                       guidance_scale=guidance_scale, seed=cfg.seed)
+            result["seconds"] = round(time.time() - start, 1)
+            record["prompt_following"] = result
+            save_grid(samples, tmp / "samples_ddim50.png", nrow=images_per_digit)
+        (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
+    return record
+
+
+def measure_prompt_following(folder: Path, classifier: Path, images_per_digit: int = 10, steps: int = 50,
+                             guidance_scale: float = 5.0, seed: int = 0) -> tuple[dict[str, Any], np.ndarray]:
+    """Prompt following of a digits pipeline folder in PyTorch through diffusers' ``StableDiffusionPipeline``.
+
+    Image i of digit d: prompt ``prompts_for_digit(d)[i % len(TEMPLATES)]``, initial latents from seed ``seed + i``
+    (the same noise for every digit), DDIM ``steps`` steps, classifier-free guidance ``guidance_scale`` against the
+    empty prompt. Returns the share of images the in-repo digit classifier reads as the asked digit (overall and per
+    digit) and the images, 10·images_per_digit × 3 × 32 × 32 in [0, 1], digit by digit.
+    """
+    torch = lazy_import("torch")
+    diffusers = lazy_import("diffusers")
+    from validation.digit_classifier import DigitFeatures
+
+    reader = DigitFeatures(classifier)
+    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
+        str(folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
+    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    prompts = [prompts_for_digit(d)[i % len(TEMPLATES)] for d in range(10) for i in range(images_per_digit)]
+    asked = np.repeat(np.arange(10), images_per_digit)
+    images = []
+    for d in range(10):  # one digit per call keeps the CFG batch (2 × images_per_digit) small
+        chunk = prompts[d * images_per_digit : (d + 1) * images_per_digit]
+        gens = [torch.Generator().manual_seed(seed + i) for i in range(images_per_digit)]
+        with torch.no_grad():
+            out = pipe(chunk, num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens,
+                       output_type="np").images  # n×H×W×3 in [0, 1]
+        images.append(out.transpose(0, 3, 1, 2))
+    rgb = np.concatenate(images).astype(np.float32)
+    predicted = reader.predict(rgb.mean(axis=1, keepdims=True))
+    result: dict[str, Any] = prompt_following(predicted, asked)
+    result.update(steps=steps, scheduler="DDIMScheduler", guidance_scale=guidance_scale,
+                  images_per_digit=images_per_digit, seed=seed, predicted=predicted.tolist())
+    return result, rgb
+
+
+def model_card(record: dict[str, Any]) -> str:
+    """The model card (Markdown) for the trained text-to-image reference model."""
+    cfg = record["config"]
+    params = record["parameters"]
+    pf = record.get("prompt_following")
+    following = "not measured (no --classifier)" if pf is None else (
+        f"**{pf['share'] * 100:.0f}%** of {pf['images']} images (per digit 0..9: "
+        + ", ".join(f"{v * 100:.0f}%" for v in pf["per_digit"]) + ")")
+    return f"""# digits-t2i: the bundled text-to-image reference model
+
+A tiny Stable-Diffusion-structured pipeline (diffusers `StableDiffusionPipeline` folder) trained by this repository
+on scikit-learn's bundled digits (1,797 8×8 images, bilinearly upsampled to 32×32, grey copied to 3 channels, [-1, 1])
+with short prompts (`prompts.txt`: {len(TEMPLATES)} phrasings per digit). No download is involved.
+
+- Tokenizer: `CLIPTokenizer` (byte-level BPE) whose vocabulary and merges are built here from the prompt words
+  (`tools/t2i_tokenizer.py`); `model_max_length` {cfg['max_length']}; `<|endoftext|>` pads.
+- Text encoder: `CLIPTextModel`, hidden {cfg['text_hidden']}, {cfg['text_layers']} layers, {cfg['text_heads']} heads
+  ({params['text_encoder']:,} parameters), **trained jointly with the UNet** from scratch; the UNet attends to its
+  `last_hidden_state`.
+- VAE: `AutoencoderKL`, 3×32×32 ↔ {cfg['latent_channels']}×8×8, channels {tuple(cfg['vae_channels'])}, no attention
+  ({params['vae']:,} parameters), trained first ({cfg['vae_steps']} steps, MSE + {cfg['kl_weight']} × KL per element);
+  `scaling_factor` = 1 / measured latent std = {record['scaling_factor']:.4f}; reconstruction PSNR
+  {record['vae_recon_psnr_db_first_256']} dB (first 256 images, on [-1, 1]).
+- UNet: `UNet2DConditionModel` on 4×8×8 latents, channels {tuple(cfg['unet_channels'])}, {cfg['unet_layers']} layer(s)
+  per block, cross-attention in every block (head dim {cfg['unet_head_dim']}) ({params['unet']:,} parameters).
+- Scheduler: `DDIMScheduler` with Stable Diffusion 1.x's schedule (1000 steps, scaled-linear betas 0.00085..0.012,
+  ε-prediction, no clipping).
+- Training: UNet + text encoder {cfg['steps']} steps, batch {cfg['batch']}, AdamW lr {cfg['lr']} (warm-up, cosine
+  decay), FP32 on the CPU, each image's prompt a random phrasing of its digit, the empty prompt
+  {cfg['uncond_prob'] * 100:.0f}% of the time (classifier-free guidance); EMA ({cfg['ema_decay']}) weights saved; seed {cfg['seed']}.
+- Command: `{record['command']}`
+- Wall time: VAE {record['vae_train_seconds']} s + UNet/text {record['unet_text_train_seconds']} s on {record['machine']}
+- Final loss (mean ε-MSE over the last 100 steps): {record['final_loss_mean_last_100']}
+- Versions: torch {record['torch']}, diffusers {record['diffusers']}, transformers {record['transformers']}
+
+## Prompt following (PyTorch FP32, diffusers' own `StableDiffusionPipeline`)
+{following}. Settings: DDIM {pf['steps'] if pf else 50} steps, guidance scale {pf['guidance_scale'] if pf else '-'},
+{pf['images_per_digit'] if pf else 10} images per digit (image i: phrasing i mod {len(TEMPLATES)}, seed {{seed}}+i, the same
+noise for every digit); the digit read by the in-repo classifier (`models/digit-classifier`) on the grey mean of the
+3 channels. `samples_ddim50.png`: those images, one row per digit 0..9. `training_data.png`: the first 64 training
+images. `training.json`: the full record and loss curves.
+"""
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of ``python -m tools train-reference-t2i``."""
+    p = CliParser(prog="python -m tools train-reference-t2i", description=__doc__.splitlines()[0])
+    p.add_argument("out", type=Path, help="output pipeline folder (e.g. models/digits-t2i)")
+    d = T2IConfig()
+    p.add_argument("--steps", type=int, default=d.steps, help="UNet + text encoder steps")
+    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
+    p.add_argument("--batch", type=int, default=d.batch)
+    p.add_argument("--lr", type=float, default=d.lr)
+    p.add_argument("--seed", type=int, default=d.seed)
+    p.add_argument("--threads", type=int, default=d.threads,
+                   help="torch threads (1 is much faster when the cores are shared with other work)")
+    p.add_argument("--classifier", type=Path, default=Path("models/digit-classifier"),
+                   help="digit-classifier folder for the prompt-following measurement")
+    p.add_argument("--no-measure", action="store_true", help="skip the prompt-following measurement")
+    p.add_argument("--guidance-scale", type=float, default=5.0, help="of the prompt-following measurement")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+    args = p.parse_args(argv)
+    if min(args.steps, args.vae_steps, args.batch, args.threads) < 1:
+        raise UserError("--steps, --vae-steps, --batch and --threads must be positive")
+    if args.out.exists() and any(args.out.iterdir()) and not args.force:
+        raise UserError(f"output folder '{args.out}' is not empty (use --force to replace it)")
+    classifier = None if args.no_measure else args.classifier
+    if classifier is not None and not (classifier / "model.safetensors").is_file():
+        raise UserError(f"--classifier: '{classifier}/model.safetensors' missing "
+                        f"(python -m tools train-classifier {classifier}, or --no-measure)")
+    if args.out.exists() and args.force:
+        shutil.rmtree(args.out)
+    cfg = T2IConfig(steps=args.steps, vae_steps=args.vae_steps, batch=args.batch, lr=args.lr, seed=args.seed,
+                    threads=args.threads)
+    command = "python -m tools train-reference-t2i " + " ".join(sys.argv[2:] if argv is None else argv)
+    record = train(args.out, cfg, command, classifier, args.guidance_scale)
+    (args.out / "README.md").write_text(model_card(record))
+    share = record.get("prompt_following", {}).get("share")
+    print(f"trained in {record['train_wall_seconds']} s, final loss {record['final_loss_mean_last_100']}, "
+          f"prompt following {share}: {args.out}")
+    return 0
