@@ -16,3 +16,10 @@ def digits_dataset(size: int = 32) -> np.ndarray:
     x = torch.from_numpy(images)[:, None]
     x = torch.nn.functional.interpolate(x, size=(size, size), mode="bilinear", align_corners=False)
     return (x.clamp(0, 1) * 2 - 1).numpy()
+
+
+def digits_labels() -> np.ndarray:
+    """The digit (0..9) of each image of :func:`digits_dataset`, same order; int64 array of length N."""
+    from sklearn.datasets import load_digits
+
+    return load_digits().target.astype(np.int64)

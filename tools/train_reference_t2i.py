@@ -16,6 +16,7 @@ from __future__ import annotations
 import copy
 import json
 import math
+import os
 import platform
 import shutil
 import sys
@@ -27,13 +28,13 @@ from typing import Any
 import numpy as np
 
 from common.atomic import atomic_dir
+from common.digits_data import digits_dataset, digits_labels
 from common.errors import UserError
 from common.images import save_grid
 from common.lazy import lazy_import
 from tools.cli_parser import CliParser
 from tools.t2i_tokenizer import build_tokenizer, save_tokenizer
 from validation.digit_prompts import TEMPLATES, VOCABULARY, all_prompts, prompt_following, prompts_for_digit
-from validation.digits_data import digits_dataset, digits_labels
 
 # Stable Diffusion 1.x's noise schedule, with DDIM as the saved scheduler.
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -58,9 +59,9 @@ class T2IConfig:
     text_heads: int = 4
     max_length: int = 16  # tokens, BOS and EOS included
     image_size: int = 32
-    vae_steps: int = 400
+    vae_steps: int = 300
     steps: int = 1500  # UNet + text encoder steps
-    batch: int = 64
+    batch: int = 32
     lr: float = 1e-3
     kl_weight: float = 1e-4  # per latent element, against the per-pixel MSE
     uncond_prob: float = 0.1
@@ -106,7 +107,9 @@ def train_vae(vae: Any, images: Any, cfg: T2IConfig, gen: Any) -> list[float]:
     latent_elems = cfg.latent_channels * (cfg.image_size // 2 ** (len(cfg.vae_channels) - 1)) ** 2
     losses: list[float] = []
     vae.train()
-    for _ in range(cfg.vae_steps):
+    from tqdm import tqdm
+
+    for _ in tqdm(range(cfg.vae_steps), desc="vae", file=sys.stderr, mininterval=10):
         x = images[torch.randint(0, len(images), (cfg.batch,), generator=gen)]
         posterior = vae.encode(x).latent_dist
         z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
@@ -230,6 +233,8 @@ def train(out: Path, cfg: T2IConfig, command: str, classifier: Path | None = Non
 
     record: dict[str, Any] = {
         "command": command,
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "config": asdict(cfg),
         "vae_train_seconds": round(vae_seconds, 1),
         "unet_text_train_seconds": round(denoiser_seconds, 1),
@@ -334,7 +339,8 @@ with short prompts (`prompts.txt`: {len(TEMPLATES)} phrasings per digit). No dow
   decay), FP32 on the CPU, each image's prompt a random phrasing of its digit, the empty prompt
   {cfg['uncond_prob'] * 100:.0f}% of the time (classifier-free guidance); EMA ({cfg['ema_decay']}) weights saved; seed {cfg['seed']}.
 - Command: `{record['command']}`
-- Wall time: VAE {record['vae_train_seconds']} s + UNet/text {record['unet_text_train_seconds']} s on {record['machine']}
+- Wall time: VAE {record['vae_train_seconds']} s + UNet/text {record['unet_text_train_seconds']} s on {record['machine']},
+  finished {record.get('date_utc', '?')} UTC, 1-minute load average {record.get('load_average_1min_at_end', '?')}
 - Final loss (mean ε-MSE over the last 100 steps): {record['final_loss_mean_last_100']}
 - Versions: torch {record['torch']}, diffusers {record['diffusers']}, transformers {record['transformers']}
 
