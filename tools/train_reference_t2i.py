@@ -18,7 +18,6 @@ import json
 import math
 import os
 import platform
-import shutil
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -194,8 +193,11 @@ def train_denoiser(unet: Any, text_encoder: Any, latents: tuple[Any, Any], label
 
 
 def train(out: Path, cfg: T2IConfig, command: str, classifier: Path | None = None, guidance_scale: float = 5.0,
-          images_per_digit: int = 10) -> dict[str, Any]:
+          images_per_digit: int = 10, init: Path | None = None) -> dict[str, Any]:
     """Train every component and write the pipeline folder to ``out`` atomically; return the training record.
+
+    With ``init`` (a folder this function wrote), training continues from its weights (VAE trained further only if
+    ``cfg.vae_steps`` > 0); its record is kept under ``"init"`` so the whole history stays in ``training.json``.
 
     With ``classifier`` (the digit-classifier folder), prompt following is measured on the written folder
     (:func:`measure_prompt_following`, DDIM 50 steps, ``guidance_scale``) and recorded.
@@ -208,12 +210,20 @@ def train(out: Path, cfg: T2IConfig, command: str, classifier: Path | None = Non
     gen = torch.Generator().manual_seed(cfg.seed)
     tokenizer = build_tokenizer(VOCABULARY, cfg.max_length)
     vae, text_encoder, unet = build_models(cfg, len(tokenizer), tokenizer.bos_token_id, tokenizer.eos_token_id)
+    previous = None
+    if init is not None:
+        transformers = lazy_import("transformers")
+        vae = diffusers.AutoencoderKL.from_pretrained(str(init), subfolder="vae")
+        text_encoder = transformers.CLIPTextModel.from_pretrained(str(init), subfolder="text_encoder")
+        unet = diffusers.UNet2DConditionModel.from_pretrained(str(init), subfolder="unet")
+        previous = json.loads((Path(init) / "training.json").read_text())
     gray = torch.from_numpy(digits_dataset(cfg.image_size))
     images = gray.expand(-1, 3, -1, -1).contiguous()  # 3 channels, as Stable Diffusion's VAE
     labels = torch.from_numpy(digits_labels())
 
     start = time.time()
-    vae_losses = train_vae(vae, images, cfg, gen)
+    vae_losses = train_vae(vae, images, cfg, gen) if cfg.vae_steps > 0 else []
+    vae.eval().requires_grad_(False)
     vae_seconds = time.time() - start
     mean, std, latent_std = encode_dataset(vae, images)
     scaling = 1.0 / latent_std
@@ -233,13 +243,14 @@ def train(out: Path, cfg: T2IConfig, command: str, classifier: Path | None = Non
 
     record: dict[str, Any] = {
         "command": command,
+        "init": None if init is None else {"folder": str(init), "record": previous},
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
         "load_average_1min_at_end": round(os.getloadavg()[0], 2),
         "config": asdict(cfg),
         "vae_train_seconds": round(vae_seconds, 1),
         "unet_text_train_seconds": round(denoiser_seconds, 1),
         "train_wall_seconds": round(vae_seconds + denoiser_seconds, 1),
-        "vae_final_loss_mean_last_100": round(float(np.mean(vae_losses[-100:])), 5),
+        "vae_final_loss_mean_last_100": round(float(np.mean(vae_losses[-100:])), 5) if vae_losses else None,
         "vae_recon_psnr_db_first_256": round(10 * math.log10(4.0 / max(recon_mse, 1e-12)), 2),
         "latent_std": round(latent_std, 5),
         "scaling_factor": scaling,
@@ -369,22 +380,24 @@ def main(argv: list[str] | None = None) -> int:
                    help="digit-classifier folder for the prompt-following measurement")
     p.add_argument("--no-measure", action="store_true", help="skip the prompt-following measurement")
     p.add_argument("--guidance-scale", type=float, default=5.0, help="of the prompt-following measurement")
+    p.add_argument("--init", type=Path, help="continue from the weights of a folder this command wrote "
+                   "(--vae-steps 0 keeps its VAE); may be OUT itself with --force")
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     args = p.parse_args(argv)
-    if min(args.steps, args.vae_steps, args.batch, args.threads) < 1:
-        raise UserError("--steps, --vae-steps, --batch and --threads must be positive")
+    if min(args.steps, args.batch, args.threads) < 1 or args.vae_steps < (0 if args.init else 1):
+        raise UserError("--steps, --vae-steps, --batch and --threads must be positive (--vae-steps 0 needs --init)")
+    if args.init is not None and not (args.init / "training.json").is_file():
+        raise UserError(f"--init: '{args.init}' is not a folder written by train-reference-t2i (no training.json)")
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         raise UserError(f"output folder '{args.out}' is not empty (use --force to replace it)")
     classifier = None if args.no_measure else args.classifier
     if classifier is not None and not (classifier / "model.safetensors").is_file():
         raise UserError(f"--classifier: '{classifier}/model.safetensors' missing "
                         f"(python -m tools train-classifier {classifier}, or --no-measure)")
-    if args.out.exists() and args.force:
-        shutil.rmtree(args.out)
     cfg = T2IConfig(steps=args.steps, vae_steps=args.vae_steps, batch=args.batch, lr=args.lr, seed=args.seed,
                     threads=args.threads)
     command = "python -m tools train-reference-t2i " + " ".join(sys.argv[2:] if argv is None else argv)
-    record = train(args.out, cfg, command, classifier, args.guidance_scale)
+    record = train(args.out, cfg, command, classifier, args.guidance_scale, init=args.init)  # replaces OUT atomically
     (args.out / "README.md").write_text(model_card(record))
     share = record.get("prompt_following", {}).get("share")
     print(f"trained in {record['train_wall_seconds']} s, final loss {record['final_loss_mean_last_100']}, "

@@ -84,6 +84,23 @@ def test_tiny_training_is_deterministic_from_the_seed(tiny_folder: Path, tmp_pat
         assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
 
 
+def test_training_continues_from_a_folder_keeping_its_vae(tiny_folder: Path, tmp_path: Path) -> None:
+    from dataclasses import replace
+
+    from safetensors.numpy import load_file
+
+    train(tmp_path / "more", replace(TINY, vae_steps=0, seed=1), "test", init=tiny_folder)
+    record = json.loads((tmp_path / "more" / "training.json").read_text())
+    assert record["init"]["folder"] == str(tiny_folder) and record["init"]["record"]["config"]["seed"] == 0
+    assert record["vae_final_loss_mean_last_100"] is None
+    vae = "vae/diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(tiny_folder / vae)), load_file(str(tmp_path / "more" / vae))
+    assert all(np.array_equal(a[k], b[k]) for k in a)
+    unet = "unet/diffusion_pytorch_model.safetensors"
+    a, b = load_file(str(tiny_folder / unet)), load_file(str(tmp_path / "more" / unet))
+    assert not all(np.array_equal(a[k], b[k]) for k in a)
+
+
 def test_measure_prompt_following_reads_every_image(tiny_folder: Path) -> None:
     result, images = measure_prompt_following(tiny_folder, REPO / "models" / "digit-classifier",
                                               images_per_digit=1, steps=2)
@@ -96,6 +113,8 @@ def test_cli_refuses_a_non_empty_output_and_bad_steps(tmp_path: Path, capsys: py
     (tmp_path / "x" / "file").write_text("keep")
     assert cli(["train-reference-t2i", str(tmp_path / "x"), "--no-measure"]) == 2
     assert cli(["train-reference-t2i", str(tmp_path / "y"), "--steps", "0"]) == 2
+    assert cli(["train-reference-t2i", str(tmp_path / "y"), "--vae-steps", "0"]) == 2  # only with --init
+    assert cli(["train-reference-t2i", str(tmp_path / "y"), "--init", str(tmp_path / "x")]) == 2
     assert "--steps" in capsys.readouterr().err
     assert (tmp_path / "x" / "file").read_text() == "keep" and not (tmp_path / "y").exists()
 
