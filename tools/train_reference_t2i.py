@@ -324,6 +324,21 @@ def model_card(record: dict[str, Any]) -> str:
     cfg = record["config"]
     params = record["parameters"]
     pf = record.get("prompt_following")
+    stages = [record]
+    while stages[0].get("init"):
+        stages.insert(0, stages[0]["init"]["record"])
+    vae_stage = next((r for r in stages if r["config"]["vae_steps"] > 0), stages[0])
+    history = "\n".join(
+        f"  {i + 1}. `{r['command']}`: "
+        + (f"VAE {r['config']['vae_steps']} steps ({r['vae_train_seconds']} s), " if r["config"]["vae_steps"] else
+           "VAE kept, ")
+        + f"UNet + text encoder {r['config']['steps']} steps ({r['unet_text_train_seconds']} s), seed "
+        f"{r['config']['seed']}, batch {r['config']['batch']}, on {r['machine']}, finished "
+        f"{r.get('date_utc', '?')} UTC, 1-minute load average {r.get('load_average_1min_at_end', '?')}"
+        + ("" if i == 0 else f" (continues stage {i}'s weights)")
+        for i, r in enumerate(stages))
+    total = sum(r["train_wall_seconds"] for r in stages)
+    unet_steps = sum(r["config"]["steps"] for r in stages)
     following = "not measured (no --classifier)" if pf is None else (
         f"**{pf['share'] * 100:.0f}%** of {pf['images']} images (per digit 0..9: "
         + ", ".join(f"{v * 100:.0f}%" for v in pf["per_digit"]) + ")")
@@ -339,25 +354,24 @@ with short prompts (`prompts.txt`: {len(TEMPLATES)} phrasings per digit). No dow
   ({params['text_encoder']:,} parameters), **trained jointly with the UNet** from scratch; the UNet attends to its
   `last_hidden_state`.
 - VAE: `AutoencoderKL`, 3×32×32 ↔ {cfg['latent_channels']}×8×8, channels {tuple(cfg['vae_channels'])}, no attention
-  ({params['vae']:,} parameters), trained first ({cfg['vae_steps']} steps, MSE + {cfg['kl_weight']} × KL per element);
+  ({params['vae']:,} parameters), trained first ({vae_stage['config']['vae_steps']} steps, MSE + {cfg['kl_weight']} × KL per element);
   `scaling_factor` = 1 / measured latent std = {record['scaling_factor']:.4f}; reconstruction PSNR
   {record['vae_recon_psnr_db_first_256']} dB (first 256 images, on [-1, 1]).
 - UNet: `UNet2DConditionModel` on 4×8×8 latents, channels {tuple(cfg['unet_channels'])}, {cfg['unet_layers']} layer(s)
   per block, cross-attention in every block (head dim {cfg['unet_head_dim']}) ({params['unet']:,} parameters).
 - Scheduler: `DDIMScheduler` with Stable Diffusion 1.x's schedule (1000 steps, scaled-linear betas 0.00085..0.012,
   ε-prediction, no clipping).
-- Training: UNet + text encoder {cfg['steps']} steps, batch {cfg['batch']}, AdamW lr {cfg['lr']} (warm-up, cosine
+- Training: UNet + text encoder {unet_steps} steps in all, batch {cfg['batch']}, AdamW lr {cfg['lr']} (warm-up, cosine
   decay), FP32 on the CPU, each image's prompt a random phrasing of its digit, the empty prompt
-  {cfg['uncond_prob'] * 100:.0f}% of the time (classifier-free guidance); EMA ({cfg['ema_decay']}) weights saved; seed {cfg['seed']}.
-- Command: `{record['command']}`
-- Wall time: VAE {record['vae_train_seconds']} s + UNet/text {record['unet_text_train_seconds']} s on {record['machine']},
-  finished {record.get('date_utc', '?')} UTC, 1-minute load average {record.get('load_average_1min_at_end', '?')}
+  {cfg['uncond_prob'] * 100:.0f}% of the time (classifier-free guidance); EMA ({cfg['ema_decay']}) weights saved.
+- Commands, in order ({total:.0f} s of training in all):
+{history}
 - Final loss (mean ε-MSE over the last 100 steps): {record['final_loss_mean_last_100']}
 - Versions: torch {record['torch']}, diffusers {record['diffusers']}, transformers {record['transformers']}
 
 ## Prompt following (PyTorch FP32, diffusers' own `StableDiffusionPipeline`)
 {following}. Settings: DDIM {pf['steps'] if pf else 50} steps, guidance scale {pf['guidance_scale'] if pf else '-'},
-{pf['images_per_digit'] if pf else 10} images per digit (image i: phrasing i mod {len(TEMPLATES)}, seed {{seed}}+i, the same
+{pf['images_per_digit'] if pf else 10} images per digit (image i: phrasing i mod {len(TEMPLATES)}, seed {pf['seed'] if pf else 0}+i, the same
 noise for every digit); the digit read by the in-repo classifier (`models/digit-classifier`) on the grey mean of the
 3 channels. `samples_ddim50.png`: those images, one row per digit 0..9. `training_data.png`: the first 64 training
 images. `training.json`: the full record and loss curves.
