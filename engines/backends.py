@@ -7,7 +7,7 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.workdir import WorkDir
-from engines.ort_session import OrtSession
+from engines.ort_session import OrtSession, dropped_warning
 from engines.session import Session
 
 BACKENDS = ("auto", "ort", "ort-gpu", "trt")
@@ -15,18 +15,24 @@ BACKENDS = ("auto", "ort", "ort-gpu", "trt")
 ORT_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def tensorrt_available() -> bool:
-    """True when the real tensorrt module imports (its type stubs alone do not count) and a CUDA device is visible."""
+def tensorrt_missing() -> str:
+    """Why TensorRT cannot run here ("" when it can): the words ``--backend auto`` and ``--backend trt`` use."""
     from engines.trt_plan import tensorrt_installed
 
     if importlib.util.find_spec("tensorrt") is None or not tensorrt_installed():
-        return False
+        return "TensorRT is not installed"
     try:
         import torch
-
-        return bool(torch.cuda.is_available())
     except ImportError:
-        return False
+        return "torch is not installed (TensorRT sessions use torch.cuda)"
+    if not torch.cuda.is_available():
+        return f"no CUDA device is visible (torch {torch.__version__})"
+    return ""
+
+
+def tensorrt_available() -> bool:
+    """True when the real tensorrt module imports (its type stubs alone do not count) and a CUDA device is visible."""
+    return not tensorrt_missing()
 
 
 def resolve_backend(backend: str) -> str:
@@ -39,10 +45,13 @@ def resolve_backend(backend: str) -> str:
 
 
 def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) -> tuple[Session, str]:
-    """An inactive Session for ``precision`` on ``backend``, and a one-line description of what was picked.
+    """A Session for ``precision`` on ``backend``, and a one-line description of what runs.
 
+    ONNX Runtime sessions are created here, so the description names the providers they really got
+    (``get_providers()``), and a requested provider that did not load is warned about in one line; ``ort-gpu``
+    that ends up on the CPU alone is a UserError. TensorRT sessions stay inactive until used (``with session:``).
     ``auto`` takes TensorRT when TensorRT, a GPU and the engine ``WORK/model.<precision>.plan`` are all there,
-    otherwise ONNX Runtime, and the description says why.
+    otherwise ONNX Runtime, and the description says why in the same words.
     """
     chosen = resolve_backend(backend)
     why = ""
@@ -51,13 +60,14 @@ def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) 
         if chosen == "trt" and not plan.is_file():
             chosen, why = "ort", f"; --backend auto: TensorRT and a GPU are here but no engine {plan.name}"
         elif chosen == "ort":
-            why = "; --backend auto: no TensorRT or no NVIDIA GPU here"
+            why = f"; --backend auto: {tensorrt_missing() or 'TensorRT not usable'}"
     if chosen in ("ort", "ort-gpu") and precision == "fp16":
         raise UserError("--precision fp16 runs on TensorRT engines only (python -m tools build WORK --precision fp16, "
                         "then --backend trt); ONNX Runtime runs fp32 or int8")
     if chosen == "ort":
         path = work.model_for(precision)
-        return OrtSession(path, threads=threads), f"ONNX Runtime ({path.name}{why})"
+        session = OrtSession(path, threads=threads).activate()
+        return session, f"{session.describe()} ({path.name}{why})"
     if chosen == "ort-gpu":
         import onnxruntime as ort
 
@@ -67,10 +77,14 @@ def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) 
             raise UserError(f"--backend ort-gpu needs onnxruntime-gpu with the TensorRT or CUDA execution provider "
                             f"(available here: {available}): pip install -r requirements-gpu.txt")
         path = work.model_for(precision)
-        return OrtSession(path, providers=providers, threads=threads), f"ONNX Runtime {providers} ({path.name})"
+        session = OrtSession(path, providers=providers, threads=threads).activate()
+        if not any(p in session.active_providers for p in ORT_GPU_PROVIDERS[:2]):
+            raise UserError(f"--backend ort-gpu: {dropped_warning(session.dropped_providers, session.active_providers)}"
+                            "; use --backend ort for the CPU")
+        return session, f"{session.describe()} ({path.name})"
     if not tensorrt_available():
-        raise UserError("--backend trt needs TensorRT and an NVIDIA GPU: pip install -r requirements-gpu.txt, "
-                        "or run in the Docker image (see README)")
+        raise UserError(f"--backend trt needs TensorRT and an NVIDIA GPU ({tensorrt_missing()}): pip install -r "
+                        "requirements-gpu.txt, or run in the Docker image (see README)")
     from engines.trt_plan import plan_path, read_plan_info
     from engines.trt_session import TrtSession
 

@@ -1,15 +1,25 @@
-"""ONNX Runtime backend: ``OrtSession`` implements the Session protocol (CPU here; CUDA/TensorRT EPs when present)."""
+"""ONNX Runtime backend: ``OrtSession`` implements the Session protocol (CPU here; CUDA/TensorRT EPs when present)
+and the tensor protocol (``run_tensors``: torch tensors in and out through IO binding, on the tensors' device).
+
+ONNX Runtime drops a requested execution provider that fails to load (missing CUDA or TensorRT libraries, a wheel
+built for another CUDA) and runs on the next one without an error: after creation the session's
+``get_providers()`` says what really runs, ``dropped_providers`` what was lost, and one warning line is printed.
+"""
 
 from __future__ import annotations
 
+import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from common.errors import UserError
 from engines.session import ManagedSession, check_feeds
+
+if TYPE_CHECKING:
+    import torch
 
 # Execution providers in order of preference for "auto". The TensorRT EP is only used when asked for by name,
 # since it builds engines on first run (use the native TensorRT backend for that: engines/trt_session.py).
@@ -69,6 +79,7 @@ class OrtSession(ManagedSession):
         self.threads = threads
         self.options = options
         self.inference_time = 0.0
+        self.dropped_providers: list[str] = []  # requested, but not loaded by ONNX Runtime (after activate)
         self._sess: Any = None
 
     # --- lifecycle -------------------------------------------------------------------------------------
@@ -81,15 +92,18 @@ class OrtSession(ManagedSession):
         if not self.model_path.is_file():
             raise UserError(f"ONNX model '{self.model_path}' does not exist")
         opts = self.options if self.options is not None else session_options(self.threads)
+        requested = resolve_providers(self.providers)
         try:
-            self._sess = ort.InferenceSession(
-                str(self.model_path), sess_options=opts, providers=resolve_providers(self.providers)
-            )
+            self._sess = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=requested)
         except UserError:
             raise
         except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot load ONNX model '{self.model_path}': {first}") from exc
+        active = self.active_providers
+        self.dropped_providers = [p for p in requested if p not in active]
+        if self.dropped_providers:
+            print(f"warning: {dropped_warning(self.dropped_providers, active)}", file=sys.stderr)
         return self
 
     def deactivate(self) -> None:
@@ -117,7 +131,12 @@ class OrtSession(ManagedSession):
 
     @property
     def active_providers(self) -> list[str]:
+        """The execution providers the session really runs on (``get_providers()`` after creation)."""
         return list(self.session.get_providers())
+
+    def describe(self) -> str:
+        """What runs, in the words every backend message uses: ``ONNX Runtime on CUDAExecutionProvider, ...``."""
+        return f"ONNX Runtime on {', '.join(self.active_providers)}"
 
     # --- inference ------------------------------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
@@ -128,3 +147,66 @@ class OrtSession(ManagedSession):
         outs = self.session.run(None, {n: np.ascontiguousarray(feeds[n]) for n in names})
         self.inference_time = time.perf_counter() - start
         return dict(zip(self.output_names, outs, strict=True))
+
+    def run_tensors(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run once on torch tensors through IO binding, without host copies: inputs are bound where they lie (CPU, or
+        CUDA for the CUDA provider), outputs are torch tensors allocated on the first input's device (shapes from
+        the model's output dims, symbolic ones resolved from the inputs' dims of the same name). On CUDA the
+        current torch stream is synchronized first (ONNX Runtime runs on its own stream)."""
+        import torch
+
+        names = self.input_names
+        check_feeds(names, feeds, "model")
+        tensors = {n: feeds[n].contiguous() for n in names}
+        device = tensors[names[0]].device
+        if device.type == "cuda":
+            torch.cuda.current_stream(device).synchronize()
+        start = time.perf_counter()
+        binding = self.session.io_binding()
+        symbols: dict[str, int] = {}
+        for meta in self.session.get_inputs():
+            t = tensors[meta.name]
+            for dim, size in zip(meta.shape, t.shape, strict=False):
+                if isinstance(dim, str):
+                    symbols[dim] = int(size)
+            binding.bind_input(meta.name, device.type, device.index or 0, _numpy_dtype(t.dtype), list(t.shape),
+                               t.data_ptr())
+        outs: dict[str, torch.Tensor] = {}
+        for meta in self.session.get_outputs():
+            shape = [d if isinstance(d, int) else symbols.get(str(d)) for d in meta.shape]
+            if any(d is None for d in shape):
+                raise ValueError(f"output '{meta.name}' of '{self.model_path.name}' has dims {meta.shape} that the "
+                                 "inputs do not determine; run() it instead")
+            out = torch.empty(shape, dtype=_torch_dtype(meta.type), device=device)
+            binding.bind_output(meta.name, device.type, device.index or 0, _numpy_dtype(out.dtype), shape,
+                                out.data_ptr())
+            outs[meta.name] = out
+        self.session.run_with_iobinding(binding)
+        self.inference_time = time.perf_counter() - start
+        return outs
+
+
+def dropped_warning(dropped: list[str], active: list[str]) -> str:
+    """One line: which requested providers ONNX Runtime dropped and what runs instead."""
+    return (f"ONNX Runtime dropped {', '.join(dropped)} (requested, but it did not load here: missing libraries or a "
+            f"build for another CUDA/TensorRT; see docs/gpu.md); running on {', '.join(active)}")
+
+
+_TORCH_TO_NUMPY = {"torch.float32": np.float32, "torch.float16": np.float16, "torch.int64": np.int64,
+                   "torch.int32": np.int32, "torch.int8": np.int8, "torch.uint8": np.uint8, "torch.bool": np.bool_}
+_ORT_TO_TORCH = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(int64)": "int64",
+                 "tensor(int32)": "int32", "tensor(int8)": "int8", "tensor(uint8)": "uint8", "tensor(bool)": "bool"}
+
+
+def _numpy_dtype(dtype: Any) -> Any:
+    if str(dtype) not in _TORCH_TO_NUMPY:
+        raise ValueError(f"tensor type {dtype} is not supported by run_tensors")
+    return _TORCH_TO_NUMPY[str(dtype)]
+
+
+def _torch_dtype(ort_type: str) -> Any:
+    import torch
+
+    if ort_type not in _ORT_TO_TORCH:
+        raise ValueError(f"ONNX Runtime output type {ort_type} is not supported by run_tensors")
+    return getattr(torch, _ORT_TO_TORCH[ort_type])

@@ -15,16 +15,20 @@ without TensorRT and are tested on the CPU; ``build_engine`` needs TensorRT and 
 from __future__ import annotations
 
 import json
+import re
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import onnx
+
 from common.atomic import atomic_path
 from common.errors import UserError
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
+from engines.trt_graph import check_for_tensorrt, float_conv_transpose
 from engines.trt_plan import (
     PRECISIONS,
     PlanInfo,
@@ -97,6 +101,7 @@ class BuildMode:
     convert_fp16: bool  # rewrite the float parts of the ONNX to FP16 before the build
     fp16_flag: bool  # BuilderFlag.FP16 (weakly typed TensorRT < 10 only)
     int8_flag: bool  # BuilderFlag.INT8 (weakly typed TensorRT < 10 only)
+    float_conv_transpose: bool = False  # TensorRT 8.x: quantized ConvTranspose back to float (engines.trt_graph)
 
 
 def build_mode(trt_version: str, precision: str) -> BuildMode:
@@ -105,7 +110,8 @@ def build_mode(trt_version: str, precision: str) -> BuildMode:
         raise UserError(f"unknown --precision '{precision}'; known: {', '.join(PRECISIONS)}")
     if trt_major(trt_version) >= 10:
         return BuildMode(strongly_typed=True, convert_fp16=True, fp16_flag=False, int8_flag=False)
-    return BuildMode(strongly_typed=False, convert_fp16=False, fp16_flag=True, int8_flag=precision == "int8")
+    int8 = precision == "int8"
+    return BuildMode(strongly_typed=False, convert_fp16=False, fp16_flag=True, int8_flag=int8, float_conv_transpose=int8)
 
 
 def source_onnx(work: WorkDir, precision: str) -> Path:
@@ -126,6 +132,10 @@ class BuildOptions:
     opt_level: int | None = None
     workspace_gb: float | None = None
     cuda_graph: bool = False
+    # TF32 for the layers that stay FP32 (time embedding, the FP32 ends of quantized ops). Polygraphy's CreateConfig
+    # clears BuilderFlag.TF32 unless told (tf32=None means off), so it is always set explicitly: off by default, as
+    # demo/Diffusion's Engine.build(tf32=False), so "kept in FP32" means FP32 arithmetic (docs/gpu.md).
+    tf32: bool = False
 
     def __post_init__(self) -> None:
         if self.precision not in PRECISIONS:
@@ -146,6 +156,14 @@ class LayerInfo:
     name: str
     layer_type: str
     input_types: tuple[str, ...]  # "Format/Datatype" (TensorRT <= 10) or "Format"/"DataType" (TensorRT 11)
+    # The ONNX nodes this layer was made from, read from its "Metadata" (the ONNX parser writes
+    # "[ONNX Layer: <node name> | ...]" per node, several joined by \x1f when layers are fused). Layer names do not
+    # carry them: fused and Myelin layers are named "{ForeignNode[first...last]}".
+    onnx_nodes: tuple[str, ...] = ()
+
+    def made_from(self, node: str) -> bool:
+        """True when the ONNX node ``node`` went into this layer (its metadata; the layer name when there is none)."""
+        return node in self.onnx_nodes if self.onnx_nodes else node in self.name
 
     @property
     def is_convolution(self) -> bool:
@@ -173,8 +191,20 @@ def parse_engine_layers(engine_json: str) -> list[LayerInfo]:
                 parts = [str(v) for k, v in inp.items() if k.lower().replace("/", "") in
                          ("formatdatatype", "format", "datatype")]
                 types.append(" / ".join(parts))
-        out.append(LayerInfo(str(layer.get("Name", "")), str(layer.get("LayerType", "")), tuple(types)))
+        out.append(LayerInfo(str(layer.get("Name", "")), str(layer.get("LayerType", "")), tuple(types),
+                             onnx_layer_names(str(layer.get("Metadata", "")))))
     return out
+
+
+def onnx_layer_names(metadata: str) -> tuple[str, ...]:
+    """ONNX node names in an inspector "Metadata" string: ``"[ONNX Layer: /a/Conv]\x1f[ONNX Layer: /b | f]"`` ->
+    ``("/a/Conv", "/b")`` (onnx-tensorrt importerUtils.cpp writes ``[ONNX Layer: <name> | property ...]``)."""
+    names = []
+    for match in re.finditer(r"\[ONNX Layer: ([^\]]*)\]", metadata):
+        name = match.group(1).split(" | ")[0].strip()
+        if name:
+            names.append(name)
+    return tuple(names)
 
 
 def precision_summary(layers: list[LayerInfo]) -> dict[str, int]:
@@ -207,11 +237,23 @@ def build_engine(work: WorkDir, options: BuildOptions, command: str = "") -> tup
         "optimization_level": options.opt_level,
         "workspace_gb": options.workspace_gb,
         "timing_cache": str(options.timing_cache) if options.timing_cache else None,
-        "builder_flags": [f for f, on in (("FP16", mode.fp16_flag), ("INT8", mode.int8_flag)) if on],
+        "builder_flags": [f for f, on in (("FP16", mode.fp16_flag), ("INT8", mode.int8_flag),
+                                          ("TF32", options.tf32)) if on],
+        "tf32": options.tf32,
     }
+    check_for_tensorrt(onnx.load(str(source), load_external_data=False), trt_major(trt.__version__), source.name)
     start = time.perf_counter()
     with tempfile.TemporaryDirectory(prefix=".build-", dir=work.root) as tmp:
         onnx_path = source
+        if mode.float_conv_transpose:
+            adapted, floated = float_conv_transpose(onnx.load(str(source), load_external_data=True))
+            if floated:
+                onnx_path = Path(tmp) / f"{source.stem}.trt8.onnx"
+                onnx.save_model(adapted, str(onnx_path), save_as_external_data=adapted.ByteSize() > 1_500_000_000,
+                                location=f"{onnx_path.name}.data")
+                builder["float_conv_transpose"] = floated
+                print(f"  TensorRT {trt.__version__}: {len(floated)} quantized ConvTranspose kept float (8.x INT8 "
+                      "deconvolution takes per-input-channel weight scales only)")
         if mode.convert_fp16:
             onnx_path = Path(tmp) / f"{source.stem}.fp16.onnx"
             report = convert_file(source, onnx_path)
@@ -231,6 +273,7 @@ def build_engine(work: WorkDir, options: BuildOptions, command: str = "") -> tup
         config = CreateConfig(
             fp16=mode.fp16_flag,
             int8=mode.int8_flag,
+            tf32=options.tf32,
             profiles=profiles,
             load_timing_cache=str(options.timing_cache) if options.timing_cache else None,
             builder_optimization_level=options.opt_level,

@@ -39,6 +39,18 @@ def require_tensorrt() -> ModuleType:
     return trt
 
 
+def trt_logger() -> Any:
+    """The one process-wide TensorRT logger: Polygraphy's (``polygraphy.backend.trt.util.get_trt_logger``).
+
+    TensorRT keeps a single logger pointer per process: a second ``trt.Logger`` handed to a Runtime while a Builder
+    (Polygraphy's, in ``build``) or another Runtime exists is ignored, with a warning that the loggers differ. Every
+    Runtime of this project takes this one, so build and run share a process cleanly."""
+    require_tensorrt()
+    from polygraphy.backend.trt.util import get_trt_logger
+
+    return get_trt_logger()
+
+
 def tensorrt_installed() -> bool:
     """True when the real tensorrt module imports (its stubs alone do not count)."""
     try:

@@ -1,4 +1,5 @@
-"""TensorRT backend: ``TrtSession`` runs a built engine behind the Session protocol (numpy in, numpy out).
+"""TensorRT backend: ``TrtSession`` runs a built engine behind the Session protocol (numpy in, numpy out) and the
+tensor protocol (``run_tensors``: torch CUDA tensors in and out, no host copy).
 
 Device buffers are torch CUDA tensors; a run sets the input shapes (``set_input_shape``), binds every I/O tensor
 (``set_tensor_address``) and enqueues ``execute_async_v3`` on a torch CUDA stream, as TensorRT's demo/Diffusion
@@ -6,7 +7,11 @@ Engine class does. Output buffers are sized from ``context.get_tensor_shape`` on
 
 With ``cuda_graph=True`` each distinct set of input shapes gets its own execution context, static buffers and a
 CUDA graph captured after one warm-up run (TensorRT needs an enqueue before capture); later runs of that shape
-copy the inputs in and replay the graph. Without it, one context serves every shape.
+copy the inputs in and replay the graph. Those contexts share one activation buffer (``USER_MANAGED`` allocation,
+sized ``device_memory_size_v2``; demo/Diffusion shares one buffer across engines the same way): they run one
+after another on one stream, so one buffer serves all. A capture whose enqueue fails leaves no graph behind and
+raises. Without CUDA graphs, one context serves every shape. The Runtime takes the process-wide logger
+(``engines.trt_plan.trt_logger``).
 
 tensorrt and torch are imported on ``activate``; ``.plan.json`` is checked first (TensorRT version, GPU, source
 ONNX), so an engine from another TensorRT or GPU is a UserError naming the file, not a crash in deserialization.
@@ -24,7 +29,7 @@ import numpy as np
 from common.errors import UserError
 from engines.session import ManagedSession, check_feeds
 from common.lazy import lazy_import
-from engines.trt_plan import PlanInfo, current_gpu, load_checked, require_tensorrt
+from engines.trt_plan import PlanInfo, current_gpu, load_checked, require_tensorrt, trt_logger
 
 if TYPE_CHECKING:  # typed against tensorrt-stubs and torch by `make typecheck`; imported lazily at run time
     import tensorrt as trt
@@ -63,6 +68,7 @@ class TrtSession(ManagedSession):
         self._bindings: dict[ShapeKey, _Binding] = {}
         self._inputs: list[str] = []
         self._outputs: list[str] = []
+        self._activation_memory: torch.Tensor | None = None  # shared by the CUDA-graph contexts
 
     # --- lifecycle -------------------------------------------------------------------------------------------
     def activate(self) -> TrtSession:
@@ -81,7 +87,7 @@ class TrtSession(ManagedSession):
         elif not self.plan.is_file():
             raise UserError(f"TensorRT engine '{self.plan}' does not exist")
         torch.cuda.set_device(self.device)
-        runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+        runtime = trt.Runtime(trt_logger())
         engine = runtime.deserialize_cuda_engine(self.plan.read_bytes())
         if engine is None:
             raise UserError(f"TensorRT {trt.__version__} cannot deserialize engine '{self.plan}' (corrupt, or built "
@@ -100,6 +106,7 @@ class TrtSession(ManagedSession):
         for binding in self._bindings.values():
             binding.graph = None
         self._bindings.clear()
+        self._activation_memory = None
         self._context = None
         self._engine = None
         self._stream = None
@@ -139,34 +146,58 @@ class TrtSession(ManagedSession):
     # --- inference -------------------------------------------------------------------------------------------
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         """Run once on host arrays; unknown/missing names or a shape outside the engine's profile: ValueError."""
-        names = self.input_names
-        check_feeds(names, feeds, "engine")
         import torch
 
+        names = self.input_names
+        check_feeds(names, feeds, "engine")
         start = time.perf_counter()
-        key = tuple((n, tuple(int(d) for d in np.shape(feeds[n]))) for n in names)
-        binding = self._bindings.get(key) or self._bind(key)
-        stream = self.stream
-        with torch.cuda.stream(stream):
-            for n in names:
-                binding.inputs[n].copy_(torch.from_numpy(np.ascontiguousarray(feeds[n])), non_blocking=False)
-            if binding.graph is not None:
-                binding.graph.replay()
-            else:
-                self._enqueue(binding)
-                if self.cuda_graph:
-                    self._capture(binding)
+        with torch.cuda.stream(self.stream):
+            tensors = {n: torch.from_numpy(np.ascontiguousarray(feeds[n])) for n in names}
+            binding = self._execute(tensors)
             outs = {n: t.cpu().numpy() for n, t in binding.outputs.items()}
-        stream.synchronize()
+        self.stream.synchronize()
         self.inference_time = time.perf_counter() - start
         return outs
+
+    def run_tensors(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run once on torch tensors (CUDA: no host copy); returns new CUDA tensors (copies of the engine's output
+        buffers, which the next run overwrites). Ordered on the current torch stream: this call waits for the work
+        that produced ``feeds`` and the current stream waits for the outputs, with no host synchronization."""
+        import torch
+
+        names = self.input_names
+        check_feeds(names, feeds, "engine")
+        caller = torch.cuda.current_stream(self.device)
+        self.stream.wait_stream(caller)
+        with torch.cuda.stream(self.stream):
+            binding = self._execute(feeds)
+            outs = {n: t.clone() for n, t in binding.outputs.items()}
+        caller.wait_stream(self.stream)
+        for t in outs.values():
+            t.record_stream(caller)
+        return outs
+
+    def _execute(self, tensors: dict[str, torch.Tensor]) -> _Binding:
+        """Copy ``tensors`` into the binding of their shapes and run it (graph replay, or enqueue and, with CUDA
+        graphs, capture); on ``self.stream``, which the caller has made current."""
+        key = tuple((n, tuple(int(d) for d in tensors[n].shape)) for n in self.input_names)
+        binding = self._bindings.get(key) or self._bind(key)
+        for n, t in tensors.items():
+            binding.inputs[n].copy_(t, non_blocking=True)
+        if binding.graph is not None:
+            binding.graph.replay()
+        else:
+            self._enqueue(binding)
+            if self.cuda_graph:
+                self._capture(binding)
+        return binding
 
     def _bind(self, key: ShapeKey) -> _Binding:
         """Set the input shapes on a context and allocate torch CUDA buffers for them."""
         import torch
 
         engine = self.engine
-        context = engine.create_execution_context() if self.cuda_graph or self._context is None else self._context
+        context = self._graph_context() if self.cuda_graph else self._context or engine.create_execution_context()
         device = torch.device("cuda", self.device)
         inputs = {}
         for name, shape in key:
@@ -194,14 +225,42 @@ class TrtSession(ManagedSession):
         if not context.execute_async_v3(self.stream.cuda_stream):
             raise RuntimeError(f"TensorRT execution of '{self.plan.name}' failed (see the TensorRT log above)")
 
+    def _graph_context(self) -> trt.IExecutionContext:
+        """A new execution context on the activation buffer that every CUDA-graph context shares (allocated at the
+        first one, ``device_memory_size_v2`` bytes; TensorRT < 10: ``device_memory_size``)."""
+        import tensorrt as trt
+        import torch
+
+        engine = self.engine
+        v2 = hasattr(engine, "device_memory_size_v2")
+        size = int(engine.device_memory_size_v2 if v2 else engine.device_memory_size)
+        if self._activation_memory is None:
+            self._activation_memory = torch.empty(max(size, 1), dtype=torch.uint8,
+                                                  device=torch.device("cuda", self.device))
+        ptr = self._activation_memory.data_ptr()
+        if v2:
+            context = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
+            context.set_device_memory(ptr, size)
+        else:  # TensorRT 8.x
+            context = engine.create_execution_context_without_device_memory()
+            context.device_memory = ptr
+        return context
+
     def _capture(self, binding: _Binding) -> None:
-        """Capture this binding's enqueue in a CUDA graph (after the warm-up enqueue that just ran)."""
+        """Capture this binding's enqueue in a CUDA graph (after the warm-up enqueue that just ran). An enqueue that
+        fails during capture leaves no graph (a replay would return stale outputs): RuntimeError."""
         import torch
 
         self.stream.synchronize()
         graph = torch.cuda.CUDAGraph()
+        enqueued = False
         with torch.cuda.graph(graph, stream=self.stream):
-            binding.context.execute_async_v3(self.stream.cuda_stream)
+            enqueued = bool(binding.context.execute_async_v3(self.stream.cuda_stream))
+        if not enqueued:
+            binding.graph = None
+            del graph
+            raise RuntimeError(f"TensorRT enqueue of '{self.plan.name}' failed while capturing a CUDA graph "
+                               "(see the TensorRT log above); no graph kept")
         binding.graph = graph
 
     def _torch_dtype(self, trt_dtype: trt.DataType) -> torch.dtype:

@@ -75,7 +75,9 @@ def test_auto_without_tensorrt_uses_onnx_runtime_and_says_why(tiny_work: Path) -
     if backends.tensorrt_available():
         pytest.skip("TensorRT and a GPU are here")
     assert isinstance(session, OrtSession)
-    assert described == "ONNX Runtime (model.onnx; --backend auto: no TensorRT or no NVIDIA GPU here)"
+    assert described == ("ONNX Runtime on CPUExecutionProvider (model.onnx; --backend auto: "
+                         f"{backends.tensorrt_missing()})")
+    assert backends.tensorrt_missing() in ("TensorRT is not installed", ) or "no CUDA device" in described
     with pytest.raises(UserError, match="fp16 runs on TensorRT engines only"):
         open_session(WorkDir(tiny_work), "fp16", "auto")
 
