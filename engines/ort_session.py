@@ -26,7 +26,14 @@ if TYPE_CHECKING:
 AUTO_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 
-def resolve_providers(providers: str | list[str] = "auto") -> list[str]:
+Provider = str | tuple[str, dict[str, Any]]  # a name, or (name, provider options) as ONNX Runtime takes them
+
+
+def provider_name(provider: Provider) -> str:
+    return provider if isinstance(provider, str) else provider[0]
+
+
+def resolve_providers(providers: str | list[Provider] = "auto") -> list[Provider]:
     """``"auto"`` -> available providers of AUTO_PROVIDERS; a list is checked against what this build has."""
     import onnxruntime as ort
 
@@ -34,7 +41,7 @@ def resolve_providers(providers: str | list[str] = "auto") -> list[str]:
     if providers == "auto":
         return [p for p in AUTO_PROVIDERS if p in available]
     wanted = [providers] if isinstance(providers, str) else list(providers)
-    missing = [p for p in wanted if p not in available]
+    missing = [provider_name(p) for p in wanted if provider_name(p) not in available]
     if missing:
         raise UserError(f"ONNX Runtime execution provider(s) {missing} not available here; available: {available}")
     return wanted
@@ -72,7 +79,7 @@ class OrtSession(ManagedSession):
     """
 
     def __init__(
-        self, model_path: Path | str, providers: str | list[str] = "auto", threads: int = 0, options: Any = None
+        self, model_path: Path | str, providers: str | list[Provider] = "auto", threads: int = 0, options: Any = None
     ) -> None:
         self.model_path = Path(model_path)
         self.providers = providers
@@ -101,7 +108,7 @@ class OrtSession(ManagedSession):
             first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
             raise UserError(f"cannot load ONNX model '{self.model_path}': {first}") from exc
         active = self.active_providers
-        self.dropped_providers = [p for p in requested if p not in active]
+        self.dropped_providers = [provider_name(p) for p in requested if provider_name(p) not in active]
         if self.dropped_providers:
             print(f"warning: {dropped_warning(self.dropped_providers, active)}", file=sys.stderr)
         return self

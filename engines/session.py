@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from types import TracebackType
 from typing import Protocol, runtime_checkable
 
@@ -51,7 +52,7 @@ class ManagedSession:
         self.deactivate()
 
 
-def check_feeds(names: list[str], feeds: dict[str, np.ndarray], what: str = "model") -> None:
+def check_feeds(names: list[str], feeds: Mapping[str, object], what: str = "model") -> None:
     """ValueError naming the missing and unexpected feeds when ``feeds`` does not match ``names``."""
     missing = [n for n in names if n not in feeds]
     extra = [n for n in feeds if n not in names]

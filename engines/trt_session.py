@@ -229,22 +229,26 @@ class TrtSession(ManagedSession):
         """A new execution context on the activation buffer that every CUDA-graph context shares (allocated at the
         first one, ``device_memory_size_v2`` bytes; TensorRT < 10: ``device_memory_size``)."""
         import tensorrt as trt
-        import torch
 
         engine = self.engine
         v2 = hasattr(engine, "device_memory_size_v2")
         size = int(engine.device_memory_size_v2 if v2 else engine.device_memory_size)
-        if self._activation_memory is None:
-            self._activation_memory = torch.empty(max(size, 1), dtype=torch.uint8,
-                                                  device=torch.device("cuda", self.device))
+        if self._activation_memory is None or self._activation_memory.numel() < size:
+            self._activation_memory = self._allocate(max(size, 1))
         ptr = self._activation_memory.data_ptr()
         if v2:
             context = engine.create_execution_context(trt.ExecutionContextAllocationStrategy.USER_MANAGED)
             context.set_device_memory(ptr, size)
         else:  # TensorRT 8.x
             context = engine.create_execution_context_without_device_memory()
-            context.device_memory = ptr
+            context.device_memory = ptr  # type: ignore[attr-defined]  # TensorRT 8.x only (absent from 10.x stubs)
         return context
+
+    def _allocate(self, nbytes: int) -> torch.Tensor:
+        """``nbytes`` of device memory as a torch uint8 tensor on this session's GPU."""
+        import torch
+
+        return torch.empty(nbytes, dtype=torch.uint8, device=torch.device("cuda", self.device))
 
     def _capture(self, binding: _Binding) -> None:
         """Capture this binding's enqueue in a CUDA graph (after the warm-up enqueue that just ran). An enqueue that

@@ -37,20 +37,63 @@ TINY_COND: dict[str, Any] = {
 TINY_COND_LEN = 5
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Skip ``gpu`` tests cleanly when no CUDA device is visible."""
+# What a ``gpu`` test can need: ``@pytest.mark.gpu("cuda", "onnxruntime-gpu")``; a bare ``@pytest.mark.gpu`` needs
+# CUDA. Each missing requirement skips the test with its own reason (TensorRT implies CUDA).
+GPU_REQUIREMENTS = ("cuda", "onnxruntime-gpu", "tensorrt")
+
+
+def _missing_cuda() -> str:
     try:
         import torch
-
-        has_cuda = bool(torch.cuda.is_available())
     except ImportError:
-        has_cuda = False
-    if has_cuda:
-        return
-    skip = pytest.mark.skip(reason="needs an NVIDIA GPU (run make test-gpu in the Docker image)")
+        return "needs CUDA (torch is not installed)"
+    if not torch.cuda.is_available():
+        return f"needs CUDA (no CUDA device visible to torch {torch.__version__}; run make test-gpu in the Docker image)"
+    return ""
+
+
+def _missing_ort_gpu() -> str:
+    import onnxruntime as ort
+
+    if "CUDAExecutionProvider" not in ort.get_available_providers():
+        return ("needs onnxruntime-gpu (CUDAExecutionProvider not available: pip install -r requirements-gpu.txt, "
+                "or the Docker image)")
+    return ""
+
+
+def _missing_tensorrt() -> str:
+    from engines.trt_plan import tensorrt_installed
+
+    if not tensorrt_installed():
+        return "needs TensorRT (not installed: pip install -r requirements-gpu.txt, or the Docker image)"
+    return ""
+
+
+_CHECKS = {"cuda": _missing_cuda, "onnxruntime-gpu": _missing_ort_gpu, "tensorrt": _missing_tensorrt}
+
+
+def gpu_skip_reason(needs: tuple[str, ...]) -> str:
+    """The skip reason for a ``gpu`` test needing ``needs`` ("" when everything is here)."""
+    unknown = [n for n in needs if n not in GPU_REQUIREMENTS]
+    if unknown:
+        raise ValueError(f"unknown gpu requirement(s) {unknown}; known: {GPU_REQUIREMENTS}")
+    wanted = ["cuda", *(n for n in needs if n != "cuda")]
+    reasons = [r for r in (_CHECKS[n]() for n in wanted) if r]
+    return "; ".join(reasons)
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Skip each ``gpu`` test whose requirements (CUDA; onnxruntime-gpu; TensorRT) are missing, saying which."""
+    cache: dict[tuple[str, ...], str] = {}
     for item in items:
-        if "gpu" in item.keywords:
-            item.add_marker(skip)
+        marker = item.get_closest_marker("gpu")
+        if marker is None:
+            continue
+        needs = tuple(str(a) for a in marker.args)
+        if needs not in cache:
+            cache[needs] = gpu_skip_reason(needs)
+        if cache[needs]:
+            item.add_marker(pytest.mark.skip(reason=cache[needs]))
 
 
 def build_unet(config: dict[str, Any], conditional: bool, seed: int = 0) -> Any:

@@ -128,6 +128,34 @@ def test_inspector_json_of_tensorrt_10_and_11() -> None:
         parse_engine_layers(json.dumps({"Layers": ["/conv_in/Conv", "/norm"]}))
 
 
+# Myelin fuses layers into "{ForeignNode[...]}" whose names hold neither node; the metadata names every ONNX node.
+MYELIN_JSON = json.dumps({"Layers": [
+    {"Name": "{ForeignNode[/down/0/Conv.../up/1/Add]}", "LayerType": "Myelin",
+     "Inputs": [{"Name": "x", "Format/Datatype": "Channel major INT8 format"}],
+     "Metadata": "[ONNX Layer: /down/0/Conv]\x1f[ONNX Layer: /down/0/norm/InstanceNormalization | fused]"},
+    {"Name": "sample_q + /conv_in/Conv", "LayerType": "CaskConvolution",
+     "Inputs": [{"Name": "q", "Format/Datatype": "Row major linear FP16 format"}]},
+]})
+
+
+def test_inspector_layers_are_matched_by_their_onnx_node_metadata() -> None:
+    myelin, plain = parse_engine_layers(MYELIN_JSON)
+    assert myelin.onnx_nodes == ("/down/0/Conv", "/down/0/norm/InstanceNormalization")
+    assert myelin.made_from("/down/0/Conv") and not myelin.made_from("/down/0")  # exact names, not substrings
+    assert myelin.int8_input and not myelin.is_convolution  # a Myelin layer: found by metadata, not by type
+    assert plain.onnx_nodes == () and plain.made_from("/conv_in/Conv")  # no metadata: the name decides
+
+
+def test_tf32_is_always_set_explicitly() -> None:
+    """Polygraphy's CreateConfig clears BuilderFlag.TF32 unless told; the build passes options.tf32 (default off)."""
+    import inspect
+
+    import engines.trt_build as module
+
+    assert BuildOptions(precision="int8", profiles=({},)).tf32 is False
+    assert "tf32=options.tf32" in inspect.getsource(module.build_engine)
+
+
 # --- GPU -------------------------------------------------------------------------------------------------------------
 def quantized_reference(work: Path) -> Path:
     """The reference work folder calibrated, quantized for TensorRT and built as an INT8 engine (once per session)."""
@@ -146,7 +174,7 @@ def quantized_conv_names(onnx_path: Path) -> list[str]:
     return [n.name for n in model.graph.node if n.op_type == "Conv" and n.input[0] in dq_outputs]
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("tensorrt")
 def test_int8_engine_runs_the_quantized_convolutions_in_int8(reference_work: Path) -> None:
     import tensorrt as trt
 
@@ -162,7 +190,7 @@ def test_int8_engine_runs_the_quantized_convolutions_in_int8(reference_work: Pat
         layers = parse_engine_layers(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
     quantized = quantized_conv_names(work / "model.int8.trt.onnx")
     assert quantized, "quantize wrote no quantized Conv"
-    found = {name: [layer for layer in layers if name in layer.name] for name in quantized}
+    found = {name: [layer for layer in layers if layer.made_from(name)] for name in quantized}
     located = {name: hits for name, hits in found.items() if hits}
     missing = sorted(set(found) - set(located))
     assert len(located) >= 0.8 * len(quantized), f"quantized convs not found in the engine's layers: {missing}"
@@ -171,7 +199,7 @@ def test_int8_engine_runs_the_quantized_convolutions_in_int8(reference_work: Pat
     assert info.builder["layers"]["int8_convolutions"] >= len(located)
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("tensorrt")
 def test_fp16_engine_build_records_its_metadata(reference_work: Path) -> None:
     import tensorrt as trt
 

@@ -105,7 +105,7 @@ def _ddim(work: Path, session: Session, noise: np.ndarray, steps: int = 50) -> n
     return out
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("tensorrt")
 def test_50_ddim_steps_on_the_int8_engine_match_ort_fp32(reference_work: Path) -> None:
     work = quantized_reference(reference_work)
     c, h, w = WorkDir(work).load_export_info()["inputs"]["sample"]["shape"][1:]
@@ -121,7 +121,7 @@ def test_50_ddim_steps_on_the_int8_engine_match_ort_fp32(reference_work: Path) -
     assert value >= 30.0
 
 
-@pytest.mark.gpu
+@pytest.mark.gpu("tensorrt")
 def test_cuda_graphs_give_the_same_result_and_shapes_are_checked(reference_work: Path) -> None:
     work = quantized_reference(reference_work)
     c, h, w = WorkDir(work).load_export_info()["inputs"]["sample"]["shape"][1:]
@@ -142,3 +142,112 @@ def test_cuda_graphs_give_the_same_result_and_shapes_are_checked(reference_work:
     np.testing.assert_allclose(first, expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(replayed, expected, rtol=0, atol=1e-5)
     np.testing.assert_allclose(other, expected[:2], rtol=0, atol=1e-3)
+
+
+# --- TensorRT objects mocked: the call order is the point ------------------------------------------------------------
+class _FakeContext:
+    def __init__(self, enqueue_ok: bool = True) -> None:
+        self.enqueue_ok = enqueue_ok
+        self.memory: tuple[int, int] | None = None
+        self.calls: list[str] = []
+
+    def execute_async_v3(self, stream: int) -> bool:
+        self.calls.append("execute_async_v3")
+        return self.enqueue_ok
+
+    def set_device_memory(self, ptr: int, size: int) -> None:
+        self.memory = (ptr, size)
+
+
+class _FakeEngine:
+    device_memory_size_v2 = 4096
+
+    def __init__(self) -> None:
+        self.strategies: list[object] = []
+        self.contexts: list[_FakeContext] = []
+
+    def create_execution_context(self, strategy: object = None) -> _FakeContext:
+        self.strategies.append(strategy)
+        self.contexts.append(_FakeContext())
+        return self.contexts[-1]
+
+
+class _FakeStream:
+    cuda_stream = 7
+
+    def synchronize(self) -> None:
+        pass
+
+
+class _CpuTrtSession(TrtSession):
+    def _allocate(self, nbytes: int) -> object:
+        import torch
+
+        return torch.empty(nbytes, dtype=torch.uint8)
+
+
+def _mocked_session(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> tuple[TrtSession, _FakeEngine]:
+    import sys
+    import types
+
+    import torch
+
+    fake_trt = types.SimpleNamespace(ExecutionContextAllocationStrategy=types.SimpleNamespace(USER_MANAGED="USER"))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt)
+
+    class FakeGraph:
+        pass
+
+    class FakeCapture:
+        def __init__(self, graph: FakeGraph, stream: object = None) -> None:
+            self.graph = graph
+
+        def __enter__(self) -> FakeCapture:
+            return self
+
+        def __exit__(self, *exc: object) -> None:
+            pass
+
+    monkeypatch.setattr(torch.cuda, "CUDAGraph", FakeGraph)
+    monkeypatch.setattr(torch.cuda, "graph", FakeCapture)
+    session = _CpuTrtSession(tmp_path / "model.int8.plan", cuda_graph=True)
+    engine = _FakeEngine()
+    session._engine = engine  # type: ignore[assignment]
+    session._stream = _FakeStream()  # type: ignore[assignment]
+    return session, engine
+
+
+def test_cuda_graph_contexts_share_one_user_managed_activation_buffer(monkeypatch: pytest.MonkeyPatch,
+                                                                      tmp_path: Path) -> None:
+    session, engine = _mocked_session(monkeypatch, tmp_path)
+    first, second = session._graph_context(), session._graph_context()
+    assert engine.strategies == ["USER", "USER"]
+    assert first.memory is not None and first.memory == second.memory
+    assert first.memory[1] == engine.device_memory_size_v2
+    assert session._activation_memory is not None and session._activation_memory.numel() == 4096
+    session.deactivate()
+    assert session._activation_memory is None
+
+
+def test_failed_enqueue_during_capture_keeps_no_graph_and_raises(monkeypatch: pytest.MonkeyPatch,
+                                                                 tmp_path: Path) -> None:
+    from engines.trt_session import _Binding
+
+    session, _ = _mocked_session(monkeypatch, tmp_path)
+    good = _Binding(context=_FakeContext(True), inputs={}, outputs={})  # type: ignore[arg-type]
+    session._capture(good)
+    assert good.graph is not None and good.context.calls == ["execute_async_v3"]
+    bad = _Binding(context=_FakeContext(False), inputs={}, outputs={})  # type: ignore[arg-type]
+    with pytest.raises(RuntimeError, match="failed while capturing a CUDA graph.*no graph kept"):
+        session._capture(bad)
+    assert bad.graph is None
+
+
+def test_runtime_takes_the_process_wide_logger() -> None:
+    """TensorRT keeps one logger per process: the session's Runtime gets Polygraphy's, never a new trt.Logger."""
+    import inspect
+
+    import engines.trt_session as module
+
+    source = inspect.getsource(module)
+    assert "trt.Runtime(trt_logger())" in source and "trt.Logger(" not in source
