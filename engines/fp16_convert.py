@@ -7,6 +7,17 @@ written into the ONNX file. This pass does it with plain ``onnx`` (no onnxconver
 * Q/DQ nodes, their FP32 scales and zero points, and every node fed by a DequantizeLinear (the quantized
   Conv/MatMul/Gemm/Add) stay FP32 and are left byte-for-byte unchanged: TensorRT then sees exactly the
   ``DQ -> op -> Q`` patterns it fuses into INT8 kernels, as in an FP32 build;
+* except blocked INT4 weight-only MatMul/Gemm: TensorRT's INT4 weight-only GEMM is W4A16 (FP16 activations, as
+  Model Optimizer's W4A16 format), so the blocked DequantizeLinear gets FP16 block scales (opset 21 allows them; its
+  output type is its scale's) and the MatMul computes in FP16. A scale that FP16 cannot hold (below its smallest
+  subnormal or above 65504) keeps that DequantizeLinear and its reader FP32;
+* normalization (InstanceNormalization, GroupNormalization, LayerNormalization, BatchNormalization) and Resize stay
+  FP32: in a strongly typed network a normalization layer computes in its input's type (TensorRT's
+  ``INormalizationLayer::setComputePrecision``: "Strongly typed network rejects calls to this method since the
+  compute precision is typically controlled by casting the input tensors"), so an FP16 input means FP16 mean and
+  variance over a whole group; TensorRT's demo/Diffusion casts Resize to FP32 ("Resize needs to be run in fp32").
+  Casts around them are the price. Not measured against FP16 normalization here: ONNX Runtime's CPU provider runs
+  these ops in FP32 whatever the graph says (no FP16 kernels: it inserts casts itself), so a CPU run cannot tell;
 * the sinusoidal time-step embedding (from the ``timestep`` input up to its Sin/Cos) stays FP32, as diffusers
   computes it (``t * freq`` for t up to 1000 loses up to a quarter radian in FP16);
 * every other float node computes in FP16; FP32 initializers it reads are stored as FP16 (clipped to +-65504).
@@ -32,9 +43,13 @@ FLOAT16 = TensorProto.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)
 
 QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
-# Ops kept in FP32: no FP16 type in the ONNX spec (Range), or index/geometry work that FP16 would break.
-DEFAULT_BLOCK_OPS = frozenset({"Range", "NonMaxSuppression", "RoiAlign", "TopK", "RandomNormal", "RandomUniform",
-                               "RandomNormalLike", "RandomUniformLike", "Multinomial"})
+# Ops kept in FP32: no FP16 type in the ONNX spec (Range), or index/geometry work that FP16 would break ...
+INDEX_OPS = frozenset({"Range", "NonMaxSuppression", "RoiAlign", "TopK", "RandomNormal", "RandomUniform",
+                       "RandomNormalLike", "RandomUniformLike", "Multinomial"})
+# ... and statistics over many values, or resampling, computed in the input's type (see the module docstring).
+PRECISION_OPS = frozenset({"InstanceNormalization", "GroupNormalization", "LayerNormalization", "BatchNormalization",
+                           "Resize"})
+DEFAULT_BLOCK_OPS = INDEX_OPS | PRECISION_OPS
 # Inputs typed tensor(float) by the spec whatever the data type (Resize ``scales``).
 ALWAYS_FLOAT_INPUTS: dict[str, frozenset[int]] = {"Resize": frozenset({2}), "Upsample": frozenset({1})}
 # Ops that read only the shape of a float input: they take FP16 or FP32 as it comes, no Cast.
@@ -55,11 +70,13 @@ class Fp16Report:
     casts: int
     initializers_fp16: int
     clipped_values: int
+    int4_fp16_matmuls: int = 0  # blocked INT4 weight-only MatMul/Gemm computing in FP16 (W4A16)
 
     def to_json(self) -> dict[str, int]:
         return {
             "fp16_nodes": self.fp16_nodes, "fp32_nodes": self.fp32_nodes, "casts": self.casts,
             "initializers_fp16": self.initializers_fp16, "clipped_values": self.clipped_values,
+            "int4_fp16_matmuls": self.int4_fp16_matmuls,
         }
 
 
@@ -86,8 +103,9 @@ def convert_to_fp16(
         return types.get(name) == FLOAT
 
     # --- phase 1: decide which nodes stay FP32 ------------------------------------------------------------------
-    keep = _fp32_nodes(nodes, producer, consumers, set(keep_fp32_inputs), frozenset(block_ops))
     initializers = {init.name: init for init in graph.initializer}
+    w4a16 = _w4a16_dequantizers(nodes, consumers, initializers)
+    keep = _fp32_nodes(nodes, producer, consumers, set(keep_fp32_inputs), frozenset(block_ops), w4a16)
 
     def needs_fp16(node: onnx.NodeProto, index: int) -> bool | None:
         """Whether ``node`` reads input ``index`` in FP16 (True), FP32 (False) or either (None)."""
@@ -162,7 +180,8 @@ def convert_to_fp16(
     _toposort(graph)
     del graph.value_info[:]  # stale FP32 types; consumers re-infer
     fp32_float = sum(1 for n in nodes if id(n) in keep and any(is_float(t) for t in [*n.input, *n.output] if t))
-    report = Fp16Report(len(fp16_nodes), fp32_float, stats["casts"], stats["inits"], stats["clipped"])
+    w4a16_readers = sum(len(consumers[n.output[0]]) for n in nodes if id(n) in w4a16)
+    report = Fp16Report(len(fp16_nodes), fp32_float, stats["casts"], stats["inits"], stats["clipped"], w4a16_readers)
     return model, report
 
 
@@ -209,11 +228,15 @@ def _fp32_nodes(
     consumers: dict[str, list[tuple[onnx.NodeProto, int]]],
     keep_inputs: set[str],
     block_ops: frozenset[str],
+    w4a16: set[int] = frozenset(),  # type: ignore[assignment]
 ) -> set[int]:
-    """ids of the nodes that stay FP32: Q/DQ, readers of a DQ, blocked ops, the time-step embedding."""
-    keep = {id(n) for n in nodes if n.op_type in QDQ_OPS or n.op_type in block_ops}
+    """ids of the nodes that stay FP32: Q/DQ, readers of a DQ, blocked ops, the time-step embedding; the blocked
+    INT4 DequantizeLinear nodes in ``w4a16`` and their MatMul/Gemm readers do not."""
+    keep = {id(n) for n in nodes if (n.op_type in QDQ_OPS and id(n) not in w4a16) or n.op_type in block_ops}
     for n in nodes:
-        if any(name in producer and producer[name].op_type == "DequantizeLinear" for name in n.input):
+        fed = [producer[name] for name in n.input if name in producer
+               and producer[name].op_type == "DequantizeLinear"]
+        if any(id(dq) not in w4a16 for dq in fed):
             keep.add(id(n))
     queue = deque(keep_inputs)
     seen: set[str] = set()
@@ -229,6 +252,30 @@ def _fp32_nodes(
             if node.op_type not in EMBEDDING_END_OPS:
                 queue.extend(o for o in node.output if o)
     return keep
+
+
+def _w4a16_dequantizers(
+    nodes: list[onnx.NodeProto],
+    consumers: dict[str, list[tuple[onnx.NodeProto, int]]],
+    initializers: dict[str, onnx.TensorProto],
+) -> set[int]:
+    """ids of the blocked INT4 DequantizeLinear nodes (``block_size`` set, INT4 constant codes) read only as the
+    weight (input 1) of MatMul/Gemm, whose scales FP16 holds exactly enough (every |scale| in [2^-24, 65504])."""
+    out = set()
+    for n in nodes:
+        if n.op_type != "DequantizeLinear" or not any(a.name == "block_size" and a.i > 0 for a in n.attribute):
+            continue
+        codes, scale = initializers.get(n.input[0]), initializers.get(n.input[1])
+        if codes is None or scale is None or codes.data_type not in (TensorProto.INT4, TensorProto.UINT4):
+            continue
+        readers = consumers.get(n.output[0], [])
+        if not readers or any(r.op_type not in ("MatMul", "Gemm") or i != 1 for r, i in readers):
+            continue
+        values = np.abs(numpy_helper.to_array(scale).astype(np.float64))
+        if values.size and (values.min() < 2.0 ** -24 or values.max() > FP16_MAX):
+            continue
+        out.add(id(n))
+    return out
 
 
 def _retype_attributes(node: onnx.NodeProto) -> None:

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from engines.fp16_convert import _toposort, convert_file, convert_to_fp16
+from engines.fp16_convert import PRECISION_OPS, _toposort, convert_file, convert_to_fp16
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -50,8 +50,12 @@ def test_fp16_model_runs_close_to_fp32_with_fp32_io(fixture: str, request: pytes
     assert [o.type.tensor_type.elem_type for o in fp16.graph.output] == [TensorProto.FLOAT]
     # most of the float work is FP16 now: weights stored as FP16, convolutions/matmuls compute in FP16
     types = _elem_types(fp16)
-    weights = [i for i in fp16.graph.initializer if i.name.endswith(".weight")]
+    norm_inputs = {i for n in fp16.graph.node if n.op_type in PRECISION_OPS for i in n.input}
+    weights = [i for i in fp16.graph.initializer if i.name.endswith(".weight") and i.name not in norm_inputs]
     assert weights and all(i.data_type == TensorProto.FLOAT16 for i in weights)
+    # normalization and Resize compute in FP32 (a strongly typed network computes them in their input's type)
+    kept = [n for n in fp16.graph.node if n.op_type in PRECISION_OPS]
+    assert kept and all(types.get(n.output[0], TensorProto.FLOAT) == TensorProto.FLOAT for n in kept)
     convs = [n for n in fp16.graph.node if n.op_type in ("Conv", "MatMul", "Gemm")]
     assert convs and all(types.get(n.output[0]) == TensorProto.FLOAT16 for n in convs)
     # the sinusoidal time-step embedding stays FP32, as diffusers computes it
@@ -118,7 +122,9 @@ def test_qdq_nodes_and_quantized_convs_left_intact(tiny_work: Path) -> None:
     # the float parts between the quantized convolutions are FP16
     types = _elem_types(fp16)
     norms = [n for n in fp16.graph.node if n.op_type == "InstanceNormalization"]
-    assert norms and all(types[n.output[0]] == TensorProto.FLOAT16 for n in norms)
+    assert norms and all(types[n.output[0]] == TensorProto.FLOAT for n in norms)  # statistics in FP32
+    adds = [n for n in fp16.graph.node if n.op_type == "Add" and not n.name.endswith("Cast")]
+    assert sum(types.get(n.output[0]) == TensorProto.FLOAT16 for n in adds) > len(adds) // 2
     # FP16 rounding moves some values across an INT8 rounding boundary at the next Q node (one step = 1/127 of the
     # range): the difference is of the order of the quantization error itself, not of FP16's 1e-3.
     s32, s_qdq, s16 = _session(onnx.load(tiny_work / "model.onnx")), _session(qdq), _session(fp16)
@@ -175,3 +181,28 @@ def test_the_quantize_stage_output_for_tensorrt(tiny_work: Path, tmp_path: Path)
     feeds = _feeds(s_qdq)
     q32, q16 = s_qdq.run(None, feeds)[0], s16.run(None, feeds)[0]
     assert q16.dtype == np.float32 and float(np.linalg.norm(q16 - q32) / np.linalg.norm(q32)) < 0.15
+
+
+def test_blocked_int4_matmul_computes_in_fp16_w4a16() -> None:
+    """TensorRT's INT4 weight-only GEMM takes FP16 activations: FP16 block scales, the MatMul in FP16."""
+    from tests.engines.test_trt_graph import int4_matmul_model
+
+    model = int4_matmul_model(k=128, n=8, block=64)
+    fp16, report = convert_to_fp16(model, keep_fp32_inputs=())
+    onnx.checker.check_model(fp16)
+    inits = {i.name: i for i in fp16.graph.initializer}
+    assert inits["w_scale"].data_type == TensorProto.FLOAT16
+    assert inits["w_q"].SerializeToString() == model.graph.initializer[0].SerializeToString()  # codes unchanged
+    types = _elem_types(fp16)
+    assert types["w"] == TensorProto.FLOAT16 and types["y__fp16"] == TensorProto.FLOAT16
+    assert report.int4_fp16_matmuls == 1 and report.to_json()["int4_fp16_matmuls"] == 1
+    x = np.random.default_rng(0).standard_normal((1, 128)).astype(np.float32)
+    ref, out = (_session(m).run(None, {"x": x})[0] for m in (model, fp16))
+    assert out.dtype == np.float32 and _rel_error(ref, out) < 5e-3
+    # a block scale FP16 cannot hold keeps that weight and its MatMul in FP32
+    tiny = int4_matmul_model(k=128, n=8, block=64)
+    scale = next(i for i in tiny.graph.initializer if i.name == "w_scale")
+    scale.CopyFrom(numpy_helper.from_array(np.full((2, 8), 1e-9, np.float32), "w_scale"))
+    kept, report = convert_to_fp16(tiny, keep_fp32_inputs=())
+    assert report.int4_fp16_matmuls == 0
+    assert next(i for i in kept.graph.initializer if i.name == "w_scale").data_type == TensorProto.FLOAT
