@@ -32,7 +32,7 @@ from quantization.qdq_policy import QDQPolicy
 from exporter.shortcut_split import SplitConv, branch_output, shortcut_convs, split_conv
 from quantization.qdq_rules import RULES, ActivationMark, Mark, OutputMark, WeightMark
 from exporter.shape_info import PROTOBUF_LIMIT, infer_value_info, model_bytes, upgrade_opset
-from quantization.weight_layers import WeightedLayer, from_matrix, int4_block_ok, to_matrix, weighted_layers
+from quantization.weight_layers import WeightedLayer, from_matrix, int4_block_problem, to_matrix, weighted_layers
 from quantization.weight_quant import block_scales, channel_scales, nearest_codes, quantize_codes
 
 INT4_OPSET = 21  # blocked DequantizeLinear and the INT4 type
@@ -109,14 +109,15 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
         if policy.blocked_int4 and node.op_type in ("MatMul", "Gemm"):
             weight = next((m for m in marks if isinstance(m, WeightMark)), None)
             trans_b = bool(int_attr(node, "transB", 0))
-            if weight is not None and int4_block_ok(node.op_type, tuple(index.initializers[weight.tensor].dims),
-                                                    trans_b, policy.int4_block_size):
+            problem = "" if weight is None else int4_block_problem(
+                node.op_type, tuple(index.initializers[weight.tensor].dims), trans_b, policy.int4_block_size,
+                tensorrt=policy.target == "tensorrt")
+            if weight is not None and not problem:
                 plan.blocked.add(node.name)  # weight-only INT4: no activation or output Q/DQ
                 plan.weights[(weight.node, weight.tensor)] = weight.axis
                 continue
             if weight is not None:
-                plan.warnings.append(f"'{node.name}': K is not a multiple of --int4-block-size "
-                                     f"{policy.int4_block_size}; its weight stays per-channel in INT8 storage")
+                plan.warnings.append(f"'{node.name}': {problem}; its weight stays per-channel in INT8 storage")
         if node.op_type == "Concat":
             continue  # branch marks only feed the shortcut split below (the Concat itself stays float)
         if node.name in shortcut_of:

@@ -13,6 +13,10 @@ TARGETS = ("tensorrt", "onnxruntime")
 SHORTCUT_MODES = ("split", "shared", "float")
 WEIGHT_ROUNDINGS = ("nearest", "mse", "adaround")
 INT4_SCOPES = ("linear", "all")
+# Blocked INT4 block sizes TensorRT builds (its INT4 weight-only quantization documents 64 and 128); ONNX Runtime's
+# MatMulNBits takes any power of two >= 16. Default per target: 64 for tensorrt, 32 for onnxruntime.
+TENSORRT_INT4_BLOCK_SIZES = (64, 128)
+DEFAULT_INT4_BLOCK_SIZE = {"tensorrt": 64, "onnxruntime": 32}
 
 # Default exclusions, by node-name pattern (fnmatch), chosen by measurement on the reference model
 # (docs/benchmarks.md, "Default exclusions and estimator": 16 seeds, DDIM 50, W8A8, max ranges): every layer
@@ -55,7 +59,7 @@ class QDQPolicy:
     activation_bits: int = 8
     weight_rounding: str = ""
     int4_scope: str = "all"
-    int4_block_size: int = 32
+    int4_block_size: int = 0  # 0: the target's default (DEFAULT_INT4_BLOCK_SIZE)
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -70,9 +74,15 @@ class QDQPolicy:
             raise UserError(f"unknown --weight-rounding '{self.weight_rounding}'; known: {', '.join(WEIGHT_ROUNDINGS)}")
         if self.int4_scope not in INT4_SCOPES:
             raise UserError(f"unknown --int4-scope '{self.int4_scope}'; known: {', '.join(INT4_SCOPES)}")
+        if not self.int4_block_size:
+            object.__setattr__(self, "int4_block_size", DEFAULT_INT4_BLOCK_SIZE[self.target])
         bs = self.int4_block_size
         if bs < 16 or bs & (bs - 1):
             raise UserError(f"--int4-block-size must be a power of two >= 16 (ONNX Runtime's MatMulNBits), got {bs}")
+        if self.target == "tensorrt" and self.weight_bits == 4 and bs not in TENSORRT_INT4_BLOCK_SIZES:
+            raise UserError(f"--int4-block-size {bs}: TensorRT builds blocked INT4 with block sizes "
+                            f"{' and '.join(map(str, TENSORRT_INT4_BLOCK_SIZES))} only; use --int4-block-size 64 or "
+                            "128 with --target tensorrt (--target onnxruntime takes any power of two >= 16)")
         if self.activation_bits != 8:
             raise UserError(f"activations are INT8 only, got {self.activation_bits} bits")
         object.__setattr__(self, "exclude", tuple(self.exclude))

@@ -4,6 +4,9 @@ Rules (TensorRT developer guide, "Working with Quantized Types" / "Q/DQ Layer-Pl
 - ``opset``: Q/DQ per-channel needs opset >= 13; blocked (INT4) DequantizeLinear needs opset >= 21.
 - ``dtype``: INT8 Q/DQ must be signed int8 (a Q without zero point produces uint8); INT4 only as weights with a block;
   a blocked DequantizeLinear only on a 2-D K×N weight, blocked along K (axis 0), read as B by MatMul/Gemm (transB=0).
+- ``int4-block`` (``tensorrt`` target): block size 64 or 128 (TensorRT's INT4 weight-only quantization), and N even
+  (the ONNX parser rejects INT4 tensors with an odd last dimension: onnx-tensorrt onnxOpImporters.cpp, "Quantization
+  to INT4 is not supported for tensors with an odd last dimension").
 - ``zero-point``: every zero point is 0 (TensorRT quantization is symmetric).
 - ``scale``: scales are build-time constants, finite and > 0.
 - ``per-tensor-activation``: activation (non-constant) Q/DQ use one scale.
@@ -136,6 +139,8 @@ def _check_node(node: onnx.NodeProto, index: GraphIndex, elem: dict[str, int], o
         v.append(Violation("opset", name, f"block_size needs opset >= 21 (model has {opset})"))
     if block:
         v.extend(_check_block(node, name, index))
+        if not allow_int32_bias:
+            v.extend(_check_tensorrt_block(node, name, index, block))
     # per-tensor activations, per-channel axis for weights
     per_channel = scale is not None and scale.size > 1
     constant_input = index.is_constant(x)
@@ -183,6 +188,23 @@ def _check_block(node: onnx.NodeProto, name: str, index: GraphIndex) -> list[Vio
         if r.op_type not in ("MatMul", "Gemm") or r.input[1] != node.output[0] or _attr(r, "transB", 0):
             out.append(Violation("placement", name, f"blocked DequantizeLinear feeds {r.op_type} '{r.name}'; "
                                  "TensorRT takes blocked INT4 only as input B of MatMul/Gemm (transB=0)"))
+    return out
+
+
+TENSORRT_INT4_BLOCK_SIZES = (64, 128)
+
+
+def _check_tensorrt_block(node: onnx.NodeProto, name: str, index: GraphIndex, block: int) -> list[Violation]:
+    """What TensorRT builds of blocked INT4: block size 64 or 128, an even last (N) dimension."""
+    out = []
+    if block not in TENSORRT_INT4_BLOCK_SIZES:
+        out.append(Violation("int4-block", name, f"block size {block}: TensorRT builds INT4 blocks of "
+                             f"{' or '.join(map(str, TENSORRT_INT4_BLOCK_SIZES))} only (quantize --int4-block-size)"))
+    if index.is_constant(node.input[0]):
+        shape = index.array(node.input[0]).shape
+        if shape and shape[-1] % 2:
+            out.append(Violation("int4-block", name, f"INT4 weight {tuple(shape)} has an odd last dimension: "
+                                 "TensorRT's ONNX parser rejects it (keep this layer INT8)"))
     return out
 
 

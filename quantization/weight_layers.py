@@ -92,12 +92,25 @@ def conv_geometry(node: onnx.NodeProto, w: np.ndarray) -> ConvGeometry | None:
                         (pads[0], pads[1], pads[2], pads[3]))
 
 
-def int4_block_ok(op: str, w_shape: tuple[int, ...], trans_b: bool, block_size: int) -> bool:
-    """True when a MatMul/Gemm weight can be stored as blocked INT4: 2-D with K a multiple of the block size."""
+def int4_block_ok(op: str, w_shape: tuple[int, ...], trans_b: bool, block_size: int, tensorrt: bool = False) -> bool:
+    """True when a MatMul/Gemm weight can be stored as blocked INT4 (``int4_block_problem`` finds nothing)."""
+    return not int4_block_problem(op, w_shape, trans_b, block_size, tensorrt)
+
+
+def int4_block_problem(op: str, w_shape: tuple[int, ...], trans_b: bool, block_size: int,
+                       tensorrt: bool = False) -> str:
+    """Why a MatMul/Gemm weight cannot be blocked INT4 ("" when it can): it must be 2-D with K a multiple of the
+    block size; for TensorRT also N even (its ONNX parser rejects INT4 tensors with an odd last dimension:
+    "Quantization to INT4 is not supported for tensors with an odd last dimension", onnx-tensorrt
+    onnxOpImporters.cpp)."""
     if op not in ("MatMul", "Gemm") or len(w_shape) != 2:
-        return False
-    k = w_shape[1] if (op == "Gemm" and trans_b) else w_shape[0]
-    return k % block_size == 0
+        return "not a 2-D MatMul/Gemm weight"
+    k, n = (w_shape[1], w_shape[0]) if (op == "Gemm" and trans_b) else (w_shape[0], w_shape[1])
+    if k % block_size:
+        return f"K is not a multiple of --int4-block-size {block_size} (K={k})"
+    if tensorrt and n % 2:  # stored K×N (a Gemm is rewritten to transB=0): N is the last dimension
+        return f"N={n} is odd (TensorRT rejects INT4 weights with an odd last dimension)"
+    return ""
 
 
 def weighted_layers(model: onnx.ModelProto, weights: dict[tuple[str, str], int], splits: list[tuple[str, tuple[str, ...]]],

@@ -36,7 +36,9 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--int4-scope", default="all", choices=list(INT4_SCOPES),
                    help="with --weight-bits 4: 'linear' keeps convolutions INT8; 'all' gives them 4-bit values in "
                         "INT8 storage (no INT4 convolution kernel exists: an accuracy mode)")
-    g.add_argument("--int4-block-size", type=int, default=32, help="INT4 values per scale along K (power of 2 >= 16)")
+    g.add_argument("--int4-block-size", type=int, default=0,
+                   help="INT4 values per scale along K: tensorrt 64 or 128 (default 64); onnxruntime a power of 2 "
+                        ">= 16 (default 32)")
     g.add_argument("--weight-rounding", default=None, choices=list(WEIGHT_ROUNDINGS),
                    help="nearest (amax scales), mse (searched per-channel scales), adaround (searched scales, learned "
                         "rounding on the calibration set); default nearest for 8-bit, mse for 4-bit weights; INT4 "

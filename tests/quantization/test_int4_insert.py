@@ -58,7 +58,7 @@ def test_int4_linear_runs_as_matmulnbits(tiny_calibrated: Path, tmp_path: Path) 
 
 def test_given_codes_are_stored_exactly(tiny_calibrated: Path) -> None:
     """Codes learned in matrix form come back bit-exact from the INT4 and INT8 initializers of the model."""
-    policy = QDQPolicy(target="tensorrt", weight_bits=4, int4_block_size=16)
+    policy = QDQPolicy(target="onnxruntime", weight_bits=4, int4_block_size=16)  # TensorRT takes 64/128 only
     model, plan = _plan(tiny_calibrated, policy)
     rng = np.random.default_rng(0)
     rounded = {}
@@ -67,7 +67,7 @@ def test_given_codes_are_stored_exactly(tiny_calibrated: Path) -> None:
         codes = rng.integers(-layer.qmax, layer.qmax + 1, layer.w.shape).astype(np.int8)
         rounded[layer.node] = (codes, rng.uniform(0.01, 0.1, (layer.w.shape[0], groups)).astype(np.float32))
     q = rewrite(model, plan, policy, rounded=rounded)
-    assert lint_model(q) == []
+    assert lint_model(q, allow_int32_bias=True) == []
     inits = {i.name: i for i in q.graph.initializer}
     consumers = {i: n for n in q.graph.node for i in n.input}
     checked = 0
@@ -88,3 +88,22 @@ def test_given_codes_are_stored_exactly(tiny_calibrated: Path) -> None:
         checked += 1
     assert checked == len(rounded)
     assert ml_dtypes.int4  # the INT4 values unpack through ml_dtypes
+
+
+def test_tensorrt_target_takes_only_what_tensorrt_builds() -> None:
+    """--target tensorrt: block sizes 64/128 only (default 64); odd-N weights stay INT8 with a warning."""
+    import pytest
+
+    from common.errors import UserError
+    from exporter.weight_layers import int4_block_problem
+
+    assert QDQPolicy(target="tensorrt", weight_bits=4).int4_block_size == 64
+    assert QDQPolicy(target="onnxruntime", weight_bits=4).int4_block_size == 32
+    with pytest.raises(UserError, match="--int4-block-size 32: TensorRT builds blocked INT4 with block sizes 64 and "
+                                        "128 only"):
+        QDQPolicy(target="tensorrt", weight_bits=4, int4_block_size=32)
+    assert QDQPolicy(target="tensorrt", weight_bits=8, int4_block_size=32).int4_block_size == 32  # unused at 8 bits
+    assert int4_block_problem("MatMul", (128, 7), False, 64, tensorrt=True).startswith("N=7 is odd")
+    assert int4_block_problem("MatMul", (128, 7), False, 64) == ""
+    assert int4_block_problem("Gemm", (7, 128), True, 64, tensorrt=True).startswith("N=7 is odd")  # stored K×N
+    assert int4_block_problem("MatMul", (96, 8), False, 64) == "K is not a multiple of --int4-block-size 64 (K=96)"

@@ -82,11 +82,10 @@ def test_dq_without_q_and_int4_without_block() -> None:
     assert "opset" in rules(m)
 
 
-def int4_matmul(axis: int = 0, trans_b: int = 0) -> onnx.ModelProto:
+def int4_matmul(axis: int = 0, trans_b: int = 0, k: int = 128, n: int = 8, bs: int = 64) -> onnx.ModelProto:
     """x -> MatMul/Gemm(B: INT4 K×N, blocked DequantizeLinear) -> y (weight-only INT4)."""
-    k, n, bs = 32, 8, 16
     w = h.make_tensor("w", T.INT4, [k, n], np.zeros(k * n, np.int8).tolist())
-    scale_shape = [k // bs, n] if axis == 0 else [k, n // bs]
+    scale_shape = [k // bs, n] if axis == 0 else [k, max(n // bs, 1)]
     zp = h.make_tensor("z", T.INT4, scale_shape, np.zeros(int(np.prod(scale_shape)), np.int8).tolist())
     inits = [w, nh.from_array(np.full(scale_shape, 0.01, np.float32), "s"), zp]
     nodes = [h.make_node("DequantizeLinear", ["w", "s", "z"], ["wd"], name="dq_w", axis=axis, block_size=bs),
@@ -101,6 +100,16 @@ def test_blocked_int4_weight_rules() -> None:
     assert lint_model(int4_matmul()) == []
     assert "axis" in rules(int4_matmul(axis=1))
     assert "placement" in rules(int4_matmul(trans_b=1))
+
+
+def test_tensorrt_int4_block_sizes_and_odd_n() -> None:
+    """TensorRT builds INT4 blocks of 64 and 128 and rejects an odd last dimension; ONNX Runtime takes both."""
+    assert lint_model(int4_matmul(bs=128)) == []
+    small = lint_model(int4_matmul(k=64, bs=32))
+    assert [v.rule for v in small] == ["int4-block"] and "64 or 128" in small[0].message
+    odd = lint_model(int4_matmul(n=7))
+    assert [v.rule for v in odd] == ["int4-block"] and "odd last dimension" in odd[0].message
+    assert lint_model(int4_matmul(k=64, n=7, bs=32), allow_int32_bias=True) == []  # the onnxruntime target
 
 
 def test_dq_on_shape_input() -> None:
