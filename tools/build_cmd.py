@@ -17,6 +17,7 @@ from common.errors import UserError
 from common.workdir import WorkDir
 from engines.trt_build import BuildOptions, profiles_from_export, source_onnx
 from engines.trt_plan import PRECISIONS, current_gpu, require_tensorrt
+from tools.build_checks import check_int8_source
 from tools.cli_parser import CliParser
 
 
@@ -48,6 +49,8 @@ def main(argv: list[str]) -> int:
     work = WorkDir(args.work)
     info = work.load_export_info()
     source = source_onnx(work, args.precision)
+    if args.precision == "int8":
+        check_int8_source(work, source)  # the tensorrt target and TensorRT's Q/DQ rules, before any GPU work
     options = BuildOptions(
         precision=args.precision,
         profiles=tuple(profiles_from_export(info, args.min_batch, args.opt_batch, args.max_batch)),

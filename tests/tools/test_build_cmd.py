@@ -76,8 +76,29 @@ def test_sample_backend_auto_falls_back_to_onnx_runtime_and_says_so(tiny_work: P
     assert run_cli("sample", tiny_work, "--backend", "auto", "--num", "1", "--steps", "2",
                    "--out", tmp_path / "g.png") == 0
     out = capsys.readouterr().out
-    assert "on ONNX Runtime (model.onnx; --backend auto: no TensorRT or no NVIDIA GPU here)" in out
-    assert "--backend auto: no TensorRT" in json.loads((tmp_path / "g.json").read_text())["backend"]
+    assert "on ONNX Runtime on CPUExecutionProvider (model.onnx; --backend auto: TensorRT is not installed)" in out
+    assert "--backend auto: TensorRT is not installed" in json.loads((tmp_path / "g.json").read_text())["backend"]
+
+
+def test_int8_build_refuses_a_graph_of_another_target(tiny_calibrated: Path, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """An onnxruntime-target Q/DQ graph never reaches TensorRT: the recorded target, then the lint, say so."""
+    import shutil
+
+    work = tmp_path / "w"
+    shutil.copytree(tiny_calibrated, work, ignore=shutil.ignore_patterns("report", "*.int8.*", "quantize.json"))
+    assert run_cli("quantize", work, "--target", "onnxruntime") == 0
+    capsys.readouterr()
+    assert run_cli("build", work, "--precision", "int8") == 2
+    err = _one_line_error(capsys)
+    assert "was quantized for --target onnxruntime (quantize.json)" in err
+    assert f"run python -m tools quantize {work} --target tensorrt" in err
+    # without the record, the TensorRT lint catches the same graph (UINT8 activations, INT32 bias)
+    (work / "quantize.json").unlink()
+    assert run_cli("build", work, "--precision", "int8") == 2
+    err = _one_line_error(capsys)
+    assert "breaks" in err and "of TensorRT's Q/DQ rules" in err and "--target tensorrt" in err
+    assert not list(work.glob("*.plan*"))
 
 
 def test_sample_fp16_needs_a_tensorrt_engine(tiny_work: Path, capsys: pytest.CaptureFixture[str]) -> None:
