@@ -1,0 +1,136 @@
+"""The denoising loop kept on one torch device: latents, UNet inputs and outputs, guidance and the scheduler step.
+
+``DenoiseRunner`` (engines/runner.py) is the CPU loop: numpy in and out of the Session every step. On a GPU that
+costs two host<->device copies and a synchronization per UNet call, and runs the scheduler on the CPU; for a small
+UNet the per-step host overhead dominates (issue 15: the ddpm-cifar10 UNet at batch 8 on an H200, 22.6 ms eager vs
+2.83 ms replayed as a CUDA graph). ``TensorDenoiseRunner`` is the same loop on torch tensors of one device:
+
+* x_T is drawn as the CPU loop draws it (numpy, from the seed) and copied to the device once; the images come back
+  once at the end. Nothing crosses to the host inside the loop, except the noise a stochastic scheduler draws
+  (diffusers draws it from the CPU generator and moves it, which keeps the images equal to the CPU loop's);
+* the UNet session runs through ``run_tensors`` (``TrtSession``: its bindings, CUDA-graph replay where the shapes
+  are static; ``OrtSession``: IO binding, the CUDA provider on CUDA tensors);
+* classifier-free guidance and ``scheduler.step`` run on the device (diffusers schedulers take CUDA tensors);
+* trajectory health (the largest |x_t| per image and step) is reduced on the device and read once at the end.
+
+On the CPU the same code runs with torch CPU tensors (the tests use it so, on ONNX Runtime's CPU provider).
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
+
+import numpy as np
+
+from common.errors import UserError
+from common.lazy import lazy_import
+from engines.runner import Conditioning, _accepted
+from engines.trajectory_health import TrajectoryHealth
+
+if TYPE_CHECKING:
+    import torch
+
+
+@runtime_checkable
+class TensorSession(Protocol):
+    """A Session that also runs on torch tensors where they lie (``OrtSession``, ``TrtSession``)."""
+
+    @property
+    def input_names(self) -> list[str]: ...
+
+    def run_tensors(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """Run once; ``feeds`` and the returned outputs are torch tensors on the session's device."""
+        ...
+
+
+class TensorDenoiseRunner:
+    """``DenoiseRunner.sample`` with every tensor on ``device`` (``"cuda"``, ``"cuda:1"``, or ``"cpu"``)."""
+
+    def __init__(self, unet: Any, scheduler: Any, device: str = "cuda", batch_size: int = 16) -> None:
+        if batch_size < 1:
+            raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+        if not isinstance(unet, TensorSession):
+            raise UserError(f"{type(unet).__name__} cannot run on device tensors (no run_tensors); use the CPU loop")
+        self.unet = unet
+        self.scheduler = scheduler
+        self.device = device
+        self.batch_size = batch_size
+        self.health = TrajectoryHealth()  # of the last ``sample`` call
+
+    def predict_noise(self, x: torch.Tensor, t: Any, cond: tuple[torch.Tensor, torch.Tensor | None, float] | None
+                      ) -> torch.Tensor:
+        """The UNet output for model input ``x`` (N×C×H×W on the device) at time step ``t``, with guidance.
+        ``cond``: (cond, uncond or None, guidance scale) as device tensors of N (or 1) rows."""
+        torch = lazy_import("torch")
+        outs = []
+        for i in range(0, x.shape[0], self.batch_size):
+            xb = x[i : i + self.batch_size]
+            n = xb.shape[0]
+            feeds: dict[str, torch.Tensor] = {}
+            guided = cond is not None and cond[1] is not None and cond[2] != 1.0
+            if cond is not None:
+                c = _rows(cond[0], i, n)
+                if guided:
+                    assert cond[1] is not None
+                    xb = torch.cat([xb, xb])
+                    c = torch.cat([_rows(cond[1], i, n), c])
+                feeds["encoder_hidden_states"] = c
+            feeds["sample"] = xb.to(torch.float32).contiguous()
+            feeds["timestep"] = torch.full((xb.shape[0],), float(t), dtype=torch.float32, device=xb.device)
+            eps = self.unet.run_tensors(feeds)["out"]
+            if guided:
+                assert cond is not None
+                uncond_eps, cond_eps = eps[:n], eps[n:]
+                eps = uncond_eps + cond[2] * (cond_eps - uncond_eps)
+            outs.append(eps)
+        return torch.cat(outs)
+
+    def sample(
+        self,
+        noise: np.ndarray,
+        num_steps: int,
+        seed: int = 0,
+        cond: Conditioning | None = None,
+        eta: float | None = None,
+        use_clipped_model_output: bool | None = None,
+    ) -> np.ndarray:
+        """Denoise ``noise`` (x_T, N×C×H×W float32) in ``num_steps`` steps on the device; the final sample as a host
+        array, as ``DenoiseRunner.sample`` returns it (same seed handling, same scheduler arguments)."""
+        torch = lazy_import("torch")
+        device = torch.device(self.device)
+        sched = self.scheduler
+        sched.set_timesteps(num_steps)
+        gen = torch.Generator().manual_seed(seed)
+        torch.randn(noise.shape, generator=gen, dtype=torch.float32)  # as DenoiseRunner: past an x_T-sized draw
+        x = torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)).to(device) * sched.init_noise_sigma
+        extra: dict[str, Any] = {"generator": gen}
+        if eta is not None:
+            extra["eta"] = eta
+        if use_clipped_model_output is not None:
+            if "use_clipped_model_output" not in _accepted(sched, {"use_clipped_model_output": True}):
+                raise UserError(f"--use-clipped-model-output: {type(sched).__name__}.step does not take it "
+                                "(DDIM-type schedulers do)")
+            extra["use_clipped_model_output"] = use_clipped_model_output
+        kwargs = _accepted(sched, extra)
+        dev_cond = None
+        if cond is not None:
+            uncond = None if cond.uncond is None else torch.from_numpy(np.asarray(cond.uncond, np.float32)).to(device)
+            dev_cond = (torch.from_numpy(np.asarray(cond.cond, np.float32)).to(device), uncond, cond.guidance_scale)
+        timesteps = list(sched.timesteps)
+        peaks = torch.zeros((len(timesteps), noise.shape[0]), dtype=torch.float32, device=device)
+        for i, t in enumerate(timesteps):
+            model_in = sched.scale_model_input(x, t)
+            peaks[i] = model_in.detach().abs().reshape(model_in.shape[0], -1).amax(dim=1).float()
+            eps = self.predict_noise(model_in, t, dev_cond)
+            x = sched.step(eps, t, x, **kwargs).prev_sample
+        self.health = TrajectoryHealth()
+        for i, (t, peak) in enumerate(zip(timesteps, peaks.cpu().numpy(), strict=True)):
+            self.health.record(i, int(t), peak[:, None])
+        return x.float().cpu().numpy()
+
+
+def _rows(a: torch.Tensor, start: int, n: int) -> torch.Tensor:
+    """Rows ``start:start+n`` of a per-image tensor, or its single row repeated."""
+    if a.shape[0] == 1:
+        return a.expand(n, *a.shape[1:]).contiguous()
+    return a[start : start + n].contiguous()
