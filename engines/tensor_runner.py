@@ -18,6 +18,7 @@ On the CPU the same code runs with torch CPU tensors (the tests use it so, on ON
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import numpy as np
@@ -49,7 +50,7 @@ class TensorDenoiseRunner:
     def __init__(self, unet: Any, scheduler: Any, device: str = "cuda", batch_size: int = 16) -> None:
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-        if not isinstance(unet, TensorSession):
+        if not _runs_tensors(unet):
             raise UserError(f"{type(unet).__name__} cannot run on device tensors (no run_tensors); use the CPU loop")
         self.unet = unet
         self.scheduler = scheduler
@@ -93,9 +94,11 @@ class TensorDenoiseRunner:
         cond: Conditioning | None = None,
         eta: float | None = None,
         use_clipped_model_output: bool | None = None,
+        progress: Callable[[int, int], None] | None = None,
     ) -> np.ndarray:
         """Denoise ``noise`` (x_T, N×C×H×W float32) in ``num_steps`` steps on the device; the final sample as a host
-        array, as ``DenoiseRunner.sample`` returns it (same seed handling, same scheduler arguments)."""
+        array, as ``DenoiseRunner.sample`` returns it (same seed handling, same scheduler arguments). ``progress``
+        sees (step index, time step) before each step (no tensor: the model input stays on the device)."""
         torch = lazy_import("torch")
         device = torch.device(self.device)
         sched = self.scheduler
@@ -119,6 +122,8 @@ class TensorDenoiseRunner:
         timesteps = list(sched.timesteps)
         peaks = torch.zeros((len(timesteps), noise.shape[0]), dtype=torch.float32, device=device)
         for i, t in enumerate(timesteps):
+            if progress is not None:
+                progress(i, int(t))
             model_in = sched.scale_model_input(x, t)
             peaks[i] = model_in.detach().abs().reshape(model_in.shape[0], -1).amax(dim=1).float()
             eps = self.predict_noise(model_in, t, dev_cond)
@@ -134,3 +139,21 @@ def _rows(a: torch.Tensor, start: int, n: int) -> torch.Tensor:
     if a.shape[0] == 1:
         return a.expand(n, *a.shape[1:]).contiguous()
     return a[start : start + n].contiguous()
+
+
+def device_of(session: Any) -> str | None:
+    """The CUDA device a session runs on, for ``TensorDenoiseRunner`` ("cuda:<n>"), or None (use the CPU loop):
+    a TensorRT session, or an active ONNX Runtime session whose first provider is CUDA or TensorRT."""
+    if not _runs_tensors(session):
+        return None
+    if type(session).__name__ == "TrtSession":
+        return f"cuda:{getattr(session, 'device', 0)}"
+    providers = getattr(session, "active_providers", [])
+    if providers and providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+        return "cuda:0"
+    return None
+
+
+def _runs_tensors(session: Any) -> bool:
+    """Whether ``session`` has ``run_tensors`` (checked on its type: an inactive session's properties raise)."""
+    return callable(getattr(type(session), "run_tensors", None))

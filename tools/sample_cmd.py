@@ -16,6 +16,7 @@ from common.errors import UserError
 from common.images import save_grid
 from common.workdir import WorkDir
 from engines.backends import BACKENDS, open_session
+from engines.tensor_runner import TensorDenoiseRunner, device_of
 from engines.timestep_routed import TimestepRoutedSession
 from engines.runner import DenoiseRunner, clipped_output_hint, to_images
 from engines.schedulers import SCHEDULERS, make_scheduler
@@ -73,10 +74,21 @@ def main(argv: list[str]) -> int:
             noise = load_array(args.init_noise, "--init-noise", (args.num, c, h, w))
         else:
             noise = runner.initial_noise((args.num, c, h, w), args.seed)
+        device = device_of(session)  # a GPU session: the loop stays on the device (engines/tensor_runner.py)
+        if device is not None:
+            described += f"; loop on {device}"
         print(f"sampling {args.num} images, {args.scheduler} {args.steps} steps, {args.precision} on {described}")
         start = time.perf_counter()
-        samples = runner.sample(noise, args.steps, seed=args.seed, cond=cond, callback=_progress(args.steps),
-                                use_clipped_model_output=args.use_clipped_model_output)
+        if device is not None:
+            show = _progress(args.steps)
+            device_runner = TensorDenoiseRunner(session, scheduler, device=device, batch_size=args.batch_size)
+            samples = device_runner.sample(noise, args.steps, seed=args.seed, cond=cond,
+                                           use_clipped_model_output=args.use_clipped_model_output,
+                                           progress=lambda i, t: show(i, t, None))
+            runner.health = device_runner.health
+        else:
+            samples = runner.sample(noise, args.steps, seed=args.seed, cond=cond, callback=_progress(args.steps),
+                                    use_clipped_model_output=args.use_clipped_model_output)
         seconds = time.perf_counter() - start
     print(file=sys.stderr)
     warning = runner.health.warning(clipped_output_hint(scheduler, args.use_clipped_model_output))
@@ -103,7 +115,7 @@ def main(argv: list[str]) -> int:
 
 
 def _progress(total: int) -> Any:
-    def show(i: int, t: int, x: np.ndarray) -> None:
+    def show(i: int, t: int, x: np.ndarray | None) -> None:
         print(f"\r  step {i + 1}/{total} (t={t})", end="", file=sys.stderr, flush=True)
 
     return show

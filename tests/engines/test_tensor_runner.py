@@ -127,3 +127,13 @@ def test_gpu_resident_loop_on_a_tensorrt_engine_with_cuda_graphs_matches_the_cpu
     value = psnr(to_images(expected), to_images(got))
     print(f"GPU-resident loop (TensorRT FP16, CUDA graphs) vs numpy loop, 50 DDIM steps: {value:.2f} dB")
     assert value >= 40.0
+
+
+def test_device_of_picks_the_loop_from_what_the_session_runs_on(tiny_work: Path) -> None:
+    from engines.tensor_runner import device_of
+    from engines.trt_session import TrtSession
+
+    assert device_of(TrtSession(tiny_work / "model.int8.plan", device=1)) == "cuda:1"
+    with OrtSession(tiny_work / "model.onnx", providers=["CPUExecutionProvider"]) as s:
+        assert device_of(s) is None  # the CPU provider: the numpy loop, as before
+    assert device_of(object()) is None
