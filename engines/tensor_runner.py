@@ -25,7 +25,8 @@ import numpy as np
 
 from common.errors import UserError
 from common.lazy import lazy_import
-from engines.runner import Conditioning, _accepted
+from engines.conditioning import Conditioning
+from engines.runner import _accepted
 from engines.trajectory_health import TrajectoryHealth
 
 if TYPE_CHECKING:
@@ -58,32 +59,21 @@ class TensorDenoiseRunner:
         self.batch_size = batch_size
         self.health = TrajectoryHealth()  # of the last ``sample`` call
 
-    def predict_noise(self, x: torch.Tensor, t: Any, cond: tuple[torch.Tensor, torch.Tensor | None, float] | None
-                      ) -> torch.Tensor:
+    def predict_noise(self, x: torch.Tensor, t: Any, cond: Conditioning | None,
+                      cond_feeds: dict[int, dict[str, torch.Tensor]]) -> torch.Tensor:
         """The UNet output for model input ``x`` (N×C×H×W on the device) at time step ``t``, with guidance.
-        ``cond``: (cond, uncond or None, guidance scale) as device tensors of N (or 1) rows."""
+        ``cond_feeds``: the conditioning inputs of each chunk (by first image), already on the device."""
         torch = lazy_import("torch")
         outs = []
         for i in range(0, x.shape[0], self.batch_size):
             xb = x[i : i + self.batch_size]
-            n = xb.shape[0]
-            feeds: dict[str, torch.Tensor] = {}
-            guided = cond is not None and cond[1] is not None and cond[2] != 1.0
-            if cond is not None:
-                c = _rows(cond[0], i, n)
-                if guided:
-                    assert cond[1] is not None
-                    xb = torch.cat([xb, xb])
-                    c = torch.cat([_rows(cond[1], i, n), c])
-                feeds["encoder_hidden_states"] = c
+            feeds = dict(cond_feeds.get(i, {}))
+            if cond is not None and cond.guided:
+                xb = torch.cat([xb, xb])
             feeds["sample"] = xb.to(torch.float32).contiguous()
             feeds["timestep"] = torch.full((xb.shape[0],), float(t), dtype=torch.float32, device=xb.device)
             eps = self.unet.run_tensors(feeds)["out"]
-            if guided:
-                assert cond is not None
-                uncond_eps, cond_eps = eps[:n], eps[n:]
-                eps = uncond_eps + cond[2] * (cond_eps - uncond_eps)
-            outs.append(eps)
+            outs.append(cond.guide(eps) if cond is not None else eps)
         return torch.cat(outs)
 
     def sample(
@@ -115,10 +105,12 @@ class TensorDenoiseRunner:
                                 "(DDIM-type schedulers do)")
             extra["use_clipped_model_output"] = use_clipped_model_output
         kwargs = _accepted(sched, extra)
-        dev_cond = None
+        cond_feeds: dict[int, dict[str, torch.Tensor]] = {}  # copied to the device once, before the loop
         if cond is not None:
-            uncond = None if cond.uncond is None else torch.from_numpy(np.asarray(cond.uncond, np.float32)).to(device)
-            dev_cond = (torch.from_numpy(np.asarray(cond.cond, np.float32)).to(device), uncond, cond.guidance_scale)
+            for i in range(0, noise.shape[0], self.batch_size):
+                n = min(self.batch_size, noise.shape[0] - i)
+                cond_feeds[i] = {k: torch.from_numpy(np.ascontiguousarray(v)).to(device)
+                                 for k, v in cond.unet_feeds(i, n).items()}
         timesteps = list(sched.timesteps)
         peaks = torch.zeros((len(timesteps), noise.shape[0]), dtype=torch.float32, device=device)
         for i, t in enumerate(timesteps):
@@ -126,19 +118,12 @@ class TensorDenoiseRunner:
                 progress(i, int(t))
             model_in = sched.scale_model_input(x, t)
             peaks[i] = model_in.detach().abs().reshape(model_in.shape[0], -1).amax(dim=1).float()
-            eps = self.predict_noise(model_in, t, dev_cond)
+            eps = self.predict_noise(model_in, t, cond, cond_feeds)
             x = sched.step(eps, t, x, **kwargs).prev_sample
         self.health = TrajectoryHealth()
         for i, (t, peak) in enumerate(zip(timesteps, peaks.cpu().numpy(), strict=True)):
             self.health.record(i, int(t), peak[:, None])
         return x.float().cpu().numpy()
-
-
-def _rows(a: torch.Tensor, start: int, n: int) -> torch.Tensor:
-    """Rows ``start:start+n`` of a per-image tensor, or its single row repeated."""
-    if a.shape[0] == 1:
-        return a.expand(n, *a.shape[1:]).contiguous()
-    return a[start : start + n].contiguous()
 
 
 def device_of(session: Any) -> str | None:

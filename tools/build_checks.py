@@ -2,41 +2,36 @@
 
 A Q/DQ graph is written for one target: ``onnxruntime`` (UINT8 activations with zero point 128, INT32 bias
 dequantization, output Q/DQ for QLinearConv) or ``tensorrt`` (TensorRT's placement and types). TensorRT rejects or
-mis-builds the former, so ``build`` refuses a graph whose ``quantize.json`` names another target, then runs the
-TensorRT lint (``exporter.trt_lint``) on it: each says which ``quantize --target`` to run.
+mis-builds the former. ``build`` takes ``model.int8.trt.onnx`` (``engines.trt_build.source_onnx``; with only an
+``onnxruntime`` graph in the folder that already fails, naming ``quantize --target tensorrt``); here it refuses a
+graph whose quantize record (``QuantizeRecord``) names another target, then runs the TensorRT lint
+(``quantization.trt_lint``) on it: each says which ``quantize --target`` to run.
 """
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import onnx
 
 from common.errors import UserError
 from common.workdir import WorkDir
-from exporter.trt_lint import lint_model
+from quantization.record import QuantizeRecord
+from quantization.trt_lint import lint_model
 
 
-def recorded_target(work: WorkDir) -> str | None:
-    """The ``--target`` recorded in ``quantize.json`` (None when there is no record or it names none)."""
-    path = work.quantize_json
-    if not path.is_file():
-        return None
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise UserError(f"cannot read '{path}': {exc}") from exc
-    target = record.get("target") or (record.get("policy") or {}).get("target")
-    return str(target) if target else None
+def recorded_target(work: WorkDir, model: Path) -> tuple[str | None, Path]:
+    """The ``--target`` that the quantize record beside ``model`` names (None without a record), and its path."""
+    path = work.quantize_record(model)
+    return (QuantizeRecord.load(path).target if path.is_file() else None), path
 
 
 def check_int8_source(work: WorkDir, source: Path) -> None:
     """UserError unless ``source`` is a tensorrt-target Q/DQ graph that passes the TensorRT lint."""
     fix = f"run python -m tools quantize {work.root} --target tensorrt"
-    target = recorded_target(work)
+    target, record = recorded_target(work, source)
     if target is not None and target != "tensorrt":
-        raise UserError(f"'{source.name}' was quantized for --target {target} (quantize.json); TensorRT needs a "
+        raise UserError(f"'{source.name}' was quantized for --target {target} ({record.name}); TensorRT needs a "
                         f"tensorrt-target graph: {fix}")
     model = onnx.load(str(source), load_external_data=False)
     if any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer):

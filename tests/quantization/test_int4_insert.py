@@ -95,7 +95,7 @@ def test_tensorrt_target_takes_only_what_tensorrt_builds() -> None:
     import pytest
 
     from common.errors import UserError
-    from exporter.weight_layers import int4_block_problem
+    from quantization.weight_layers import int4_block_problem
 
     assert QDQPolicy(target="tensorrt", weight_bits=4).int4_block_size == 64
     assert QDQPolicy(target="onnxruntime", weight_bits=4).int4_block_size == 32

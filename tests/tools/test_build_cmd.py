@@ -82,22 +82,29 @@ def test_sample_backend_auto_falls_back_to_onnx_runtime_and_says_so(tiny_work: P
 
 def test_int8_build_refuses_a_graph_of_another_target(tiny_calibrated: Path, tmp_path: Path,
                                                       capsys: pytest.CaptureFixture[str]) -> None:
-    """An onnxruntime-target Q/DQ graph never reaches TensorRT: the recorded target, then the lint, say so."""
+    """An onnxruntime-target Q/DQ graph never reaches TensorRT: by its file name, its record, then the lint."""
     import shutil
 
     work = tmp_path / "w"
-    shutil.copytree(tiny_calibrated, work, ignore=shutil.ignore_patterns("report", "*.int8.*", "quantize.json"))
+    shutil.copytree(tiny_calibrated, work, ignore=shutil.ignore_patterns("report", "*.int8.*", "quantize*.json"))
     assert run_cli("quantize", work, "--target", "onnxruntime") == 0
     capsys.readouterr()
+    fix = f"run python -m tools quantize {work} --target tensorrt"
+    # only model.int8.ort.onnx here: build looks for model.int8.trt.onnx
     assert run_cli("build", work, "--precision", "int8") == 2
     err = _one_line_error(capsys)
-    assert "was quantized for --target onnxruntime (quantize.json)" in err
-    assert f"run python -m tools quantize {work} --target tensorrt" in err
-    # without the record, the TensorRT lint catches the same graph (UINT8 activations, INT32 bias)
-    (work / "quantize.json").unlink()
+    assert "missing model.int8.trt.onnx" in err and fix in err
+    # the onnxruntime graph under the TensorRT name, its record beside it: the record's target refuses it
+    shutil.copy(work / "model.int8.ort.onnx", work / "model.int8.trt.onnx")
+    shutil.copy(work / "quantize.ort.json", work / "quantize.trt.json")
     assert run_cli("build", work, "--precision", "int8") == 2
     err = _one_line_error(capsys)
-    assert "breaks" in err and "of TensorRT's Q/DQ rules" in err and "--target tensorrt" in err
+    assert "'model.int8.trt.onnx' was quantized for --target onnxruntime (quantize.trt.json)" in err and fix in err
+    # without a record, the TensorRT lint catches the same graph (UINT8 activations, INT32 bias)
+    (work / "quantize.trt.json").unlink()
+    assert run_cli("build", work, "--precision", "int8") == 2
+    err = _one_line_error(capsys)
+    assert "breaks" in err and "of TensorRT's Q/DQ rules" in err and fix in err
     assert not list(work.glob("*.plan*"))
 
 
