@@ -40,7 +40,7 @@ def resolve_providers(providers: str | list[Provider] = "auto") -> list[Provider
     available = ort.get_available_providers()
     if providers == "auto":
         return [p for p in AUTO_PROVIDERS if p in available]
-    wanted = [providers] if isinstance(providers, str) else list(providers)
+    wanted: list[Provider] = [providers] if isinstance(providers, str) else list(providers)
     missing = [provider_name(p) for p in wanted if provider_name(p) not in available]
     if missing:
         raise UserError(f"ONNX Runtime execution provider(s) {missing} not available here; available: {available}")
@@ -180,10 +180,11 @@ class OrtSession(ManagedSession):
                                t.data_ptr())
         outs: dict[str, torch.Tensor] = {}
         for meta in self.session.get_outputs():
-            shape = [d if isinstance(d, int) else symbols.get(str(d)) for d in meta.shape]
-            if any(d is None for d in shape):
+            dims = [d if isinstance(d, int) else symbols.get(str(d)) for d in meta.shape]
+            if any(d is None for d in dims):
                 raise ValueError(f"output '{meta.name}' of '{self.model_path.name}' has dims {meta.shape} that the "
                                  "inputs do not determine; run() it instead")
+            shape = [int(d) for d in dims if d is not None]
             out = torch.empty(shape, dtype=_torch_dtype(meta.type), device=device)
             binding.bind_output(meta.name, device.type, device.index or 0, _numpy_dtype(out.dtype), shape,
                                 out.data_ptr())

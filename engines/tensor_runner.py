@@ -105,7 +105,7 @@ class TensorDenoiseRunner:
                                 "(DDIM-type schedulers do)")
             extra["use_clipped_model_output"] = use_clipped_model_output
         kwargs = _accepted(sched, extra)
-        cond_feeds: dict[int, dict[str, torch.Tensor]] = {}  # copied to the device once, before the loop
+        cond_feeds: dict[int, dict[str, Any]] = {}  # torch tensors, copied to the device once, before the loop
         if cond is not None:
             for i in range(0, noise.shape[0], self.batch_size):
                 n = min(self.batch_size, noise.shape[0] - i)

@@ -126,4 +126,4 @@ class QDQPolicy:
         unknown = set(data) - known
         if unknown:
             raise UserError(f"unknown QDQ policy field(s) {sorted(unknown)}")
-        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})
+        return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in data.items()})  # type: ignore[arg-type]
