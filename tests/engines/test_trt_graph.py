@@ -73,6 +73,7 @@ def test_quantized_conv_transpose_runs_in_float_for_tensorrt_8() -> None:
     scale = numpy_helper.to_array(model.graph.initializer[1])
     weight = numpy_helper.to_array(floated.graph.initializer[0])
     np.testing.assert_array_equal(weight, codes * scale[None, :, None, None])
+    weight = weight.copy()  # writable, for torch.from_numpy
     x = np.random.default_rng(2).standard_normal((1, 3, 4, 4)).astype(np.float32)
     run = ort.InferenceSession(floated.SerializeToString(), providers=["CPUExecutionProvider"]).run
     import torch  # the input is no longer quantized: the float layer reads x itself
