@@ -79,14 +79,20 @@ class QDQPolicy:
         bs = self.int4_block_size
         if bs < 16 or bs & (bs - 1):
             raise UserError(f"--int4-block-size must be a power of two >= 16 (ONNX Runtime's MatMulNBits), got {bs}")
-        if self.target == "tensorrt" and self.weight_bits == 4 and bs not in TENSORRT_INT4_BLOCK_SIZES:
-            raise UserError(f"--int4-block-size {bs}: TensorRT builds blocked INT4 with block sizes "
-                            f"{' and '.join(map(str, TENSORRT_INT4_BLOCK_SIZES))} only; use --int4-block-size 64 or "
-                            "128 with --target tensorrt (--target onnxruntime takes any power of two >= 16)")
+
         if self.activation_bits != 8:
             raise UserError(f"activations are INT8 only, got {self.activation_bits} bits")
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
+
+    def check_buildable(self) -> None:
+        """UserError when the target cannot build what this policy writes: blocked INT4 for ``tensorrt`` takes block
+        sizes 64 and 128 only. Checked by ``quantize`` (not on load: old records keep loading)."""
+        bs = self.int4_block_size
+        if self.target == "tensorrt" and self.weight_bits == 4 and bs not in TENSORRT_INT4_BLOCK_SIZES:
+            raise UserError(f"--int4-block-size {bs}: TensorRT builds blocked INT4 with block sizes "
+                            f"{' and '.join(map(str, TENSORRT_INT4_BLOCK_SIZES))} only; use --int4-block-size 64 or "
+                            "128 with --target tensorrt (--target onnxruntime takes any power of two >= 16)")
 
     @property
     def activation_dtype(self) -> type:

@@ -45,6 +45,7 @@ def quantize(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy, *,
     ``policy.weight_rounding == "adaround"`` needs ``samples`` (the calibration samples the ranges came from, time
     steps included), ``rounding`` settings and a ``scratch_dir`` for the tapped model. Returns the model and its
     record (model name and sha256 are filled in by ``save_quantized``)."""
+    policy.check_buildable()  # e.g. INT4 blocks TensorRT cannot build, before any work
     check_ranges_bits(ranges, policy, f"ranges '{ranges_file}'" if ranges_file else "the ranges")
     plan = plan_qdq(model, ranges, policy)
     rounded, rounding_report = None, None

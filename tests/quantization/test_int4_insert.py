@@ -99,9 +99,11 @@ def test_tensorrt_target_takes_only_what_tensorrt_builds() -> None:
 
     assert QDQPolicy(target="tensorrt", weight_bits=4).int4_block_size == 64
     assert QDQPolicy(target="onnxruntime", weight_bits=4).int4_block_size == 32
+    old_record = QDQPolicy(target="tensorrt", weight_bits=4, int4_block_size=32)  # loads (old quantize records)
     with pytest.raises(UserError, match="--int4-block-size 32: TensorRT builds blocked INT4 with block sizes 64 and "
                                         "128 only"):
-        QDQPolicy(target="tensorrt", weight_bits=4, int4_block_size=32)
+        old_record.check_buildable()
+    QDQPolicy(target="onnxruntime", weight_bits=4, int4_block_size=32).check_buildable()
     assert QDQPolicy(target="tensorrt", weight_bits=8, int4_block_size=32).int4_block_size == 32  # unused at 8 bits
     assert int4_block_problem("MatMul", (128, 7), False, 64, tensorrt=True).startswith("N=7 is odd")
     assert int4_block_problem("MatMul", (128, 7), False, 64) == ""

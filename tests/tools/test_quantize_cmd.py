@@ -111,3 +111,11 @@ def test_legacy_work_folder_keeps_loading(work: Path) -> None:
     assert loaded.target == "tensorrt" and loaded.model == "model.int8.onnx"
     with pytest.raises(UserError, match="missing model.int8.ort.onnx.*--target onnxruntime"):
         wd.model_for("int8", "onnxruntime")
+
+
+def test_int4_blocks_tensorrt_cannot_build_are_refused(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("quantize", work, "--target", "tensorrt", "--weight-bits", "4", "--int4-block-size", "32") == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--int4-block-size 32: TensorRT builds blocked INT4 with block sizes 64 " \
+                                          "and 128 only" in err
+    assert not (work / "model.int8.trt.onnx").exists()
