@@ -1,0 +1,153 @@
+"""Accuracy across CPU backends: the same Q/DQ graphs run by ONNX Runtime and by OpenVINO, images against FP32.
+
+    python -m benchmarks.accuracy_backends [--steps 50 100] [--num 64] [--samples 256]
+
+The accuracy benchmark's settings (benchmarks/accuracy.py: its calibration, its ``ndtc + split`` variants for the
+``onnxruntime`` and ``tensorrt`` targets, image i from seed i, DDIM with ``clip_sample`` as configured and
+``use_clipped_model_output=True``), measured in one run. The FP32 reference is ONNX Runtime FP32. Besides each graph as
+quantized, a "7-bit weights" form of it (every INT8 weight re-rounded to [-64, 63] with twice the scale) shows
+whether a gap comes from the int16 saturation of u8×s8 products on CPUs without VNNI (AVX2's ``vpmaddubsw`` adds two
+products into a saturating int16: with full-range INT8 weights the sum can exceed 32767; VNNI's ``vpdpbusd`` adds into
+int32 and does not saturate). ONNX Runtime documents the same as its ``reduce_range`` option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import onnx
+from onnx import numpy_helper
+
+from benchmarks.accuracy import CLASSIFIER, W8, Sampler, build_variant, ensure_export, sample_images
+from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
+from calibrators.aggregation import AggregationConfig
+from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
+from calibrators.estimators import EstimatorConfig
+from calibrators.sources import SourceConfig
+from common.hashing import onnx_model_sha256
+from engines.cpu_backend import cpu_vnni_flags
+from engines.openvino_session import CACHE_FOLDER, OpenVinoSession
+from engines.ort_session import OrtSession
+from engines.runner import seeded_noise
+from engines.session import Session
+from engines.trajectory_health import TrajectoryHealth
+from validation.digit_classifier import DigitFeatures
+from validation.image_metrics import frechet_distance, psnr, ssim
+
+TARGETS = {"onnxruntime": "ndtc + split", "tensorrt": "ndtc + split, TensorRT graph"}
+
+
+def seven_bit_weights(model: Path, out: Path) -> Path:
+    """``model`` with every INT8 weight initializer that feeds a DequantizeLinear re-rounded to [-64, 63] and its
+    scale doubled (the same float weights to within one 7-bit step): no u8×s8 pair sum can saturate int16."""
+    m = onnx.load(str(model))
+    inits = {i.name: i for i in m.graph.initializer}
+    done: set[str] = set()
+    for node in m.graph.node:
+        if node.op_type != "DequantizeLinear" or node.input[0] not in inits or node.input[0] in done:
+            continue
+        q = numpy_helper.to_array(inits[node.input[0]])
+        if q.dtype != np.int8 or q.ndim < 2:  # weights only (activations are not initializers; biases are INT32)
+            continue
+        zp = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] in inits else None
+        if zp is not None and np.any(zp != 0):
+            continue
+        scale = inits[node.input[1]]
+        s = numpy_helper.to_array(scale)
+        inits[node.input[0]].CopyFrom(numpy_helper.from_array(
+            np.clip(np.round(q.astype(np.float32) / 2), -64, 63).astype(np.int8), node.input[0]))
+        scale.CopyFrom(numpy_helper.from_array((s * 2).astype(s.dtype), node.input[1]))
+        done.add(node.input[0])
+    onnx.save(m, str(out))
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=REPO / "models" / "digits-ddpm")
+    p.add_argument("--work", type=Path, default=REPO / "work" / "bench-digits")
+    p.add_argument("--steps", type=int, nargs="+", default=[50, 100], help="DDIM steps, clipped eps")
+    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--samples", type=int, default=256, help="calibration samples")
+    p.add_argument("--section", default="accuracy-backends")
+    args = p.parse_args(argv)
+    command = command_line("benchmarks.accuracy_backends", argv)
+    work = ensure_export(args.model, args.work)
+    info = work.load_export_info()
+    features = DigitFeatures(CLASSIFIER)
+    c, h, w = info["inputs"]["sample"]["shape"][1:]
+    noise = seeded_noise((c, h, w), range(args.num))
+    # the accuracy benchmark's calibration of its ndtc rows
+    cfg = CalibrateConfig(SourceConfig(method="ndtc", samples=args.samples, steps=50),
+                          EstimatorConfig("mse"), AggregationConfig("groups", groups=4))
+    start = time.perf_counter()
+    ranges = {"ndtc": calibrate(work, cfg, progress=False)}
+    calib_seconds = time.perf_counter() - start
+    samples_for = {"ndtc": generate_samples(work, info, cfg, onnx_model_sha256(work.model), progress=False)}
+    out_dir = work.root / "bench-models"
+    out_dir.mkdir(exist_ok=True)
+    variants = {v.label: v for v in W8}
+    graphs: dict[str, Path] = {}
+    for target, label in TARGETS.items():
+        graphs[target] = build_variant(variants[label], work, info, ranges, samples_for, out_dir, {})
+        graphs[f"{target}, 7-bit weights"] = seven_bit_weights(graphs[target], out_dir / f"{target}_w7.onnx")
+    cache = work.root / CACHE_FOLDER
+    backends: dict[str, Callable[[Path], Session]] = {
+        "ONNX Runtime": OrtSession,
+        "OpenVINO": lambda path: OpenVinoSession(path, cache_dir=cache),
+    }
+    runs = [(g, b) for g in graphs for b in backends if not (g == "tensorrt, 7-bit weights" and b == "ONNX Runtime")]
+    rows, results = [], {}
+    ref_off: dict[str, int] = {}
+    for steps in args.steps:
+        sampler = Sampler(steps, clipped_eps=True)
+        health: list[TrajectoryHealth] = []
+        ref = sample_images(work.model, info, noise, sampler, health)
+        ref_off[sampler.label] = int(health[0].summary()["images_off_distribution"])
+        ref_feat, ref_label = features.features(ref), features.predict(ref)
+        for graph, backend in runs:
+            img = sample_images(graphs[graph], info, noise, sampler, health, backends[backend])
+            r = {"psnr": psnr(img, ref), "ssim": ssim(img, ref),
+                 "fd": frechet_distance(features.features(img), ref_feat),
+                 "agree": float(np.mean(features.predict(img) == ref_label)),
+                 "off_range": int(health[-1].summary()["images_off_distribution"])}
+            results[f"{graph} on {backend} @ {sampler.label}"] = r
+            rows.append([graph, backend, sampler.label, f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['fd']:.3f}",
+                         f"{100 * r['agree']:.0f}%", r["off_range"]])
+            print(f"{sampler.label:>16s}  {graph:32s} {backend:12s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  "
+                  f"FD {r['fd']:.3f}  agree {100 * r['agree']:.0f}%  off-range {r['off_range']}", flush=True)
+    (work.root / "accuracy_backends.json").write_text(json.dumps(results, indent=2))
+    flags = cpu_vnni_flags()
+    import onnxruntime
+    import openvino
+
+    body = "\n".join([
+        *section_head(f"Accuracy across CPU backends: the same Q/DQ graphs on ONNX Runtime and OpenVINO "
+                      f"({args.num} seeds, DDIM, clipped eps)", command),
+        f"- CPU INT8 instructions here: {', '.join(flags) if flags else 'no VNNI/AMX (AVX2 only)'}; "
+        f"ONNX Runtime {onnxruntime.__version__}, OpenVINO {openvino.__version__.split('-')[0]} "
+        "(`INFERENCE_PRECISION_HINT` f32).",
+        f"- Model `{args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model}`; the accuracy "
+        f"benchmark's calibration (ndtc, {args.samples} samples, mse, 4 step groups; {calib_seconds:.0f} s) and its "
+        "`ndtc + split` variants for both targets; FP32 reference: ONNX Runtime FP32, sampled the same way "
+        "(DDIM, `clip_sample` true, `use_clipped_model_output=True`); off-range trajectories of the FP32 "
+        "reference: " + "; ".join(f"{k}: {v}" for k, v in ref_off.items()) + ".",
+        "- 7-bit weights: the same graph with every INT8 weight re-rounded to [-64, 63] at twice the scale "
+        "(no int16 saturation of u8×s8 pair sums on CPUs without VNNI). ONNX Runtime does not fuse the `tensorrt` "
+        "graph's convolutions (no output Q), so it runs that graph in float: the graph's exact meaning.",
+        "",
+        markdown_table(["graph (target)", "backend", "steps", "PSNR dB", "SSIM", "FD-digits", "agree", "off-range"],
+                       rows),
+    ])
+    write_section(args.section, body)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
