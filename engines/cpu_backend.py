@@ -48,7 +48,7 @@ def choose_cpu_backend(cpuinfo: Path = CPUINFO) -> tuple[str, str]:
     if not openvino_installed():
         return "ort", "OpenVINO is not installed"
     if not vnni:
-        return "ort", "the CPU has no VNNI/AMX INT8 instructions (AVX2 INT8 saturates int16 sums)"
+        return "ort", "the CPU has no VNNI/AMX INT8 instructions"
     return "openvino", f"OpenVINO is installed and the CPU has {', '.join(vnni)}"
 
 
