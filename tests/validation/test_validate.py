@@ -41,6 +41,20 @@ def test_validate_passes_and_writes_polygraphy_inputs(quantized: Path) -> None:
     assert (quantized / "report" / "fp32.png").is_file() and (quantized / "report" / "int8.png").is_file()
 
 
+def test_validate_on_openvino(quantized: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    pytest.importorskip("openvino", reason="openvino is not installed (pip install -r requirements.txt)")
+    # gates off: on CPUs without VNNI both runtimes' INT8 kernels saturate int16 sums (docs/cpu-backends.md), and
+    # the tiny model's error then depends on the CPU; the comparison itself must run on OpenVINO and be recorded
+    assert run_cli("validate", quantized, *FAST, "--backend", "openvino", "--min-cosine", "-1", "--min-snr", "-1",
+                   "--min-psnr", "-1") == 0
+    report = json.loads((quantized / "report" / "validate.json").read_text())
+    assert report["backend"] == "OpenVINO (CPU)" and report["passed"] and len(report["steps"]) == 5
+    assert all(0.5 < s["cosine"] <= 1.0 for s in report["steps"])
+    assert {"psnr", "ssim"} <= set(report["images"])
+    assert "on OpenVINO" in capsys.readouterr().out
+    assert any((quantized / ".openvino_cache").iterdir())
+
+
 def test_clipped_model_output_trajectories_are_compared(quantized: Path) -> None:
     """With --use-clipped-model-output the saved inputs are the states of that sampler, not of the default one."""
     from polygraphy.json import load_json
