@@ -65,8 +65,9 @@ def open_rows(paths: dict[str, Path], threads: int, openvino: bool, core_rows: b
     return rows
 
 
-def prepare(work: WorkDir, source: list[str], calib_samples: int) -> dict[str, Path]:
-    """Export (once), calibrate briefly, and write the INT8 variants; returns label -> ONNX path."""
+def prepare(work: WorkDir, source: list[str], calib_samples: int, core_rows: bool = False) -> dict[str, Path]:
+    """Export (once), calibrate briefly, and write the INT8 variants (``core_rows``: only our two targets); returns
+    label -> ONNX path."""
     from benchmarks.ort_baseline import ort_quantize_static
     from tools.__main__ import main as cli
 
@@ -86,6 +87,8 @@ def prepare(work: WorkDir, source: list[str], calib_samples: int) -> dict[str, P
     trt = out / "ours_int8_trt.onnx"
     onnx.save(insert_qdq(onnx.load(str(work.model)), ranges, QDQPolicy(target="tensorrt")), str(trt))
     paths[TRT_GRAPH] = trt
+    if core_rows:
+        return paths
     w4 = out / "ours_int8_conv_int4_linear.onnx"
     policy = QDQPolicy(target="onnxruntime", weight_bits=4, int4_scope="linear")
     onnx.save(quantize(onnx.load(str(work.model)), ranges, policy)[0], str(w4))
@@ -175,7 +178,7 @@ def main(argv: list[str] | None = None) -> int:
     load = []
     for name, source in ((args.arch, ["--arch", args.arch]), ("digits-ddpm", ["--model", str(args.model)])):
         work = WorkDir(REPO / "work" / f"speed-{name}")
-        paths = prepare(work, source, args.calib_samples)
+        paths = prepare(work, source, args.calib_samples, args.core_rows)
         for threads in args.threads:
             load.append(os.getloadavg()[0])
             rows += bench(work, source, paths, args.batches, args.repeats, threads, args.openvino, args.core_rows)
