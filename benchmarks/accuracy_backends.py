@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--samples", type=int, default=256, help="calibration samples")
     p.add_argument("--section", default="accuracy-backends")
+    p.add_argument("--no-ort-7bit", action="store_true", help="skip the 7-bit-weight graph on ONNX Runtime")
     args = p.parse_args(argv)
     command = command_line("benchmarks.accuracy_backends", argv)
     work = ensure_export(args.model, args.work)
@@ -90,7 +91,7 @@ def main(argv: list[str] | None = None) -> int:
     ranges = {"ndtc": calibrate(work, cfg, progress=False)}
     calib_seconds = time.perf_counter() - start
     samples_for = {"ndtc": generate_samples(work, info, cfg, onnx_model_sha256(work.model), progress=False)}
-    out_dir = work.root / "bench-models"
+    out_dir = work.root / f"bench-models-{args.section}"  # its own folder: two sections may run at once
     out_dir.mkdir(exist_ok=True)
     variants = {v.label: v for v in W8}
     graphs: dict[str, Path] = {}
@@ -106,6 +107,8 @@ def main(argv: list[str] | None = None) -> int:
     runs = [("onnxruntime", "ONNX Runtime"), ("onnxruntime", "OpenVINO"), ("tensorrt", "ONNX Runtime"),
             ("tensorrt", "OpenVINO"), ("onnxruntime, 7-bit weights", "OpenVINO"),
             ("tensorrt, 7-bit weights", "OpenVINO"), ("onnxruntime, 7-bit weights", "ONNX Runtime")]
+    if args.no_ort_7bit:
+        runs.remove(("onnxruntime, 7-bit weights", "ONNX Runtime"))
     rows: list[list[object]] = []
     results: dict[str, dict[str, float]] = {}
     ref_off: dict[str, int] = {}
@@ -126,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                          f"{100 * r['agree']:.0f}%", r["off_range"]])
             print(f"{sampler.label:>16s}  {graph:32s} {backend:12s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  "
                   f"FD {r['fd']:.3f}  agree {100 * r['agree']:.0f}%  off-range {r['off_range']}", flush=True)
-            (work.root / "accuracy_backends.json").write_text(json.dumps(results, indent=2))
+            (work.root / f"{args.section}.json").write_text(json.dumps(results, indent=2))
             write_section(args.section, section(args, command, calib_seconds, ref_off, rows))
     return 0
 
