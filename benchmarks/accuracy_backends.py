@@ -24,12 +24,13 @@ import numpy as np
 import onnx
 from onnx import numpy_helper
 
-from benchmarks.accuracy import CLASSIFIER, W8, Sampler, build_variant, ensure_export, sample_images
+from benchmarks.accuracy import CLASSIFIER, W8, Sampler, build_variant, ensure_export, final_images
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
 from calibrators.estimators import EstimatorConfig
 from calibrators.sources import SourceConfig
+from quantization.qdq_rules import calibration_tensors
 from common.hashing import onnx_model_sha256
 from engines.cpu_backend import cpu_vnni_flags
 from engines.openvino_session import CACHE_FOLDER, OpenVinoSession
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     cfg = CalibrateConfig(SourceConfig(method="ndtc", samples=args.samples, steps=50),
                           EstimatorConfig("mse"), AggregationConfig("groups", groups=4))
     start = time.perf_counter()
-    ranges = {"ndtc": calibrate(work, cfg, progress=False)}
+    ranges = {"ndtc": calibrate(work, cfg, calibration_tensors, progress=False)}
     calib_seconds = time.perf_counter() - start
     samples_for = {"ndtc": generate_samples(work, info, cfg, onnx_model_sha256(work.model), progress=False)}
     out_dir = work.root / f"bench-models-{args.section}"  # its own folder: two sections may run at once
@@ -115,11 +116,11 @@ def main(argv: list[str] | None = None) -> int:
     for steps in args.steps:
         sampler = Sampler(steps, clipped_eps=True)
         health: list[TrajectoryHealth] = []
-        ref = sample_images(work.model, info, noise, sampler, health)
+        ref = final_images(work.model, info, noise, sampler, health)
         ref_off[sampler.label] = int(health[0].summary()["images_off_distribution"])
         ref_feat, ref_label = features.features(ref), features.predict(ref)
         for graph, backend in runs:
-            img = sample_images(graphs[graph], info, noise, sampler, health, backends[backend])
+            img = final_images(graphs[graph], info, noise, sampler, health, backends[backend])
             r = {"psnr": psnr(img, ref), "ssim": ssim(img, ref),
                  "fd": frechet_distance(features.features(img), ref_feat),
                  "agree": float(np.mean(features.predict(img) == ref_label)),

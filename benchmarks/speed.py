@@ -85,7 +85,7 @@ def prepare(work: WorkDir, source: list[str], calib_samples: int, core_rows: boo
     onnx.save(quantize(onnx.load(str(work.model)), ranges, QDQPolicy(target="onnxruntime"))[0], str(ours))
     paths["ours INT8 (onnxruntime target)"] = ours
     trt = out / "ours_int8_trt.onnx"
-    onnx.save(insert_qdq(onnx.load(str(work.model)), ranges, QDQPolicy(target="tensorrt")), str(trt))
+    onnx.save(quantize(onnx.load(str(work.model)), ranges, QDQPolicy(target="tensorrt"))[0], str(trt))
     paths[TRT_GRAPH] = trt
     if core_rows:
         return paths

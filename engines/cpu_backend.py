@@ -14,8 +14,6 @@ from engines.session import ManagedSession
 # /proc/cpuinfo flags of the x86 INT8 dot-product instructions (u8×s8 summed into int32 without int16 saturation)
 VNNI_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
 CPUINFO = Path("/proc/cpuinfo")
-# the tensorrt-target Q/DQ graph in a work folder (issue 12 names it model.int8.trt.onnx)
-TRT_TARGET_FILES = ("model.int8.trt.onnx",)
 CPU_NAMES = {"ort": "ONNX Runtime", "openvino": "OpenVINO"}
 
 
@@ -64,10 +62,7 @@ def cpu_session(path: Path, backend: str, threads: int = 0, cache_dir: Path | No
 
 def openvino_model(work: WorkDir, precision: str) -> Path:
     """The ONNX file OpenVINO runs for ``precision``: for int8 the ``tensorrt``-target Q/DQ graph when the work folder
-    has one (one graph for GPU and CPU: as accurate as, and faster on OpenVINO than, the ``onnxruntime``-target graph;
-    docs/cpu-backends.md), else the work folder's INT8 model."""
-    if precision == "int8":
-        for name in TRT_TARGET_FILES:
-            if (work.root / name).is_file():
-                return work.root / name
+    has one (one graph for GPU and CPU; docs/cpu-backends.md), else the ``onnxruntime``-target one."""
+    if precision == "int8" and "tensorrt" in work.int8_models():
+        return work.model_for("int8", "tensorrt")
     return work.model_for(precision)

@@ -105,15 +105,15 @@ def test_use_clipped_model_output_is_recorded_with_the_trajectory_health(tiny_wo
 
 def test_backend_openvino_int8(tiny_calibrated: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("openvino", reason="openvino is not installed (pip install -r requirements.txt)")
-    assert run_cli("quantize", tiny_calibrated, "--target", "tensorrt", "--out", tmp_path / "q.onnx") == 0
     work = tmp_path / "w"
-    shutil.copytree(tiny_calibrated, work)
-    shutil.copy(tmp_path / "q.onnx", work / "model.int8.onnx")
+    shutil.copytree(tiny_calibrated, work, ignore=shutil.ignore_patterns("model.int8*", "quantize*.json"))
+    assert run_cli("quantize", work, "--target", "onnxruntime") == 0
+    assert run_cli("quantize", work, "--target", "tensorrt") == 0
     out = tmp_path / "ov.png"
     assert run_cli("sample", work, "--backend", "openvino", "--precision", "int8", "--steps", "3", "--num", "2",
                    "--threads", "1", "--out", out) == 0
     meta = json.loads((tmp_path / "ov.json").read_text())
-    assert meta["backend"].startswith("OpenVINO (model.int8.onnx")
+    assert meta["backend"].startswith("OpenVINO (model.int8.trt.onnx")  # one graph for GPU and CPU
     assert np.isfinite(np.load(tmp_path / "ov.samples.npy")).all()
     assert any((work / ".openvino_cache").iterdir())  # compiled model cached in the work folder
     assert "OpenVINO" in capsys.readouterr().out
