@@ -171,6 +171,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--threads", type=int, nargs="+", default=[2], help="intra-op thread counts (0 = all cores)")
     p.add_argument("--openvino", action="store_true", help="add the OpenVINO rows")
     p.add_argument("--core-rows", action="store_true", help="only ORT FP32, our INT8 on ORT and the OpenVINO rows")
+    p.add_argument("--reuse-models", action="store_true",
+                   help="with --core-rows: time the INT8 models an earlier run wrote to WORK/speed-models (their ranges "
+                        "do not change the speed) instead of calibrating again")
     p.add_argument("--section", default="speed")
     args = p.parse_args(argv)
     command = command_line("benchmarks.speed", argv)
@@ -178,7 +181,10 @@ def main(argv: list[str] | None = None) -> int:
     load = []
     for name, source in ((args.arch, ["--arch", args.arch]), ("digits-ddpm", ["--model", str(args.model)])):
         work = WorkDir(REPO / "work" / f"speed-{name}")
-        paths = prepare(work, source, args.calib_samples, args.core_rows)
+        paths = {"ORT FP32": work.model, "ours INT8 (onnxruntime target)": work.root / "speed-models" / "ours_int8.onnx",
+                 TRT_GRAPH: work.root / "speed-models" / "ours_int8_trt.onnx"}
+        if not (args.reuse_models and args.core_rows and all(p.is_file() for p in paths.values())):
+            paths = prepare(work, source, args.calib_samples, args.core_rows)
         for threads in args.threads:
             load.append(os.getloadavg()[0])
             rows += bench(work, source, paths, args.batches, args.repeats, threads, args.openvino, args.core_rows)
