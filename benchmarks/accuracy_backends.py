@@ -154,9 +154,9 @@ def section(args: argparse.Namespace, command: str, calib_seconds: float, ref_of
         "(DDIM, `clip_sample` true, `use_clipped_model_output=True`); off-range trajectories of the FP32 "
         "reference: " + "; ".join(f"{k}: {v}" for k, v in ref_off.items()) + ".",
         "- 7-bit weights: the same graph with every INT8 weight re-rounded to [-64, 63] at twice the scale "
-        "(no int16 saturation of u8×s8 pair sums on CPUs without VNNI). ONNX Runtime fuses the `tensorrt` graph's "
-        "convolutions only where an output Q follows (few): it runs most of that graph in float, near the graph's "
-        "exact meaning.",
+        "(no int16 saturation of u8×s8 pair sums on CPUs without VNNI). ONNX Runtime fuses none of the `tensorrt` "
+        "graph's convolutions (no output Q; its optimised graph has Conv and no QLinearConv): it runs that graph in "
+        "float with Q/DQ, i.e. the graph's exact meaning.",
         "",
         markdown_table(["graph (target)", "backend", "steps", "PSNR dB", "SSIM", "FD-digits", "agree", "off-range"],
                        rows),
