@@ -155,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(["op type", "group"] + [f"ms @{t}" for t in args.threads] + [f"{first}→{last}"], op_rows),
         "",
         f"Session options on the INT8 model (median ms per UNet call over {args.option_repeats} interleaved rounds; "
-        "in brackets: relative to the default of the same thread count):",
+        "in brackets: this option's time / the default's at the same thread count, below 1 = faster):",
         "",
         markdown_table(["session option"] + [f"{t} thread(s)" for t in args.threads], opt_rows),
     ])
