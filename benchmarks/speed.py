@@ -193,8 +193,8 @@ def main(argv: list[str] | None = None) -> int:
         *section_head("Speed: UNet step latency on the CPU (one call, median)", command,
                       f"threads {', '.join(str(t or 'all') for t in args.threads)}; 1-minute load average "
                       f"{min(load):.1f}-{max(load):.1f} during the run (a shared machine: ratios are side by side); "),
-        f"- {args.repeats} rounds, ONNX Runtime models interleaved within each round (PyTorch timed in its own block "
-        "after them); speed-up relative to ONNX Runtime FP32 of the same batch.",
+        f"- {args.repeats} rounds, ONNX Runtime and OpenVINO sessions interleaved within each round (PyTorch, when "
+        "timed, in its own block after them); speed-up relative to ONNX Runtime FP32 of the same batch.",
         "",
         "- weight MiB: bytes of the model's initializers (PyTorch: the FP32 model's).",
         "",
