@@ -21,8 +21,6 @@ from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
-import onnx
-from onnx import numpy_helper
 
 from benchmarks.accuracy import CLASSIFIER, W8, Sampler, build_variant, ensure_export, final_images
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
@@ -31,6 +29,7 @@ from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
 from calibrators.estimators import EstimatorConfig
 from calibrators.sources import SourceConfig
 from quantization.qdq_rules import calibration_tensors
+from quantization.weight_range import seven_bit_weights
 from common.hashing import onnx_model_sha256
 from engines.cpu_backend import cpu_vnni_flags
 from engines.openvino_session import CACHE_FOLDER, OpenVinoSession
@@ -42,31 +41,6 @@ from validation.digit_classifier import DigitFeatures
 from validation.image_metrics import frechet_distance, psnr, ssim
 
 TARGETS = {"onnxruntime": "ndtc + split", "tensorrt": "ndtc + split, TensorRT graph"}
-
-
-def seven_bit_weights(model: Path, out: Path) -> Path:
-    """``model`` with every INT8 weight initializer that feeds a DequantizeLinear re-rounded to [-64, 63] and its
-    scale doubled (the same float weights to within one 7-bit step): no u8×s8 pair sum can saturate int16."""
-    m = onnx.load(str(model))
-    inits = {i.name: i for i in m.graph.initializer}
-    done: set[str] = set()
-    for node in m.graph.node:
-        if node.op_type != "DequantizeLinear" or node.input[0] not in inits or node.input[0] in done:
-            continue
-        q = numpy_helper.to_array(inits[node.input[0]])
-        if q.dtype != np.int8 or q.ndim < 2:  # weights only (activations are not initializers; biases are INT32)
-            continue
-        zp = numpy_helper.to_array(inits[node.input[2]]) if len(node.input) > 2 and node.input[2] in inits else None
-        if zp is not None and np.any(zp != 0):
-            continue
-        scale = inits[node.input[1]]
-        s = numpy_helper.to_array(scale)
-        inits[node.input[0]].CopyFrom(numpy_helper.from_array(
-            np.clip(np.round(q.astype(np.float32) / 2), -64, 63).astype(np.int8), node.input[0]))
-        scale.CopyFrom(numpy_helper.from_array((s * 2).astype(s.dtype), node.input[1]))
-        done.add(node.input[0])
-    onnx.save(m, str(out))
-    return out
 
 
 def main(argv: list[str] | None = None) -> int:

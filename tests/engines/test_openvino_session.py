@@ -13,6 +13,7 @@ from common.errors import UserError
 from engines.openvino_session import OpenVinoSession
 from engines.ort_session import OrtSession
 from engines.session import Session
+from quantization.weight_range import seven_bit_weights
 from tests.conftest import run_cli
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install -r requirements.txt)")
@@ -63,13 +64,22 @@ def test_threads_and_f32_precision_are_explicit(tiny_work: Path) -> None:
         assert ov.property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
 
 
-def test_int8_qdq_model_runs_close_to_onnx_runtime(tiny_int8: Path) -> None:
+def test_int8_qdq_model_computes_the_graph_meaning(tiny_int8: Path, tmp_path: Path) -> None:
+    """OpenVINO's INT8 kernels against the Q/DQ graph run unfused (ONNX Runtime, basic optimisations: the graph's
+    exact meaning). 7-bit weights, so that CPUs without VNNI (int16 pair sums, docs/cpu-backends.md) compute it too."""
+    import onnxruntime
+
+    from engines.ort_session import session_options
+
+    w7 = seven_bit_weights(tiny_int8, tmp_path / "w7.onnx")
+    unfused = session_options(1)
+    unfused.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
     f = feeds(4)
-    with OpenVinoSession(tiny_int8) as ov, OrtSession(tiny_int8) as ort:
-        a, b = ov.run(f)["out"].ravel(), ort.run(f)["out"].ravel()
+    with OpenVinoSession(w7) as ov, OrtSession(w7, options=unfused) as meaning:
+        a, b = ov.run(f)["out"].ravel(), meaning.run(f)["out"].ravel()
     assert np.all(np.isfinite(a))
     cosine = float(a @ b / (np.linalg.norm(a) * np.linalg.norm(b)))
-    assert cosine > 0.99, cosine
+    assert cosine > 0.995, cosine
 
 
 def test_second_compile_is_a_cache_hit(tiny_int8: Path, tmp_path: Path) -> None:
