@@ -14,6 +14,7 @@ import argparse
 import json
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -32,6 +33,7 @@ from common.workdir import WorkDir
 from engines.ort_session import OrtSession
 from engines.runner import sample_images, seeded_noise
 from engines.schedulers import make_scheduler
+from engines.session import Session
 from engines.trajectory_health import ABS_LIMIT, TrajectoryHealth
 from quantization.quantize import quantize
 from quantization.weight_memory import weight_memory
@@ -106,13 +108,14 @@ class Sampler:
 
 
 def final_images(model: Path, info: dict, noise: np.ndarray, sampler: Sampler,  # type: ignore[type-arg]
-                 health: list[TrajectoryHealth] | None = None) -> np.ndarray:
-    """Final images in [0, 1] from ``noise`` with ``sampler`` (the library's ``sample_images`` on ONNX Runtime);
-    the run's trajectory health is appended to ``health`` when given."""
+                 health: list[TrajectoryHealth] | None = None,
+                 open_session: Callable[[Path], Session] = OrtSession) -> np.ndarray:
+    """Final images in [0, 1] from ``noise`` with ``sampler`` (the library's ``sample_images`` on the session
+    ``open_session`` opens, default ONNX Runtime); the run's trajectory health is appended to ``health`` when given."""
     config = dict(info["scheduler"])
     if sampler.clip_sample is not None:
         config["clip_sample"] = sampler.clip_sample
-    with OrtSession(model) as sess:
+    with open_session(model) as sess:
         run = sample_images(sess, make_scheduler("ddim", config), noise, sampler.steps, batch_size=64,
                             use_clipped_model_output=sampler.clipped_eps)
     if health is not None:

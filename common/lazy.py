@@ -1,4 +1,4 @@
-"""Lazy imports of heavy optional modules with an install hint (torch, tensorrt, cuda, pytriton)."""
+"""Lazy imports of heavy optional modules with an install hint (torch, tensorrt, cuda, pytriton, openvino)."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ _HINTS = {
     "polygraphy": "pip install -r requirements.txt",
     "pytriton": "pip install --no-deps -r requirements-serve.txt  (see docs/serving.md)",
     "tritonclient": "pip install --no-deps -r requirements-serve.txt  (see docs/serving.md)",
+    "openvino": "pip install openvino==2026.4.1  (see requirements.txt)",
 }
 
 

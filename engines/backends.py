@@ -1,4 +1,4 @@
-"""Pick and open the backend that runs a work folder's UNet: ONNX Runtime (CPU/CUDA) or TensorRT."""
+"""Pick and open the backend that runs a work folder's UNet: ONNX Runtime (CPU/CUDA), OpenVINO (CPU) or TensorRT."""
 
 from __future__ import annotations
 
@@ -7,10 +7,12 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.workdir import WorkDir
+from engines.cpu_backend import choose_cpu_backend, cpu_session, openvino_model
+from engines.openvino_session import CACHE_FOLDER
 from engines.ort_session import OrtSession, dropped_warning
 from engines.session import Session
 
-BACKENDS = ("auto", "ort", "ort-gpu", "trt")
+BACKENDS = ("auto", "ort", "ort-gpu", "openvino", "trt")
 # --backend ort-gpu: onnxruntime-gpu (requirements-gpu.txt) with its TensorRT and CUDA execution providers.
 ORT_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider")
 
@@ -36,11 +38,11 @@ def tensorrt_available() -> bool:
 
 
 def resolve_backend(backend: str) -> str:
-    """``auto`` -> ``trt`` when TensorRT and a GPU are present, else ``ort``."""
+    """``auto`` -> ``trt`` when TensorRT and a GPU are present, else the CPU backend of ``choose_cpu_backend``."""
     if backend not in BACKENDS:
         raise UserError(f"unknown --backend '{backend}'; known: {', '.join(BACKENDS)}")
     if backend == "auto":
-        return "trt" if tensorrt_available() else "ort"
+        return "trt" if tensorrt_available() else choose_cpu_backend()[0]
     return backend
 
 
@@ -51,23 +53,27 @@ def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) 
     (``get_providers()``), and a requested provider that did not load is warned about in one line; ``ort-gpu``
     that ends up on the CPU alone is a UserError. TensorRT sessions stay inactive until used (``with session:``).
     ``auto`` takes TensorRT when TensorRT, a GPU and the engine ``WORK/model.<precision>.plan`` are all there,
-    otherwise ONNX Runtime, and the description says why in the same words.
+    otherwise OpenVINO or ONNX Runtime (``choose_cpu_backend``), and the description says why in the same words.
     """
     chosen = resolve_backend(backend)
     why = ""
     if backend == "auto":
         plan = Path(work.root) / f"model.{precision}.plan"
+        cpu, cpu_why = choose_cpu_backend()
         if chosen == "trt" and not plan.is_file():
-            chosen, why = "ort", f"; --backend auto: TensorRT and a GPU are here but no engine {plan.name}"
-        elif chosen == "ort":
-            why = f"; --backend auto: {tensorrt_missing() or 'TensorRT not usable'}"
-    if chosen in ("ort", "ort-gpu") and precision == "fp16":
+            chosen, why = cpu, f"; --backend auto: TensorRT and a GPU are here but no engine {plan.name}; {cpu_why}"
+        elif chosen != "trt":
+            why = f"; --backend auto: {tensorrt_missing() or 'TensorRT not usable'}; {cpu_why}"
+    if chosen in ("ort", "ort-gpu", "openvino") and precision == "fp16":
         raise UserError("--precision fp16 runs on TensorRT engines only (python -m tools build WORK --precision fp16, "
-                        "then --backend trt); ONNX Runtime runs fp32 or int8")
+                        "then --backend trt); ONNX Runtime and OpenVINO run fp32 or int8")
     if chosen == "ort":
         path = work.model_for(precision)
         session = OrtSession(path, threads=threads).activate()
         return session, f"{session.describe()} ({path.name}{why})"
+    if chosen == "openvino":
+        path = openvino_model(work, precision)
+        return cpu_session(path, "openvino", threads, work.root / CACHE_FOLDER), f"OpenVINO ({path.name}{why})"
     if chosen == "ort-gpu":
         import onnxruntime as ort
 

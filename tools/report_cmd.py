@@ -1,5 +1,5 @@
 """``python -m tools report WORK``: one self-contained WORK/report/index.html from what the other commands wrote
-(validate.json and its grids, sensitivity.json, quantize.json, export.json), plus ORT step latency."""
+(validate.json and its grids, sensitivity.json, quantize.json, export.json), plus CPU step latency (ONNX Runtime or OpenVINO)."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.workdir import WorkDir
+from engines.cpu_backend import choose_cpu_backend
 from tools.cli_parser import CliParser
 from validation.report import ReportConfig, write_report
 
@@ -16,7 +17,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("work", type=Path)
     p.add_argument("--no-latency", action="store_true", help="do not measure latency when validate.json has none")
     p.add_argument("--repeats", type=int, default=5, help="interleaved latency rounds per model and batch")
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
+    p.add_argument("--backend", default="auto", choices=["auto", "ort", "openvino"],
+                   help="CPU backend of the latency rows (auto: OpenVINO on VNNI/AMX CPUs when installed)")
     p.add_argument("--top", type=int, default=30, help="layers shown in the sensitivity chart")
     args = p.parse_args(argv)
     for flag in ("repeats", "top"):
@@ -24,6 +27,7 @@ def main(argv: list[str]) -> int:
             raise UserError(f"--{flag} must be >= 1")
     work = WorkDir(args.work)
     work.load_export_info()
-    out = write_report(work, ReportConfig(not args.no_latency, args.repeats, args.threads, args.top))
+    backend = choose_cpu_backend()[0] if args.backend == "auto" else args.backend
+    out = write_report(work, ReportConfig(not args.no_latency, args.repeats, args.threads, args.top, backend))
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, self-contained)")
     return 0

@@ -37,7 +37,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--out", type=Path, help="PNG grid path (default WORK/samples/<precision>_<scheduler><steps>.png)")
     p.add_argument("--init-noise", type=Path, help=".npy of x_T, N×C×H×W float32: start from this noise")
     add_conditioning_args(p.add_argument_group("conditioning (conditional UNets)"))
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime or OpenVINO intra-op threads (0 = all cores)")
     add_clipped_model_output(p)
     p.add_argument("--float-above-t", type=float, default=None, metavar="T",
                    help="with --precision int8: run the FP32 model at time steps >= T (the first, high-noise steps, "

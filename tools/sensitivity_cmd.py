@@ -16,6 +16,7 @@ from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from engines.conditioning import conditioning_for
+from engines.cpu_backend import choose_cpu_backend
 from engines.ort_session import OrtSession
 from engines.runner import DenoiseRunner
 from engines.schedulers import SCHEDULERS, make_scheduler
@@ -42,7 +43,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="step: UNet output at --points trajectory steps (fast); image: final images of the whole "
                         "--steps loop from --num seeds (slower, follows error accumulation)")
     add_clipped_model_output(p)
-    p.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0 = all cores)")
+    p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
+    p.add_argument("--backend", default="ort", choices=["auto", "ort", "openvino"],
+                   help="CPU backend that runs the single-layer models (auto: OpenVINO on VNNI/AMX CPUs)")
     p.add_argument("--out", type=Path, help=f"ranking file (default WORK/report/{FILE_NAME})")
     args = p.parse_args(argv)
     if args.out is not None and args.out.suffix != ".json":
@@ -104,7 +107,9 @@ def main(argv: list[str]) -> int:
     probe, settings = make_probe(model_path, info, cfg)
     model = onnx.load(str(model_path))
     print(f"ranking quantized layers ({policy.target} policy, {cfg.metric} metric: {settings['what']})")
-    layers = rank_layers(model, ranges, policy, probe, cfg.threads)
+    backend = choose_cpu_backend()[0] if args.backend == "auto" else args.backend
+    layers = rank_layers(model, ranges, policy, probe, cfg.threads, backend=backend)
+    settings["backend"] = backend
     seconds = time.perf_counter() - start
     result = SensitivityResult(model_sha, sha256_files([work.ranges]), policy.to_json(), settings, tuple(layers),
                                "python -m tools sensitivity " + " ".join(argv), round(seconds, 1))

@@ -16,6 +16,9 @@ from common.errors import CheckFailed, UserError
 from common.images import save_grid
 from common.workdir import WorkDir
 from engines.backends import resolve_backend
+from engines.cpu_backend import CPU_NAMES, choose_cpu_backend, cpu_session, openvino_model
+from engines.openvino_session import CACHE_FOLDER
+from engines.ort_session import OrtSession
 from engines.runner import clipped_output_hint
 from engines.schedulers import SCHEDULERS, make_scheduler
 from engines.trajectory_health import TrajectoryHealth
@@ -41,7 +44,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("work", type=Path)
     g = p.add_argument_group("what to compare")
     g.add_argument("--precision", default="int8", choices=["int8"])
-    g.add_argument("--backend", default="auto", choices=["auto", "ort", "trt"])
+    g.add_argument("--backend", default="auto", choices=["auto", "ort", "openvino", "trt"],
+                   help="runs the quantized model (FP32 reference: ONNX Runtime)")
     g.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
     g.add_argument("--steps", type=int, default=50)
     g.add_argument("--points", type=int, default=5, help="time steps compared, spread over the schedule")
@@ -95,20 +99,28 @@ def main(argv: list[str]) -> int:
 
         plan = plan_path(work.root, args.precision)
         if not plan.is_file():
-            print(f"no TensorRT engine {plan.name}: validating the Q/DQ model on ONNX Runtime instead")
-            plan, backend = None, "ort"
+            backend = choose_cpu_backend()[0]
+            print(f"no TensorRT engine {plan.name}: validating the Q/DQ model on {CPU_NAMES[backend]} instead")
+            plan = None
+    openvino_cache = work.root / CACHE_FOLDER if backend == "openvino" else None
+    image_backend = "openvino" if openvino_cache is not None else "ort"  # final images: the CPU backend
+    if backend == "openvino":
+        qpath = openvino_model(work, args.precision)
+    print(f"validating {qpath.name} on {'TensorRT' if plan is not None else CPU_NAMES[backend]}")
     start = time.perf_counter()
     report = work.report_dir
     feeds = trajectory_inputs(work.model, info, cfg, cond)
     inputs_json = report / "validate_inputs.json"
-    steps, polygraphy_ok = compare_steps(work.model, qpath, feeds, inputs_json, plan, args.verbose)
+    steps, polygraphy_ok = compare_steps(work.model, qpath, feeds, inputs_json, plan, args.verbose, openvino_cache)
     for s in steps:
         print(f"  t={s.t:4d}  cosine {s.cosine:.5f}  PSNR {s.psnr_db:6.2f} dB  SNR {s.snr_db:6.2f} dB  "
               f"mean|e| {s.mean_abs:.4g}  max|e| {s.max_abs:.4g}")
     images: dict[str, float] = {}
     if cfg.images > 0:
         health: list[TrajectoryHealth] = []
-        ref, img = final_images(work.model, qpath, info, cfg, cond, health)
+        quantized_session = OrtSession if openvino_cache is None else (
+            lambda path: cpu_session(path, "openvino", cache_dir=openvino_cache))
+        ref, img = final_images(work.model, qpath, info, cfg, cond, health, quantized_session)
         images = image_metrics(ref, img, args.classifier, args.inception_onnx)
         images["fp32_off_range"], images["quantized_off_range"] = (
             float(h.summary()["images_off_distribution"]) for h in health)  # type: ignore[arg-type]
@@ -128,9 +140,10 @@ def main(argv: list[str]) -> int:
     write_json(report / "validate.json", {
         "schema_version": 1,
         "command": "python -m tools validate " + " ".join(argv),
-        # the per-step comparison runs the engine when there is one; the final images come from ONNX Runtime
-        "backend": {"steps": f"TensorRT engine {plan.name}" if plan is not None else "ONNX Runtime (CPU)",
-                    "final_images": "ONNX Runtime (CPU), the Q/DQ model"},
+        # the per-step comparison runs the engine when there is one; the final images come from the CPU backend
+        "backend": {"steps": f"TensorRT engine {plan.name}" if plan is not None else f"{CPU_NAMES[backend]} (CPU)",
+                    "final_images": f"{CPU_NAMES[image_backend]} (CPU), the Q/DQ model"},
+        "quantized_model": qpath.name,
         "settings": {"steps": cfg.steps, "points": cfg.points, "num": cfg.num, "images": cfg.images,
                      "seed": cfg.seed, "scheduler": cfg.scheduler, "precision": cfg.precision,
                      "use_clipped_model_output": cfg.clipped_model_output},

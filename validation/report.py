@@ -46,12 +46,14 @@ pre { padding: 8px; white-space: pre-wrap; word-break: break-all; }
 @dataclass(frozen=True)
 class ReportConfig:
     """latency: measure ORT step latency when validate.json has none; repeats: interleaved rounds per model and
-    batch; threads: ORT intra-op threads (0 = all cores); top_layers: bars in the sensitivity chart."""
+    batch; threads: intra-op threads (0 = all cores); top_layers: bars in the sensitivity chart; backend: the CPU
+    backend of the latency rows (``ort`` or ``openvino``)."""
 
     latency: bool = True
     repeats: int = 5
     threads: int = 0
     top_layers: int = 30
+    backend: str = "ort"
 
 
 
@@ -191,12 +193,18 @@ def latency_rows(work: WorkDir, export: dict[str, Any], validate: dict[str, Any]
         return [], "not measured (--no-latency)"
     from validation.latency import step_latency_ms
 
-    models = {"ORT FP32": work.model}
+    from engines.cpu_backend import CPU_NAMES
+    from engines.openvino_session import CACHE_FOLDER
+
+    short = {"ort": "ORT", "openvino": "OpenVINO"}[cfg.backend]
+    models = {f"{short} FP32": work.model}
     for target, path in work.int8_models().items():
-        models[f"ORT INT8 ({target} graph)"] = path
+        models[f"{short} INT8 ({target} graph)"] = path
     batch = int(((validate or {}).get("settings") or {}).get("num", DEFAULT_VALIDATE_BATCH))
-    rows = step_latency_ms(models, export, sorted({1, batch}), cfg.repeats, cfg.threads)
-    return rows, f"measured now: ONNX Runtime CPU, median of {cfg.repeats} interleaved calls per model and batch"
+    rows = step_latency_ms(models, export, sorted({1, batch}), cfg.repeats, cfg.threads, cfg.backend,
+                           work.root / CACHE_FOLDER)
+    return rows, (f"measured now: {CPU_NAMES[cfg.backend]} CPU, median of {cfg.repeats} interleaved calls per model "
+                  "and batch")
 
 
 def section_latency(rows: list[dict[str, Any]], source: str) -> str:

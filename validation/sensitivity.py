@@ -32,6 +32,7 @@ from common.errors import UserError
 from engines.ort_session import resolve_providers, session_options
 from engines.conditioning import Conditioning
 from engines.runner import sample_images, to_images
+from engines.session import Session
 from quantization.qdq_insert import insert_qdq, plan_qdq
 from quantization.qdq_policy import QDQPolicy
 from validation.sensitivity_file import LayerSensitivity
@@ -115,6 +116,24 @@ def ort_session(model: onnx.ModelProto, threads: int = 0) -> Iterator[BytesSessi
         yield BytesSession(ort.InferenceSession(str(path), sess_options=opts, providers=providers))
 
 
+@contextmanager
+def model_session(model: onnx.ModelProto, threads: int = 0, backend: str = "ort") -> Iterator[Session]:
+    """A session on the in-memory ``model``: ONNX Runtime (``ort_session``) or OpenVINO (``openvino``: compiled from
+    a temporary file, not cached, since every single-layer model is compiled once)."""
+    if backend == "ort":
+        with ort_session(model, threads) as sess:
+            yield sess
+        return
+    from engines.cpu_backend import cpu_session
+    from exporter.onnx_export import save_model
+
+    with tempfile.TemporaryDirectory(prefix="sensitivity-") as tmp:
+        path = Path(tmp) / "model.onnx"
+        save_model(model, path, external=model.ByteSize() >= PROTOBUF_LIMIT)
+        with cpu_session(path, backend, threads) as sess:
+            yield sess  # type: ignore[misc]
+
+
 def _mse_cosine(reference: list[np.ndarray], outputs: list[np.ndarray]) -> tuple[float, float]:
     """(mean over pairs of the MSE, mean over pairs of the cosine similarity of the flattened arrays)."""
     mse = [float(np.mean((r.astype(np.float64) - o.astype(np.float64)) ** 2)) for r, o in zip(reference, outputs,
@@ -126,9 +145,9 @@ def _mse_cosine(reference: list[np.ndarray], outputs: list[np.ndarray]) -> tuple
 class ErrorProbe(Protocol):
     """How one model's error against FP32 is measured: ``reference`` runs once on FP32, ``error`` per model."""
 
-    def reference(self, fp32: BytesSession) -> None: ...
+    def reference(self, fp32: Session) -> None: ...
 
-    def error(self, sess: BytesSession) -> tuple[float, float]: ...
+    def error(self, sess: Session) -> tuple[float, float]: ...
 
 
 class StepProbe:
@@ -141,10 +160,10 @@ class StepProbe:
         self.feeds = feeds
         self.ref: list[np.ndarray] = []
 
-    def reference(self, fp32: BytesSession) -> None:
+    def reference(self, fp32: Session) -> None:
         self.ref = [fp32.run(f)["out"] for f in self.feeds]
 
-    def error(self, sess: BytesSession) -> tuple[float, float]:
+    def error(self, sess: Session) -> tuple[float, float]:
         return _mse_cosine(self.ref, [sess.run(f)["out"] for f in self.feeds])
 
 
@@ -161,23 +180,25 @@ class ImageProbe:
         self.clipped_model_output = clipped_model_output
         self.ref = np.zeros(0)
 
-    def _sample(self, sess: BytesSession) -> np.ndarray:
+    def _sample(self, sess: Session) -> np.ndarray:
         return sample_images(sess, self.scheduler, self.noise, self.steps, seed=self.seed, cond=self.cond,
                              use_clipped_model_output=self.clipped_model_output).samples
 
-    def reference(self, fp32: BytesSession) -> None:
+    def reference(self, fp32: Session) -> None:
         self.ref = self._sample(fp32)
 
-    def error(self, sess: BytesSession) -> tuple[float, float]:
+    def error(self, sess: Session) -> tuple[float, float]:
         out = self._sample(sess)
         mse = float(np.mean((to_images(out).astype(np.float64) - to_images(self.ref)) ** 2))
         return mse, step_metrics(self.ref, out, 0).cosine
 
 
 def rank_layers(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy, probe: ErrorProbe,
-                threads: int = 0, progress: bool = True, only: Sequence[str] | None = None) -> list[LayerSensitivity]:
+                threads: int = 0, progress: bool = True, only: Sequence[str] | None = None,
+                backend: str = "ort") -> list[LayerSensitivity]:
     """Every quantized layer (or those named in ``only``, e.g. the top of a cheaper ranking) with its single-layer
-    error under ``probe``, sorted by MSE (largest first; ties by name)."""
+    error under ``probe``, sorted by MSE (largest first; ties by name); ``backend`` ``ort`` or ``openvino`` runs the
+    models (the FP32 reference on the same backend)."""
     from tqdm import tqdm
 
     layers = quantized_layers(model, ranges, policy)
@@ -187,11 +208,12 @@ def rank_layers(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy,
         if unknown:
             raise UserError(f"not quantized layers: {', '.join(unknown[:5])}")
         layers = [(name, op) for name, op in layers if name in set(only)]
-    with ort_session(model, threads) as fp32:
+    with model_session(model, threads, backend) as fp32:
         probe.reference(fp32)
     measured: list[tuple[str, str, float, float]] = []
     for name, op_type in tqdm(layers, desc="layer sensitivity", unit="layer", file=sys.stderr, disable=not progress):
-        with ort_session(insert_qdq(model, ranges, single_layer_policy(policy, name, names)), threads) as sess:
+        with model_session(insert_qdq(model, ranges, single_layer_policy(policy, name, names)), threads,
+                           backend) as sess:
             mse, cos = probe.error(sess)
         measured.append((name, op_type, mse, cos))
     measured.sort(key=lambda m: (-m[2], m[0]))

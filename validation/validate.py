@@ -10,6 +10,7 @@ digit-feature (or a user-supplied ONNX Inception) Fréchet distance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,6 +28,7 @@ from engines.runner import sample_images, seeded_noise
 from engines.trajectory_health import TrajectoryHealth
 from engines.schedulers import make_scheduler
 from quantization.record import QuantizeRecord
+from engines.session import Session
 from validation.image_metrics import frechet_distance, psnr, ssim
 from validation.step_metrics import StepMetrics, step_metrics
 from validation.trajectory_inputs import spread_steps, trajectory_feeds
@@ -94,9 +96,11 @@ def _input_shapes(path: Path) -> dict[str, list[int | None]]:
 
 
 def compare_steps(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]], inputs_json: Path,
-                  plan: Path | None = None, verbose: bool = False) -> tuple[list[StepMetrics], bool]:
+                  plan: Path | None = None, verbose: bool = False,
+                  openvino_cache: Path | None = None) -> tuple[list[StepMetrics], bool]:
     """Polygraphy Comparator: FP32 OnnxrtRunner against the quantized runner on ``feeds`` (one iteration per
-    step). Returns our per-step metrics and Polygraphy's ``CompareFunc.simple`` verdict (rtol/atol 5e-2)."""
+    step): the TensorRT engine ``plan``, else OpenVINO when ``openvino_cache`` (its model cache folder) is given, else
+    ONNX Runtime. Returns our per-step metrics and Polygraphy's ``CompareFunc.simple`` verdict (rtol/atol 5e-2)."""
     import onnxruntime as ort
     from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.comparator import Comparator, CompareFunc
@@ -113,6 +117,10 @@ def compare_steps(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]
         from engines.trt_polygraphy import trt_runner
 
         runners.append(trt_runner(plan))
+    elif openvino_cache is not None:
+        from engines.openvino_polygraphy import openvino_runner
+
+        runners.append(openvino_runner(quantized, openvino_cache))
     else:
         runners.append(OnnxrtRunner(cpu_session(quantized), name="quantized"))
     inputs_json.parent.mkdir(parents=True, exist_ok=True)
@@ -126,14 +134,16 @@ def compare_steps(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]
 
 def final_images(fp32: Path, quantized: Path, info: dict[str, Any], cfg: ValidateConfig,
                  cond: Conditioning | None,
-                 health: list[TrajectoryHealth] | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """FP32 and quantized final images in [0, 1] from the same ``cfg.images`` seeds (image i: seed cfg.seed+i); the
-    two runs' trajectory health is appended to ``health`` when given."""
+                 health: list[TrajectoryHealth] | None = None,
+                 quantized_session: Callable[[Path], Session] = OrtSession) -> tuple[np.ndarray, np.ndarray]:
+    """FP32 (ONNX Runtime) and quantized (``quantized_session``, default ONNX Runtime) final images in [0, 1] from the
+    same ``cfg.images`` seeds (image i: seed cfg.seed+i); the two runs' trajectory health is appended to ``health``
+    when given."""
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     noise = seeded_noise((c, h, w), range(cfg.seed, cfg.seed + cfg.images))
     out = []
-    for path in (fp32, quantized):
-        with OrtSession(path) as sess:
+    for path, open_session in ((fp32, OrtSession), (quantized, quantized_session)):
+        with open_session(path) as sess:
             run = sample_images(sess, make_scheduler(cfg.scheduler, info["scheduler"]), noise, cfg.steps,
                                 seed=cfg.seed, cond=cond, use_clipped_model_output=cfg.clipped_model_output)
         out.append(run.images)

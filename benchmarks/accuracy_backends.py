@@ -1,0 +1,141 @@
+"""Accuracy across CPU backends: the same Q/DQ graphs run by ONNX Runtime and by OpenVINO, images against FP32.
+
+    python -m benchmarks.accuracy_backends [--steps 50 100] [--num 64] [--samples 256]
+
+The accuracy benchmark's settings (benchmarks/accuracy.py: its calibration, its ``ndtc + split`` variants for the
+``onnxruntime`` and ``tensorrt`` targets, image i from seed i, DDIM with ``clip_sample`` as configured and
+``use_clipped_model_output=True``), measured in one run. The FP32 reference is ONNX Runtime FP32. Besides each graph as
+quantized, a "7-bit weights" form of it (every INT8 weight re-rounded to [-64, 63] with twice the scale) shows
+whether a gap comes from the int16 saturation of u8×s8 products on CPUs without VNNI (AVX2's ``vpmaddubsw`` adds two
+products into a saturating int16: with full-range INT8 weights the sum can exceed 32767; VNNI's ``vpdpbusd`` adds into
+int32 and does not saturate). ONNX Runtime documents the same as its ``reduce_range`` option.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+
+from benchmarks.accuracy import CLASSIFIER, W8, Sampler, build_variant, ensure_export, final_images
+from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
+from calibrators.aggregation import AggregationConfig
+from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
+from calibrators.estimators import EstimatorConfig
+from calibrators.sources import SourceConfig
+from quantization.qdq_rules import calibration_tensors
+from quantization.weight_range import seven_bit_weights
+from common.hashing import onnx_model_sha256
+from engines.cpu_backend import cpu_vnni_flags
+from engines.openvino_session import CACHE_FOLDER, OpenVinoSession
+from engines.ort_session import OrtSession
+from engines.runner import seeded_noise
+from engines.session import Session
+from engines.trajectory_health import TrajectoryHealth
+from validation.digit_classifier import DigitFeatures
+from validation.image_metrics import frechet_distance, psnr, ssim
+
+TARGETS = {"onnxruntime": "ndtc + split", "tensorrt": "ndtc + split, TensorRT graph"}
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--model", type=Path, default=REPO / "models" / "digits-ddpm")
+    p.add_argument("--work", type=Path, default=REPO / "work" / "bench-digits")
+    p.add_argument("--steps", type=int, nargs="+", default=[50, 100], help="DDIM steps, clipped eps")
+    p.add_argument("--num", type=int, default=64)
+    p.add_argument("--samples", type=int, default=256, help="calibration samples")
+    p.add_argument("--section", default="accuracy-backends")
+    p.add_argument("--no-ort-7bit", action="store_true", help="skip the 7-bit-weight graph on ONNX Runtime")
+    args = p.parse_args(argv)
+    command = command_line("benchmarks.accuracy_backends", argv)
+    work = ensure_export(args.model, args.work)
+    info = work.load_export_info()
+    features = DigitFeatures(CLASSIFIER)
+    c, h, w = info["inputs"]["sample"]["shape"][1:]
+    noise = seeded_noise((c, h, w), range(args.num))
+    # the accuracy benchmark's calibration of its ndtc rows
+    cfg = CalibrateConfig(SourceConfig(method="ndtc", samples=args.samples, steps=50),
+                          EstimatorConfig("mse"), AggregationConfig("groups", groups=4))
+    start = time.perf_counter()
+    ranges = {"ndtc": calibrate(work, cfg, calibration_tensors, progress=False)}
+    calib_seconds = time.perf_counter() - start
+    samples_for = {"ndtc": generate_samples(work, info, cfg, onnx_model_sha256(work.model), progress=False)}
+    out_dir = work.root / f"bench-models-{args.section}"  # its own folder: two sections may run at once
+    out_dir.mkdir(exist_ok=True)
+    variants = {v.label: v for v in W8}
+    graphs: dict[str, Path] = {}
+    for target, label in TARGETS.items():
+        graphs[target] = build_variant(variants[label], work, info, ranges, samples_for, out_dir, {})
+        graphs[f"{target}, 7-bit weights"] = seven_bit_weights(graphs[target], out_dir / f"{target}_w7.onnx")
+    cache = work.root / CACHE_FOLDER
+    backends: dict[str, Callable[[Path], Session]] = {
+        "ONNX Runtime": OrtSession,
+        "OpenVINO": lambda path: OpenVinoSession(path, cache_dir=cache),
+    }
+    # most important first (the section is rewritten after every row, so an interrupted run keeps what it measured)
+    runs = [("onnxruntime", "ONNX Runtime"), ("onnxruntime", "OpenVINO"), ("tensorrt", "ONNX Runtime"),
+            ("tensorrt", "OpenVINO"), ("onnxruntime, 7-bit weights", "OpenVINO"),
+            ("tensorrt, 7-bit weights", "OpenVINO"), ("onnxruntime, 7-bit weights", "ONNX Runtime")]
+    if args.no_ort_7bit:
+        runs.remove(("onnxruntime, 7-bit weights", "ONNX Runtime"))
+    rows: list[list[object]] = []
+    results: dict[str, dict[str, float]] = {}
+    ref_off: dict[str, int] = {}
+    for steps in args.steps:
+        sampler = Sampler(steps, clipped_eps=True)
+        health: list[TrajectoryHealth] = []
+        ref = final_images(work.model, info, noise, sampler, health)
+        ref_off[sampler.label] = int(health[0].summary()["images_off_distribution"])
+        ref_feat, ref_label = features.features(ref), features.predict(ref)
+        for graph, backend in runs:
+            img = final_images(graphs[graph], info, noise, sampler, health, backends[backend])
+            r = {"psnr": psnr(img, ref), "ssim": ssim(img, ref),
+                 "fd": frechet_distance(features.features(img), ref_feat),
+                 "agree": float(np.mean(features.predict(img) == ref_label)),
+                 "off_range": int(health[-1].summary()["images_off_distribution"])}
+            results[f"{graph} on {backend} @ {sampler.label}"] = r
+            rows.append([graph, backend, sampler.label, f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['fd']:.3f}",
+                         f"{100 * r['agree']:.0f}%", r["off_range"]])
+            print(f"{sampler.label:>16s}  {graph:32s} {backend:12s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  "
+                  f"FD {r['fd']:.3f}  agree {100 * r['agree']:.0f}%  off-range {r['off_range']}", flush=True)
+            (work.root / f"{args.section}.json").write_text(json.dumps(results, indent=2))
+            write_section(args.section, section(args, command, calib_seconds, ref_off, rows))
+    return 0
+
+
+def section(args: argparse.Namespace, command: str, calib_seconds: float, ref_off: dict[str, int],
+            rows: list[list[object]]) -> str:
+    """The docs/benchmarks.md section of the rows measured so far."""
+    flags = cpu_vnni_flags()
+    import onnxruntime
+    import openvino
+
+    return "\n".join([
+        *section_head(f"Accuracy across CPU backends: the same Q/DQ graphs on ONNX Runtime and OpenVINO "
+                      f"({args.num} seeds, DDIM, clipped eps)", command),
+        f"- CPU INT8 instructions here: {', '.join(flags) if flags else 'no VNNI/AMX (AVX2 only)'}; "
+        f"ONNX Runtime {onnxruntime.__version__}, OpenVINO {openvino.__version__.split('-')[0]} "
+        "(`INFERENCE_PRECISION_HINT` f32).",
+        f"- Model `{args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model}`; the accuracy "
+        f"benchmark's calibration (ndtc, {args.samples} samples, mse, 4 step groups; {calib_seconds:.0f} s) and its "
+        "`ndtc + split` variants for both targets; FP32 reference: ONNX Runtime FP32, sampled the same way "
+        "(DDIM, `clip_sample` true, `use_clipped_model_output=True`); off-range trajectories of the FP32 "
+        "reference: " + "; ".join(f"{k}: {v}" for k, v in ref_off.items()) + ".",
+        "- 7-bit weights: the same graph with every INT8 weight re-rounded to [-64, 63] at twice the scale "
+        "(no int16 saturation of u8×s8 pair sums on CPUs without VNNI). ONNX Runtime fuses none of the `tensorrt` "
+        "graph's convolutions (no output Q; its optimised graph has Conv and no QLinearConv): it runs that graph in "
+        "float with Q/DQ, i.e. the graph's exact meaning.",
+        "",
+        markdown_table(["graph (target)", "backend", "steps", "PSNR dB", "SSIM", "FD-digits", "agree", "off-range"],
+                       rows),
+    ])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,68 @@
+"""Which CPU backend runs a model when there is no TensorRT: OpenVINO on CPUs with INT8 dot-product instructions
+(VNNI, AMX) when it is installed, ONNX Runtime otherwise; and the session for either on one ONNX file."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+from common.workdir import WorkDir
+from engines.openvino_session import OpenVinoSession
+from engines.ort_session import OrtSession
+from engines.session import ManagedSession
+
+# /proc/cpuinfo flags of the x86 INT8 dot-product instructions (u8×s8 summed into int32 without int16 saturation)
+VNNI_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
+CPUINFO = Path("/proc/cpuinfo")
+CPU_NAMES = {"ort": "ONNX Runtime", "openvino": "OpenVINO"}
+
+
+def cpu_flags(cpuinfo: Path = CPUINFO) -> set[str]:
+    """The ``flags`` of the first processor in ``cpuinfo`` (empty when unreadable, e.g. not Linux)."""
+    try:
+        text = cpuinfo.read_text()
+    except OSError:
+        return set()
+    for line in text.splitlines():
+        if line.startswith("flags") and ":" in line:
+            return set(line.split(":", 1)[1].split())
+    return set()
+
+
+def cpu_vnni_flags(cpuinfo: Path = CPUINFO) -> list[str]:
+    """Which of VNNI_FLAGS this CPU has, in VNNI_FLAGS order (empty: AVX2-only or not x86)."""
+    flags = cpu_flags(cpuinfo)
+    return [f for f in VNNI_FLAGS if f in flags]
+
+
+def openvino_installed() -> bool:
+    """True when the ``openvino`` package can be imported (not imported here)."""
+    return importlib.util.find_spec("openvino") is not None
+
+
+def choose_cpu_backend(cpuinfo: Path = CPUINFO) -> tuple[str, str]:
+    """(``"openvino"`` or ``"ort"``, why in a few words) for ``--backend auto`` without TensorRT."""
+    vnni = cpu_vnni_flags(cpuinfo)
+    if not openvino_installed():
+        return "ort", "OpenVINO is not installed"
+    if not vnni:
+        return "ort", "the CPU has no VNNI/AMX INT8 instructions"
+    return "openvino", f"OpenVINO is installed and the CPU has {', '.join(vnni)}"
+
+
+def cpu_session(path: Path, backend: str, threads: int = 0, cache_dir: Path | None = None) -> ManagedSession:
+    """An inactive session on ``path``: ``backend`` ``"openvino"`` (compiled models cached in ``cache_dir``) or
+    ``"ort"`` (ONNX Runtime's CPU provider)."""
+    if backend == "openvino":
+        return OpenVinoSession(path, threads=threads, cache_dir=cache_dir)
+    if backend == "ort":
+        return OrtSession(path, providers="CPUExecutionProvider", threads=threads)
+    raise ValueError(f"not a CPU backend: {backend!r}")
+
+
+def openvino_model(work: WorkDir, precision: str) -> Path:
+    """The ONNX file OpenVINO runs for ``precision``: for int8 the ``tensorrt``-target Q/DQ graph when the work folder
+    has one (one graph for GPU and CPU; docs/cpu-backends.md), else the ``onnxruntime``-target one."""
+    if precision == "int8" and "tensorrt" in work.int8_models():
+        return work.model_for("int8", "tensorrt")
+    return work.model_for(precision)
