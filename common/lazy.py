@@ -10,6 +10,7 @@ from common.errors import UserError
 _HINTS = {
     "torch": "pip install torch==2.13.0  (the CPU build; see requirements.txt)",
     "diffusers": "pip install -r requirements.txt",
+    "transformers": "pip install -r requirements.txt  (text encoders and tokenizers of text-to-image pipelines)",
     "tensorrt": "pip install -r requirements-gpu.txt  (needs an NVIDIA GPU; or use the Docker image)",
     "polygraphy": "pip install -r requirements.txt",
     "pytriton": "pip install --no-deps -r requirements-serve.txt  (see docs/serving.md)",

@@ -1,5 +1,7 @@
 """Export a diffusers UNet (PyTorch) to ONNX: fixed I/O names, dynamic batch, external data above 2 GB.
 
+The same export path (``export_module``) serves the other pipeline components (exporter/components.py).
+
 Opset 17 is the default: it is the newest opset that every TensorRT our users deploy on parses (TensorRT 8.5 on
 JetPack 5 stops at 17; 8.6, 10.x and 11 accept it), ONNX Runtime runs it completely, and it already has per-channel
 Q/DQ (opset 13). Graph rewrites that need newer operators (blocked INT4 DequantizeLinear, opset 21) raise the opset
@@ -22,25 +24,36 @@ INPUT_SAMPLE = "sample"
 INPUT_TIMESTEP = "timestep"
 INPUT_COND = "encoder_hidden_states"
 OUTPUT = "out"
+# SDXL's added conditions (UNet config addition_embed_type "text_time"): pooled text embedding and six size ids.
+INPUT_TEXT_EMBEDS = "text_embeds"
+INPUT_TIME_IDS = "time_ids"
+TIME_IDS_LEN = 6  # original (H, W), crop top-left (y, x), target (H, W), in image pixels
 
 
 @dataclass(frozen=True)
 class ExportShapes:
     """Shapes of one UNet call. sample: B×C×H×W float32; timestep: B float32 (diffusion step, 0..T-1);
-    encoder_hidden_states: B×L×D float32 for conditional models."""
+    encoder_hidden_states: B×L×D float32 for conditional models; SDXL-type UNets also take text_embeds B×P (the
+    pooled text embedding) and time_ids B×6 (``pooled_dim`` = P)."""
 
     channels: int
     height: int
     width: int
     cond_len: int | None = None
     cond_dim: int | None = None
+    pooled_dim: int | None = None
 
     @property
     def conditional(self) -> bool:
         return self.cond_dim is not None
 
+    @property
+    def added_conditions(self) -> bool:
+        return self.pooled_dim is not None
+
     def input_names(self) -> list[str]:
-        return [INPUT_SAMPLE, INPUT_TIMESTEP] + ([INPUT_COND] if self.conditional else [])
+        added = [INPUT_TEXT_EMBEDS, INPUT_TIME_IDS] if self.added_conditions else []
+        return [INPUT_SAMPLE, INPUT_TIMESTEP] + ([INPUT_COND] if self.conditional else []) + added
 
     def input_shapes(self, batch: int | str) -> dict[str, list[int | str]]:
         shapes: dict[str, list[int | str]] = {
@@ -50,6 +63,10 @@ class ExportShapes:
         if self.conditional:
             assert self.cond_len is not None and self.cond_dim is not None
             shapes[INPUT_COND] = [batch, self.cond_len, self.cond_dim]
+        if self.added_conditions:
+            assert self.pooled_dim is not None
+            shapes[INPUT_TEXT_EMBEDS] = [batch, self.pooled_dim]
+            shapes[INPUT_TIME_IDS] = [batch, TIME_IDS_LEN]
         return shapes
 
 
@@ -60,21 +77,32 @@ def shapes_for(unet: Any, cond_len: int = 77) -> ExportShapes:
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     cross = getattr(cfg, "cross_attention_dim", None)
     if type(unet).__name__ == "UNet2DConditionModel":
-        return ExportShapes(cfg.in_channels, h, w, cond_len, int(cross))
+        pooled = None
+        if getattr(cfg, "addition_embed_type", None) == "text_time":
+            pooled = int(cfg.projection_class_embeddings_input_dim) - TIME_IDS_LEN * int(cfg.addition_time_embed_dim)
+        return ExportShapes(cfg.in_channels, h, w, cond_len, int(cross), pooled)
     return ExportShapes(cfg.in_channels, h, w)
 
 
-def _wrapper(unet: Any, conditional: bool) -> Any:
+def unet_for_onnx(unet: Any, shapes: ExportShapes) -> Any:
+    """``unet`` with a plain-tensor signature: (sample, timestep[, encoder_hidden_states[, text_embeds, time_ids]])
+    -> out, the ONNX graph's inputs in order."""
     torch = lazy_import("torch")
+    conditional, added = shapes.conditional, shapes.added_conditions
 
     class UNetForOnnx(torch.nn.Module):  # type: ignore[misc, name-defined]
-        """Plain-tensor signature: (sample, timestep[, encoder_hidden_states]) -> out."""
+        """Plain-tensor signature: (sample, timestep[, encoder_hidden_states[, text_embeds, time_ids]]) -> out."""
 
         def __init__(self, inner: Any) -> None:
             super().__init__()
             self.inner = inner
 
-        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any = None) -> Any:
+        def forward(self, sample: Any, timestep: Any, encoder_hidden_states: Any = None, text_embeds: Any = None,
+                    time_ids: Any = None) -> Any:
+            if added:
+                extra = {"text_embeds": text_embeds, "time_ids": time_ids}
+                return self.inner(sample, timestep, encoder_hidden_states, added_cond_kwargs=extra,
+                                  return_dict=False)[0]
             if conditional:
                 return self.inner(sample, timestep, encoder_hidden_states, return_dict=False)[0]
             return self.inner(sample, timestep, return_dict=False)[0]
@@ -92,6 +120,10 @@ def example_inputs(shapes: ExportShapes, batch: int, timesteps: list[float], see
     feeds[INPUT_TIMESTEP] = np.asarray(timesteps, dtype=np.float32)
     if shapes.conditional:
         feeds[INPUT_COND] = rng.standard_normal(concrete[INPUT_COND]).astype(np.float32)  # type: ignore[arg-type]
+    if shapes.added_conditions:
+        feeds[INPUT_TEXT_EMBEDS] = rng.standard_normal(concrete[INPUT_TEXT_EMBEDS]).astype(np.float32)  # type: ignore[arg-type]
+        # sizes in pixels as SDXL passes them: (H, W, top, left, H, W)
+        feeds[INPUT_TIME_IDS] = rng.integers(0, 1024, concrete[INPUT_TIME_IDS]).astype(np.float32)  # type: ignore[arg-type]
     return feeds
 
 
@@ -102,25 +134,33 @@ def export_unet(unet: Any, shapes: ExportShapes, out_path: Path, opset: int = DE
     Models above 2 GB get one external-data file ``<name>.data`` beside the ``.onnx``.
     """
     torch = lazy_import("torch")
-    import onnx
-
-    out_path = Path(out_path)
-    raw_dir = out_path.parent / "raw"
-    raw_dir.mkdir()
-    raw = raw_dir / "raw.onnx"
     feeds = example_inputs(shapes, batch=2, timesteps=[1.0, 500.0], seed=0)
     args = tuple(torch.from_numpy(feeds[n]) for n in shapes.input_names())
     dynamic = {n: {0: "batch"} for n in shapes.input_names() + [OUTPUT]}
-    n_bytes = sum(p.numel() * p.element_size() for p in unet.parameters())
+    return export_module(unet_for_onnx(unet, shapes), args, shapes.input_names(), [OUTPUT], dynamic, out_path, opset)
+
+
+def export_module(module: Any, args: tuple[Any, ...], input_names: list[str], output_names: list[str],
+                  dynamic_axes: dict[str, dict[int, str]], out_path: Path, opset: int = DEFAULT_OPSET) -> bool:
+    """Trace ``module(*args)`` to ``out_path`` (a file in a folder of its own), fold constants, clean, check.
+    Returns True when the weights went to external data (``<name>.data``, models above 2 GB)."""
+    torch = lazy_import("torch")
+    import onnx
+
+    out_path = Path(out_path)
+    raw_dir = out_path.parent / f"raw-{out_path.stem}"
+    raw_dir.mkdir()
+    raw = raw_dir / "raw.onnx"
+    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     with torch.no_grad(), warnings.catch_warnings():
         warnings.simplefilter("ignore")  # TracerWarnings about shape-dependent Python branches
         torch.onnx.export(
-            _wrapper(unet, shapes.conditional),
+            module,
             args,
             str(raw),
-            input_names=shapes.input_names(),
-            output_names=[OUTPUT],
-            dynamic_axes=dynamic,
+            input_names=input_names,
+            output_names=output_names,
+            dynamic_axes=dynamic_axes,
             opset_version=opset,
             do_constant_folding=True,
             dynamo=False,

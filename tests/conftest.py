@@ -174,3 +174,35 @@ def tiny_calibrated(tiny_work: Path) -> Path:
     """The tiny UNet2DModel work folder with a ranges.json (uniform, 16 samples, 10 DDIM steps)."""
     assert run_cli("calibrate", tiny_work, "--method", "uniform", "--samples", "16", "--steps", "10") == 0
     return tiny_work
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random StableDiffusionPipeline folder (tests/tiny_pipelines.py)."""
+    from tests.tiny_pipelines import build_sd_pipeline
+
+    return build_sd_pipeline(tmp_path_factory.mktemp("tiny-sd") / "pipe")
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random StableDiffusionXLPipeline folder (tests/tiny_pipelines.py)."""
+    from tests.tiny_pipelines import build_sdxl_pipeline
+
+    return build_sdxl_pipeline(tmp_path_factory.mktemp("tiny-sdxl") / "pipe")
+
+
+@pytest.fixture(scope="session")
+def tiny_sd_work(tiny_sd_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SD pipeline exported: text_encoder.onnx, model.onnx, vae_decoder.onnx."""
+    work = tmp_path_factory.mktemp("work") / "tiny-sd"
+    assert run_cli("export", "--model", tiny_sd_dir, work) == 0
+    return work
+
+
+@pytest.fixture(scope="session")
+def tiny_sdxl_work(tiny_sdxl_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny SDXL pipeline exported: text_encoder(_2).onnx, model.onnx, vae_decoder.onnx."""
+    work = tmp_path_factory.mktemp("work") / "tiny-sdxl"
+    assert run_cli("export", "--model", tiny_sdxl_dir, work) == 0
+    return work

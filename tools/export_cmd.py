@@ -1,4 +1,5 @@
-"""``python -m tools export --model DIR | --arch NAME WORK``: diffusers UNet -> WORK/model.onnx + export.json."""
+"""``python -m tools export --model DIR | --arch NAME WORK``: diffusers UNet -> WORK/model.onnx + export.json;
+a text-to-image pipeline folder also gives text_encoder(_2).onnx and vae_decoder.onnx."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import os
 import platform
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -41,12 +43,15 @@ def check_new_work(work: Path, force: bool) -> None:
 def parse(argv: list[str]) -> argparse.Namespace:
     p = CliParser(prog="python -m tools export", description=__doc__)
     src = p.add_mutually_exclusive_group(required=True)
-    src.add_argument("--model", type=Path, help="local diffusers UNet folder, or pipeline folder with unet/")
+    src.add_argument("--model", type=Path, help="local diffusers UNet folder, or pipeline folder with unet/ "
+                     "(a text-to-image pipeline: text_encoder(_2)/, tokenizer(_2)/, unet/, vae/, scheduler/)")
     src.add_argument("--arch", help="build a known architecture with random weights: ddpm-cifar10, sd15-unet, ...")
     add_work_arg(p)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--max-batch", type=int, default=16, help="largest batch for engine profiles (recorded)")
-    p.add_argument("--cond-len", type=int, default=77, help="encoder_hidden_states length (conditional models)")
+    p.add_argument("--cond-len", type=int, default=None,
+                   help="encoder_hidden_states length (conditional models; default: the tokenizer's "
+                        "model_max_length for pipeline folders, else 77)")
     p.add_argument("--tolerance", type=float, default=1e-3, help="max relative error ONNX vs PyTorch")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights for --arch")
     args = p.parse_args(argv)
@@ -105,17 +110,25 @@ def main(argv: list[str]) -> int:
     args = parse(argv)
     work = WorkDir(args.work)
     check_new_work(args.work, args.force)
+    pipe = None
     if args.model is not None:
         from exporter.loading import locate_model
+        from exporter.pipeline_folder import locate_pipeline
 
         locate_model(args.model)  # fail on a bad folder before torch is imported
+        pipe = locate_pipeline(args.model)
     start = time.time()
     unet, provenance = load_source(args)
-    shapes = shapes_for(unet, args.cond_len)
+    shapes = shapes_for(unet, args.cond_len or 77)
     n_params = sum(p.numel() for p in unet.parameters())
     print(f"exporting {type(unet).__name__} ({n_params / 1e6:.1f} M parameters) to ONNX opset {args.opset} ...")
     try:  # with --force the old folder stays until the verified new one replaces it (atomic_dir)
         with atomic_dir(args.work) as tmp:
+            pipeline_info: dict[str, Any] = {}
+            if pipe is not None:
+                pipeline_info = export_pipeline_components(pipe, unet, shapes, tmp, args)
+                length = pipeline_info["components"][pipe.text_encoders[0].name]["sequence_length"]
+                shapes = replace(shapes, cond_len=length)
             large = export_unet(unet, shapes, tmp / work.model.name, opset=args.opset)
             export_seconds = time.time() - start
             steps = default_timesteps(int(provenance["scheduler"].get("num_train_timesteps", 1000)))
@@ -147,6 +160,7 @@ def main(argv: list[str]) -> int:
                 "dynamic_axes": {n: {"0": "batch"} for n in shapes.input_names() + [OUTPUT]},
                 "profile": {"min_batch": 1, "opt_batch": 1, "max_batch": args.max_batch},
                 "verification": result.to_json(),
+                **pipeline_info,
                 "export_seconds": round(export_seconds, 1),
                 "versions": versions(),
                 "command": "python -m tools export " + " ".join(argv),
@@ -154,6 +168,26 @@ def main(argv: list[str]) -> int:
             write_json(tmp / work.export_json.name, info)
     except OSError as exc:
         raise UserError(f"cannot write WORK '{args.work}': {exc}") from exc
-    print(f"wrote {work.model} and {work.export_json}")
+    extra = "".join(f", {c['file']}" for c in info.get("components", {}).values())
+    print(f"wrote {work.model}{extra} and {work.export_json}")
     sys.stdout.flush()
     return 0
+
+
+def export_pipeline_components(pipe: Any, unet: Any, shapes: Any, out_dir: Path,
+                               args: argparse.Namespace) -> dict[str, Any]:
+    """Text encoder(s) and VAE decoder of a text-to-image folder, exported and verified into ``out_dir``: the
+    ``components`` and ``text_to_image`` parts of export.json."""
+    from exporter.components import check_unet_fits, export_components, text_to_image_record
+
+    if not shapes.conditional:
+        raise UserError(f"--model '{args.model}': a text-to-image pipeline needs a UNet2DConditionModel "
+                        f"(its unet is {type(unet).__name__})")
+    latent = (shapes.channels, shapes.height, shapes.width)
+    print(f"exporting the text encoder(s) and VAE decoder of {pipe.class_name or 'the pipeline'} ...")
+    records = export_components(pipe, latent, out_dir, args.cond_len, args.tolerance, args.opset)
+    for name, rec in records.items():
+        print(f"  {rec['file']}: max relative error vs PyTorch {rec['verification']['max_rel_error']:.2e}")
+    check_unet_fits(pipe, records, shapes.cond_dim, shapes.pooled_dim)
+    image = records["vae_decoder"]["outputs"]["images"]["shape"][2:]
+    return {"components": records, "text_to_image": text_to_image_record(pipe, (int(image[0]), int(image[1])))}
