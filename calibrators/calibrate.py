@@ -22,6 +22,7 @@ from calibrators.range_estimation import ranges_from_stats
 from calibrators.ranges import TensorRanges
 from calibrators.sample import CalibSample
 from calibrators.sources import SourceConfig, TrajectorySource
+from common.errors import UserError
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
@@ -63,6 +64,8 @@ def generate_samples(work: WorkDir, info: dict[str, Any], cfg: CalibrateConfig, 
                      cond: Conditioning | None = None, progress: bool = True) -> list[CalibSample]:
     """Calibration samples for ``cfg.source``: from ``calib/`` when cached for the same settings, else generated
     with the FP32 model through the runner's scheduler loop and cached."""
+    if cond is not None and cond.added:  # CalibSample carries encoder_hidden_states only
+        raise UserError("calibrating a UNet with added conditions (SDXL's text_embeds/time_ids) is not supported yet")
     settings = {"model_sha256": model_sha, "source": cfg.source.to_json(),
                 "cond_sha": None if cond is None else conditioning_key(cond)}
     cached = load_cached(work.calib_dir, settings)

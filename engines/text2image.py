@@ -13,7 +13,7 @@ The component layout comes from export.json (``text_to_image`` and ``components`
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -121,21 +121,39 @@ class TextToImage:
         return prompt_conditioning(self.spec, self.encoder, prompts, negative_prompt, guidance_scale)
 
     def decode(self, latents: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Final latents N×C×h×w -> images N×3×H×W in [0, 1] (``latents / scaling_factor (+ shift)``, VAE decoder,
-        ``x / 2 + 0.5`` clamped, as diffusers' image processor)."""
-        z = latents / self.spec.scaling_factor
-        if self.spec.shift_factor is not None:
-            z = z + self.spec.shift_factor
-        step = batch_size or self.runner.batch_size
-        out = [self.vae.run({"latents": np.ascontiguousarray(z[i : i + step], dtype=np.float32)})["images"]
-               for i in range(0, len(z), step)]
-        return to_images(np.concatenate(out))
+        """Final latents N×C×h×w -> images N×3×H×W in [0, 1] (see ``decode_latents``)."""
+        return decode_latents(self.spec, self.vae, latents, batch_size or self.runner.batch_size)
 
     def generate(self, cond: Conditioning, noise: np.ndarray, num_steps: int, seed: int = 0,
                  callback: StepCallback | None = None, **step_options: Any) -> tuple[np.ndarray, np.ndarray]:
         """Images N×3×H×W in [0, 1] and final latents from ``noise`` (x_T latents, N×C×h×w) under ``cond``."""
         latents = self.runner.sample(noise, num_steps, seed=seed, cond=cond, callback=callback, **step_options)
         return self.decode(latents), latents
+
+
+def decode_latents(spec: TextToImageSpec, vae: Session, latents: np.ndarray, batch_size: int = 16) -> np.ndarray:
+    """Final latents N×C×h×w -> images N×3×H×W in [0, 1]: ``latents / scaling_factor (+ shift_factor)`` through the
+    VAE decoder, then ``x / 2 + 0.5`` clamped, as diffusers' image processor does."""
+    z = latents / spec.scaling_factor
+    if spec.shift_factor is not None:
+        z = z + spec.shift_factor
+    out = [vae.run({"latents": np.ascontiguousarray(z[i : i + batch_size], dtype=np.float32)})["images"]
+           for i in range(0, len(z), batch_size)]
+    return to_images(np.concatenate(out))
+
+
+def latent_decoder(work_root: Path, info: dict[str, Any], threads: int = 0) -> Callable[[np.ndarray], np.ndarray]:
+    """Final UNet samples -> images in [0, 1]: through the work folder's VAE decoder for a text-to-image folder
+    (a session opened per call), ``to_images`` for a pixel model."""
+    if not is_text_to_image(info):
+        return to_images
+    spec = TextToImageSpec.from_export_info(info, Path(work_root))
+
+    def decode(latents: np.ndarray) -> np.ndarray:
+        with OrtSession(Path(work_root) / spec.vae_file, threads=threads) as vae:
+            return decode_latents(spec, vae, latents)
+
+    return decode
 
 
 def prompt_conditioning(spec: TextToImageSpec, encoder: PromptEncoder, prompts: list[str],

@@ -80,7 +80,10 @@ def main(argv: list[str]) -> int:
     work = WorkDir(args.work)
     info = work.load_export_info()
     cfg = config_from_args(args)
-    cond = conditioning_from_args(args, info, args.seed)
+    cond = conditioning_from_args(args, info, args.seed, work_root=work.root)
+    if cond is not None and args.prompts is not None:
+        print(f"calibrating with {cond.rows} prompts from {args.prompts} and the "
+              f"{'negative' if args.negative_prompt else 'empty'} prompt (guidance {args.guidance_scale:g})")
     start = time.perf_counter()
     ranges = calibrate(work, cfg, calibration_tensors, cond)
     ranges.save(work.ranges)

@@ -1,8 +1,12 @@
-"""``python -m tools sample WORK``: run the denoising loop and write a PNG grid, raw samples and the initial noise."""
+"""``python -m tools sample WORK``: run the denoising loop and write a PNG grid, raw samples and the initial noise.
+
+Text-to-image work folders take ``--prompt``/``--prompts``: prompts are encoded by the folder's text encoder(s), the
+final latents decoded by its VAE decoder (both float; ``--precision`` chooses the UNet)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 import time
@@ -15,8 +19,10 @@ from common.atomic import atomic_path, write_json
 from common.errors import UserError
 from common.images import save_grid
 from common.workdir import WorkDir
-from engines.backends import BACKENDS, open_session
+from engines.backends import BACKENDS, open_session, resolve_backend
+from engines.conditioning_inputs import default_prompts, prompts_from_flags
 from engines.tensor_runner import TensorDenoiseRunner, device_of
+from engines.text2image import is_text_to_image, open_text_to_image
 from engines.timestep_routed import TimestepRoutedSession
 from engines.runner import DenoiseRunner, clipped_output_hint, to_images
 from engines.schedulers import SCHEDULERS, make_scheduler
@@ -66,10 +72,16 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--out '{out}' must end in .png")
     if out.parent.exists() and not out.parent.is_dir():
         raise UserError(f"--out '{out}': '{out.parent}' is not a folder")
-    cond = conditioning_from_args(args, info, args.seed, images=args.num)
+    cond = conditioning_from_args(args, info, args.seed, images=args.num, work_root=work.root)
     scheduler = make_scheduler(args.scheduler, info["scheduler"])
-    with session:
-        runner = DenoiseRunner(session, scheduler, batch_size=args.batch_size)
+    text = is_text_to_image(info)
+    with contextlib.ExitStack() as stack:
+        if text:
+            t2i = stack.enter_context(open_text_to_image(work.root, info, session, scheduler, args.batch_size,
+                                                         args.threads, resolve_backend(args.backend)))
+            runner = t2i.runner
+        else:
+            runner = DenoiseRunner(stack.enter_context(session), scheduler, batch_size=args.batch_size)
         if args.init_noise:
             noise = load_array(args.init_noise, "--init-noise", (args.num, c, h, w))
         else:
@@ -89,13 +101,14 @@ def main(argv: list[str]) -> int:
         else:
             samples = runner.sample(noise, args.steps, seed=args.seed, cond=cond, callback=_progress(args.steps),
                                     use_clipped_model_output=args.use_clipped_model_output)
+        images = t2i.decode(samples) if text else to_images(samples)
         seconds = time.perf_counter() - start
     print(file=sys.stderr)
     warning = runner.health.warning(clipped_output_hint(scheduler, args.use_clipped_model_output))
     if warning:
         print(warning)
     stem = out.with_suffix("")
-    save_grid(to_images(samples), out)
+    save_grid(images, out)
     for suffix, arr in ((".samples.npy", samples), (".noise.npy", noise)):
         with atomic_path(Path(f"{stem}{suffix}")) as tmp:
             with open(tmp, "wb") as f:
@@ -107,6 +120,8 @@ def main(argv: list[str]) -> int:
         "steps": args.steps, "num": args.num, "seed": args.seed, "init_noise": str(args.init_noise or ""),
         "float_above_t": args.float_above_t, "use_clipped_model_output": args.use_clipped_model_output,
         "trajectory": runner.health.summary(),
+        "prompts": _image_prompts(args, info), "negative_prompt": args.negative_prompt,
+        "guidance_scale": args.guidance_scale if cond is not None else None,
         "unet_calls": getattr(session, "calls", None),
         "seconds": round(seconds, 3), "samples": f"{stem.name}.samples.npy", "noise": f"{stem.name}.noise.npy",
     })
@@ -119,3 +134,11 @@ def _progress(total: int) -> Any:
         print(f"\r  step {i + 1}/{total} (t={t})", end="", file=sys.stderr, flush=True)
 
     return show
+
+
+def _image_prompts(args: argparse.Namespace, info: dict[str, Any]) -> list[str]:
+    """The prompt of each image (image i: prompt i mod N), or [] when the images are not prompt-conditioned."""
+    prompts = prompts_from_flags(args.prompt, args.prompts)[0]
+    if not prompts and is_text_to_image(info) and args.cond is None:
+        prompts = default_prompts(info)[0]
+    return [prompts[i % len(prompts)] for i in range(args.num)] if prompts else []

@@ -23,6 +23,7 @@ from engines.runner import clipped_output_hint
 from engines.schedulers import SCHEDULERS, make_scheduler
 from engines.trajectory_health import TrajectoryHealth
 from tools.cli_parser import CliParser, add_clipped_model_output
+from engines.text2image import latent_decoder
 from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 from validation.validate import (
     Thresholds,
@@ -91,7 +92,7 @@ def main(argv: list[str]) -> int:
     cfg = ValidateConfig(steps=args.steps, points=args.points, num=args.num, images=args.images, seed=args.seed,
                          scheduler=args.scheduler, precision=args.precision, thresholds=th,
                          clipped_model_output=args.use_clipped_model_output)
-    cond = conditioning_from_args(args, info, args.seed)
+    cond = conditioning_from_args(args, info, args.seed, work_root=work.root)
     backend = resolve_backend(args.backend)
     plan = None
     if backend == "trt":
@@ -120,7 +121,8 @@ def main(argv: list[str]) -> int:
         health: list[TrajectoryHealth] = []
         quantized_session = OrtSession if openvino_cache is None else (
             lambda path: cpu_session(path, "openvino", cache_dir=openvino_cache))
-        ref, img = final_images(work.model, qpath, info, cfg, cond, health, quantized_session)
+        ref, img = final_images(work.model, qpath, info, cfg, cond, health, quantized_session,
+                                latent_decoder(work.root, info))
         images = image_metrics(ref, img, args.classifier, args.inception_onnx)
         images["fp32_off_range"], images["quantized_off_range"] = (
             float(h.summary()["images_off_distribution"]) for h in health)  # type: ignore[arg-type]

@@ -135,10 +135,12 @@ def compare_steps(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]
 def final_images(fp32: Path, quantized: Path, info: dict[str, Any], cfg: ValidateConfig,
                  cond: Conditioning | None,
                  health: list[TrajectoryHealth] | None = None,
-                 quantized_session: Callable[[Path], Session] = OrtSession) -> tuple[np.ndarray, np.ndarray]:
+                 quantized_session: Callable[[Path], Session] = OrtSession,
+                 decode: Callable[[np.ndarray], np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
     """FP32 (ONNX Runtime) and quantized (``quantized_session``, default ONNX Runtime) final images in [0, 1] from the
     same ``cfg.images`` seeds (image i: seed cfg.seed+i); the two runs' trajectory health is appended to ``health``
-    when given."""
+    when given. ``decode``: final samples -> images (a text-to-image folder's VAE decoder:
+    engines.text2image.latent_decoder); default diffusers' post-processing."""
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     noise = seeded_noise((c, h, w), range(cfg.seed, cfg.seed + cfg.images))
     out = []
@@ -146,7 +148,7 @@ def final_images(fp32: Path, quantized: Path, info: dict[str, Any], cfg: Validat
         with open_session(path) as sess:
             run = sample_images(sess, make_scheduler(cfg.scheduler, info["scheduler"]), noise, cfg.steps,
                                 seed=cfg.seed, cond=cond, use_clipped_model_output=cfg.clipped_model_output)
-        out.append(run.images)
+        out.append(run.images if decode is None else decode(run.samples))
         if health is not None:
             health.append(run.health)
     return out[0], out[1]
