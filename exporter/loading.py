@@ -75,7 +75,8 @@ def load_unet(source: ModelSource) -> Any:
     cls = getattr(diffusers, source.class_name)
     use_safetensors = any(p.suffix == ".safetensors" for p in source.weight_files)
     try:
-        unet = cls.from_pretrained(source.unet_dir, local_files_only=True, use_safetensors=use_safetensors)
+        unet = cls.from_pretrained(source.unet_dir, local_files_only=True, use_safetensors=use_safetensors,
+                                   low_cpu_mem_usage=False)  # accelerate is not a dependency: no warning
     except (OSError, ValueError, RuntimeError, EnvironmentError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise UserError(f"cannot load the UNet from '{source.unet_dir}': {first}") from exc

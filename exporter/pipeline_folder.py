@@ -108,7 +108,7 @@ def load_vae(vae_dir: Path) -> Any:
     """The diffusers AutoencoderKL in FP32, eval mode, from local files only."""
     diffusers = lazy_import("diffusers")
     try:
-        vae = diffusers.AutoencoderKL.from_pretrained(vae_dir, local_files_only=True)
+        vae = diffusers.AutoencoderKL.from_pretrained(vae_dir, local_files_only=True, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError) as exc:
         raise UserError(f"cannot load the VAE from '{vae_dir}': {_first_line(exc)}") from exc
     return vae.float().eval()

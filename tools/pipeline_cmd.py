@@ -1,4 +1,5 @@
-"""``python -m tools pipeline --model DIR WORK``: the main job, stage after stage, on one work folder."""
+"""``python -m tools pipeline --model DIR WORK``: the main job, stage after stage, on one work folder. A
+text-to-image pipeline folder takes ``--prompts FILE`` (calibration and every grid use the same prompts)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ from pathlib import Path
 from common.workdir import WorkDir
 from calibrators.sources import METHODS
 from quantization.qdq_policy import TARGETS
+from tools.cli_inputs import add_conditioning_args
 from tools.cli_parser import CliParser, add_clipped_model_output
 
 
@@ -29,7 +31,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--min-psnr", type=float, default=25.0, help="validate: final-image PSNR gate (dB)")
     p.add_argument("--min-cosine", type=float, default=0.95, help="validate: per-step cosine gate")
     p.add_argument("--min-snr", type=float, default=10.0, help="validate: per-step SNR gate (dB)")
+    add_conditioning_args(p.add_argument_group("conditioning (conditional models: the same for calibration, "
+                                               "sampling, validation and sensitivity)"))
     return p.parse_args(argv)
+
+
+def conditioning_argv(args: argparse.Namespace) -> list[str]:
+    """The conditioning flags as given, passed to every stage that samples."""
+    out: list[str] = []
+    for flag in ("prompt", "prompts", "negative_prompt", "cond", "uncond"):
+        value = getattr(args, flag)
+        if value is not None:
+            out += [f"--{flag.replace('_', '-')}", str(value)]
+    return out + ["--guidance-scale", str(args.guidance_scale)]
 
 
 def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
@@ -38,6 +52,7 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     work = str(args.work)
     export = ["--model", str(args.model), work] + (["--force"] if args.force else [])
     clipped = ["--use-clipped-model-output"] if args.use_clipped_model_output else []
+    clipped += conditioning_argv(args)  # every sampling stage: the same sampler options and conditioning
     sample = [work, "--steps", str(args.steps), "--num", str(args.num), "--seed", str(args.seed), *clipped]
     return [
         ("export", export),

@@ -15,8 +15,10 @@ from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
-from engines.conditioning import conditioning_for
+from engines.conditioning import Conditioning
 from engines.cpu_backend import choose_cpu_backend
+from engines.text2image import latent_decoder
+from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 from engines.ort_session import OrtSession
 from engines.runner import DenoiseRunner
 from engines.schedulers import SCHEDULERS, make_scheduler
@@ -46,6 +48,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
     p.add_argument("--backend", default="ort", choices=["auto", "ort", "openvino"],
                    help="CPU backend that runs the single-layer models (auto: OpenVINO on VNNI/AMX CPUs)")
+    add_conditioning_args(p.add_argument_group("conditioning (conditional models)"), GUIDANCE)
     p.add_argument("--out", type=Path, help=f"ranking file (default WORK/report/{FILE_NAME})")
     args = p.parse_args(argv)
     if args.out is not None and args.out.suffix != ".json":
@@ -72,9 +75,10 @@ def recorded_policy(work: WorkDir) -> QDQPolicy:
     return replace(record.policy, keep_float=tuple(n for n in record.policy.keep_float if n not in chosen))
 
 
-def make_probe(model_path: Path, info: dict[str, Any], cfg: SensitivityConfig) -> tuple[ErrorProbe, dict[str, Any]]:
+def make_probe(model_path: Path, info: dict[str, Any], cfg: SensitivityConfig,
+               cond: Conditioning | None = None) -> tuple[ErrorProbe, dict[str, Any]]:
     """The error probe for ``cfg.metric`` and the settings recorded with the ranking."""
-    cond = conditioning_for(info["inputs"], None, None, GUIDANCE, cfg.seed)
+    # cond: from the one conditioning path (tools/cli_inputs.py); None here is an unconditional UNet
     settings: dict[str, Any] = {"metric": cfg.metric, "steps": cfg.steps, "num": cfg.num, "seed": cfg.seed,
                                 "scheduler": cfg.scheduler, "use_clipped_model_output": cfg.clipped_model_output}
     if cfg.metric == "image":
@@ -82,7 +86,8 @@ def make_probe(model_path: Path, info: dict[str, Any], cfg: SensitivityConfig) -
         scheduler = make_scheduler(cfg.scheduler, info["scheduler"])
         noise = DenoiseRunner(OrtSession(model_path), scheduler).initial_noise((cfg.num, c, h, w), cfg.seed)  # lazy
         settings["what"] = f"final-image MSE after {cfg.steps} {cfg.scheduler} steps from {cfg.num} seeds"
-        return ImageProbe(noise, scheduler, cfg.steps, cfg.seed, cond, cfg.clipped_model_output), settings
+        return ImageProbe(noise, scheduler, cfg.steps, cfg.seed, cond, cfg.clipped_model_output,
+                          latent_decoder(model_path.parent, info)), settings
     at = spread_steps(cfg.steps, cfg.points)
     feeds = trajectory_feeds(model_path, info, cfg.steps, at, cfg.num, cfg.seed, cond, cfg.scheduler,
                              cfg.clipped_model_output)
@@ -104,7 +109,8 @@ def main(argv: list[str]) -> int:
     cfg = SensitivityConfig(args.steps, args.points, args.num, args.seed, args.scheduler, args.threads, args.metric,
                             args.use_clipped_model_output)
     start = time.perf_counter()
-    probe, settings = make_probe(model_path, info, cfg)
+    cond = conditioning_from_args(args, info, args.seed, work_root=work.root)
+    probe, settings = make_probe(model_path, info, cfg, cond)
     model = onnx.load(str(model_path))
     print(f"ranking quantized layers ({policy.target} policy, {cfg.metric} metric: {settings['what']})")
     backend = choose_cpu_backend()[0] if args.backend == "auto" else args.backend

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -175,10 +175,13 @@ class ImageProbe:
     metric = "image"
 
     def __init__(self, noise: np.ndarray, scheduler: Any, steps: int, seed: int, cond: Conditioning | None,
-                 clipped_model_output: bool | None = None) -> None:
+                 clipped_model_output: bool | None = None,
+                 decode: Callable[[np.ndarray], np.ndarray] = to_images) -> None:
         self.noise, self.scheduler, self.steps, self.seed, self.cond = noise, scheduler, steps, seed, cond
         self.clipped_model_output = clipped_model_output
+        self.decode = decode  # final samples -> images in [0, 1] (a text-to-image folder's VAE decoder)
         self.ref = np.zeros(0)
+        self.ref_images = np.zeros(0)
 
     def _sample(self, sess: Session) -> np.ndarray:
         return sample_images(sess, self.scheduler, self.noise, self.steps, seed=self.seed, cond=self.cond,
@@ -186,10 +189,11 @@ class ImageProbe:
 
     def reference(self, fp32: Session) -> None:
         self.ref = self._sample(fp32)
+        self.ref_images = self.decode(self.ref).astype(np.float64)
 
     def error(self, sess: Session) -> tuple[float, float]:
         out = self._sample(sess)
-        mse = float(np.mean((to_images(out).astype(np.float64) - to_images(self.ref)) ** 2))
+        mse = float(np.mean((self.decode(out).astype(np.float64) - self.ref_images) ** 2))
         return mse, step_metrics(self.ref, out, 0).cosine
 
 

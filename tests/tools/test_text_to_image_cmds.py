@@ -1,0 +1,100 @@
+"""Commands on prompt-conditioned models: sample/calibrate with prompts, bad input (one line, exit 2, nothing
+written), and the class-conditional validate case of issue 13 (sequence length 1, guidance 3)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import TINY_COND, build_unet, run_cli
+
+
+def _one_line(capsys: pytest.CaptureFixture[str], *words: str) -> None:
+    err = capsys.readouterr().err.strip().splitlines()
+    err = [line for line in err if not line.startswith("[")]  # library log lines are not ours
+    assert len(err) == 1 and err[0].startswith("error:"), err
+    for w in words:
+        assert w in err[0], (w, err[0])
+
+
+def test_sample_with_prompts_writes_images(tiny_sd_work: Path, tmp_path: Path) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of 3\ndigit seven\n")
+    out = tmp_path / "out" / "grid.png"
+    assert run_cli("sample", tiny_sd_work, "--prompts", prompts, "--num", 3, "--steps", 2, "--out", out,
+                   "--negative-prompt", "blurry", "--guidance-scale", 5) == 0
+    assert Image.open(out).mode == "RGB"
+    record = json.loads((tmp_path / "out" / "grid.json").read_text())
+    assert record["prompts"] == ["a photo of 3", "digit seven", "a photo of 3"]
+    assert record["negative_prompt"] == "blurry" and record["guidance_scale"] == 5
+    assert np.load(tmp_path / "out" / "grid.samples.npy").shape == (3, 4, 8, 8)  # latents, as the raw array
+
+
+def test_prompt_on_unconditional_model(tiny_work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "s" / "g.png"
+    assert run_cli("sample", tiny_work, "--prompt", "a photo of 3", "--out", out, "--steps", 2) == 2
+    _one_line(capsys, "--prompt", "unconditional")
+    assert not out.parent.exists()
+
+
+@pytest.mark.parametrize("content", [b"", b"\xff\xfe\x00"])
+def test_bad_prompts_file(tiny_sd_work: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                          content: bytes) -> None:
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_bytes(content)
+    out = tmp_path / "s" / "g.png"
+    assert run_cli("sample", tiny_sd_work, "--prompts", prompts, "--out", out) == 2
+    _one_line(capsys, "--prompts", str(prompts))
+    assert not out.parent.exists()
+    before = sorted(p.name for p in tiny_sd_work.iterdir())
+    assert run_cli("calibrate", tiny_sd_work, "--prompts", prompts) == 2
+    _one_line(capsys, "--prompts")
+    assert sorted(p.name for p in tiny_sd_work.iterdir()) == before  # no ranges.json, no calib/
+
+
+def test_text_to_image_sample_needs_a_prompt(tiny_sd_work: Path, tmp_path: Path,
+                                             capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("sample", tiny_sd_work, "--out", tmp_path / "g.png") == 2
+    _one_line(capsys, "--prompt")
+
+
+def test_calibrate_with_prompts_caches_their_embeddings(tiny_sd_work: Path, tmp_path: Path) -> None:
+    import shutil
+
+    work = tmp_path / "w"
+    shutil.copytree(tiny_sd_work, work)
+    prompts = tmp_path / "prompts.txt"
+    prompts.write_text("a photo of 3\ndigit seven\nfour\n")
+    assert run_cli("calibrate", work, "--prompts", prompts, "--method", "uniform", "--samples", 6, "--steps", 5) == 0
+    ranges = json.loads((work / "ranges.json").read_text())
+    assert ranges["amax"]
+    settings = [json.loads(p.read_text()) for p in (work / "calib").glob("*/settings.json")]
+    assert len(settings) == 1 and settings[0]["cond_sha"].startswith("conditioning:")
+    cond = np.load(next((work / "calib").glob("*/cond.npy")))
+    assert cond.shape[1:] == (2, 24, 16)  # (empty prompt, prompt) pairs as the UNet sees them
+    assert not np.allclose(cond[:, 0], cond[:, 1])
+
+
+def test_class_conditional_validate(tmp_path: Path) -> None:
+    """Issue 13: a class-conditional UNet2DConditionModel (sequence length 1) with --cond of 10 class rows,
+    guidance 3: validate runs (exit 0 or 1), whatever the batch of the compared steps and the images."""
+    unet_dir = tmp_path / "unet"
+    build_unet(TINY_COND, True, seed=3).save_pretrained(unet_dir)
+    work = tmp_path / "w"
+    assert run_cli("export", "--model", unet_dir, work, "--cond-len", 1) == 0
+    rng = np.random.default_rng(0)
+    classes = rng.standard_normal((10, 1, 12)).astype(np.float32)
+    np.save(tmp_path / "cond.npy", classes)
+    np.save(tmp_path / "uncond.npy", np.zeros((1, 1, 12), np.float32))
+    assert run_cli("calibrate", work, "--cond", tmp_path / "cond.npy", "--method", "uniform", "--samples", 4,
+                   "--steps", 5, "--guidance-scale", 3) == 0
+    assert run_cli("quantize", work) == 0
+    code = run_cli("validate", work, "--cond", tmp_path / "cond.npy", "--uncond", tmp_path / "uncond.npy",
+                   "--guidance-scale", 3, "--steps", 6, "--points", 2, "--num", 4, "--images", 13)
+    assert code in (0, 1)
+    record = json.loads((work / "report" / "validate.json").read_text())
+    assert record["images"]["num"] == 13
