@@ -186,24 +186,40 @@ def prompt_conditioning(spec: TextToImageSpec, encoder: PromptEncoder, prompts: 
     return Conditioning(pos.hidden, uncond, guidance_scale, added, added_uncond)
 
 
+def component_session(work_root: Path, file: str, backend: str = "ort", threads: int = 0) -> Session:
+    """An inactive Session of one float component (``text_encoder.onnx``, ``vae_decoder.onnx``): its FP16 TensorRT
+    engine (``<name>.fp16.plan``, from ``build``) with ``backend`` "trt" when built, else ONNX Runtime FP32."""
+    root = Path(work_root)
+    if backend == "trt":
+        from engines.trt_components import component_plan_path
+
+        plan = component_plan_path(root, Path(file).stem)
+        if plan.is_file():
+            from engines.trt_session import TrtSession
+
+            return TrtSession(plan)
+    return OrtSession(root / file, threads=threads)
+
+
 @contextlib.contextmanager
-def open_prompt_encoder(work_root: Path, spec: TextToImageSpec, threads: int = 0) -> Iterator[PromptEncoder]:
-    """The tokenizers (from the source folder export.json names) and the FP32 text encoder(s) on ONNX Runtime."""
+def open_prompt_encoder(work_root: Path, spec: TextToImageSpec, threads: int = 0,
+                        backend: str = "ort") -> Iterator[PromptEncoder]:
+    """The tokenizers (from the source folder export.json names) and the float text encoder(s)."""
     tokenizers = [load_tokenizer(s.tokenizer_dir) for s in spec.text_encoders]
     with contextlib.ExitStack() as stack:
-        sessions: list[Session] = [stack.enter_context(OrtSession(Path(work_root) / s.file, threads=threads))
+        sessions: list[Session] = [stack.enter_context(component_session(work_root, s.file, backend, threads))
                                    for s in spec.text_encoders]
         yield PromptEncoder(spec.text_encoders, sessions, tokenizers)
 
 
 @contextlib.contextmanager
 def open_text_to_image(work_root: Path, info: dict[str, Any], unet: Session, scheduler: Any, batch_size: int = 16,
-                       threads: int = 0) -> Iterator[TextToImage]:
+                       threads: int = 0, backend: str = "ort") -> Iterator[TextToImage]:
     """A TextToImage over ``unet`` (activated here) and the work folder's float text encoder(s) and VAE decoder
-    (ONNX Runtime: they stay float, only the UNet is quantized)."""
+    (they stay float, only the UNet is quantized: ONNX Runtime FP32, or their FP16 engines with backend "trt")."""
     spec = TextToImageSpec.from_export_info(info, Path(work_root))
     with contextlib.ExitStack() as stack:
-        encoder = stack.enter_context(open_prompt_encoder(work_root, spec, threads))
-        vae = stack.enter_context(OrtSession(Path(work_root) / spec.vae_file, threads=threads))
+        encoder = stack.enter_context(open_prompt_encoder(work_root, spec, threads, backend))
+        vae = stack.enter_context(component_session(work_root, spec.vae_file, backend, threads))
         stack.enter_context(unet)
         yield TextToImage(spec, encoder, DenoiseRunner(unet, scheduler, batch_size=batch_size), vae)

@@ -215,8 +215,10 @@ def precision_summary(layers: list[LayerInfo]) -> dict[str, int]:
 
 
 # --- TensorRT --------------------------------------------------------------------------------------------------
-def build_engine(work: WorkDir, options: BuildOptions, command: str = "") -> tuple[Path, PlanInfo]:
-    """Build ``WORK/model.<precision>.plan`` (+ ``.plan.json``) on this machine's GPU; both written atomically."""
+def build_engine(work: WorkDir, options: BuildOptions, command: str = "", source: Path | None = None,
+                 plan: Path | None = None) -> tuple[Path, PlanInfo]:
+    """Build ``WORK/model.<precision>.plan`` (+ ``.plan.json``) on this machine's GPU; both written atomically.
+    ``source``/``plan``: another component's ONNX and engine path (engines/trt_components.py)."""
     require_tensorrt()
     gpu = current_gpu()
     import tensorrt as trt
@@ -226,9 +228,9 @@ def build_engine(work: WorkDir, options: BuildOptions, command: str = "") -> tup
 
     from engines.fp16_convert import convert_file
 
-    source = source_onnx(work, options.precision)
+    source = source or source_onnx(work, options.precision)
     mode = build_mode(trt.__version__, options.precision)
-    plan = plan_path(work.root, options.precision)
+    plan = plan or plan_path(work.root, options.precision)
     print(f"TensorRT {trt.__version__} on {gpu.name} (sm {gpu.compute_capability}): building {plan.name} from "
           f"{source.name}, " + ("strongly typed" if mode.strongly_typed else
                                f"weakly typed (TensorRT < 10: INT8={mode.int8_flag}, FP16={mode.fp16_flag} flags)"))

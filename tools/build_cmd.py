@@ -5,6 +5,8 @@ float parts converted to FP16. The optimization profile comes from export.json (
 conditional model's batch is doubled for classifier-free guidance); the flags override its batch range. Beside the
 engine, ``model.<precision>.plan.json`` records the TensorRT version, GPU, profiles and the source ONNX's sha256.
 Engines are built on the device that runs them (a datacenter GPU, or a Jetson: see README "TensorRT (GPU)").
+A text-to-image work folder also gets one FP16 engine per other component (text encoder(s), VAE decoder:
+``<component>.fp16.plan`` + ``.plan.json``, engines/trt_components.py) unless ``--unet-only``.
 """
 
 from __future__ import annotations
@@ -12,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 from pathlib import Path
+from typing import Any
 
 from common.errors import UserError
 from common.workdir import WorkDir
@@ -31,6 +34,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--timing-cache", type=Path, help="tactic timing cache: loaded if it exists, updated after")
     p.add_argument("--opt-level", type=int, help="builder optimization level 0..5 (TensorRT's default: 3)")
     p.add_argument("--workspace-gb", type=float, help="workspace memory pool limit in GiB (default: the GPU's)")
+    p.add_argument("--unet-only", action="store_true",
+                   help="text-to-image folders: build the UNet engine only (not the text encoder(s) and VAE decoder)")
     p.add_argument("--cuda-graph", action="store_true",
                    help="record that sample/bench run this engine with CUDA graphs (one capture per input shape)")
     args = p.parse_args(argv)
@@ -70,4 +75,21 @@ def main(argv: list[str]) -> int:
     layers = meta.builder.get("layers", {})
     print(f"wrote {plan} (+ {plan.name}.json) in {meta.builder.get('build_seconds')} s: {layers.get('layers')} "
           f"layers, {layers.get('int8_convolutions')} of {layers.get('convolutions')} convolutions in INT8")
+    if not args.unet_only:
+        build_components(work, info, args, " ".join(argv))
     return 0
+
+
+def build_components(work: WorkDir, info: dict[str, Any], args: argparse.Namespace, argv: str) -> None:
+    """One FP16 engine per text encoder and the VAE decoder, each with its own profile from export.json."""
+    from engines.trt_build import build_engine
+    from engines.trt_components import COMPONENT_PRECISION, component_names, component_plan_path, component_profile
+
+    for name in component_names(info):
+        profile = component_profile(info, name, args.min_batch, args.opt_batch, args.max_batch)
+        options = BuildOptions(precision=COMPONENT_PRECISION, profiles=(profile,), timing_cache=args.timing_cache,
+                               opt_level=args.opt_level, workspace_gb=args.workspace_gb)
+        source = work.root / info["components"][name]["file"]
+        plan, meta = build_engine(work, options, command=f"python -m tools build {argv}", source=source,
+                                  plan=component_plan_path(work.root, name))
+        print(f"wrote {plan} (+ {plan.name}.json) in {meta.builder.get('build_seconds')} s")

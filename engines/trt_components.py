@@ -1,0 +1,56 @@
+"""TensorRT engines for the other components of a text-to-image work folder: text encoder(s) and VAE decoder,
+FP16, one engine each (``WORK/<component>.fp16.plan`` + ``.plan.json``), as TensorRT's demo/Diffusion deploys them.
+
+Each profile comes from the component's record in export.json (``components.<name>.inputs``) and the work folder's
+batch range (``profile``). The text encoders' opt/max batch doubles with guidance like the UNet's (prompt and
+negative-prompt rows); the VAE decoder's does not (it decodes one latent per image).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from common.errors import UserError
+from engines.trt_plan import Profile, ShapeRange
+
+COMPONENT_PRECISION = "fp16"  # text encoders and VAE stay float: FP16 engines
+
+
+def component_names(info: dict[str, Any]) -> list[str]:
+    """The non-UNet components export.json lists (text encoder(s), VAE decoder); [] for a UNet work folder."""
+    return list((info.get("components") or {}).keys())
+
+
+def component_plan_path(work_root: Path, name: str) -> Path:
+    """``WORK/<component>.fp16.plan``."""
+    return Path(work_root) / f"{name}.{COMPONENT_PRECISION}.plan"
+
+
+def component_profile(info: dict[str, Any], name: str, min_batch: int | None = None, opt_batch: int | None = None,
+                      max_batch: int | None = None) -> Profile:
+    """The optimization profile of component ``name``: its inputs' shapes with the batch range of export.json's
+    ``profile`` (flags override), doubled at opt/max for the text encoders when the pipeline guides."""
+    comps = info.get("components") or {}
+    if name not in comps:
+        raise UserError(f"export.json lists no component '{name}' (known: {', '.join(comps) or 'none'})")
+    ranges = dict(info.get("profile") or {})
+    for key, value in (("min_batch", min_batch), ("opt_batch", opt_batch), ("max_batch", max_batch)):
+        if value is not None:
+            ranges[key] = value
+    got = [ranges.get(k) for k in ("min_batch", "opt_batch", "max_batch")]
+    if not all(isinstance(v, int) for v in got):
+        raise UserError(f"export.json 'profile' has no integer min/opt/max batch (got {got}); give "
+                        "--min-batch/--opt-batch/--max-batch")
+    lo, opt, hi = (int(v) for v in got)  # type: ignore[arg-type]
+    if not 1 <= lo <= opt <= hi:
+        raise UserError(f"batch range must satisfy 1 <= min <= opt <= max, got min {lo}, opt {opt}, max {hi} "
+                        "(--min-batch/--opt-batch/--max-batch)")
+    text = name in ((info.get("text_to_image") or {}).get("text_encoders") or [])
+    factor = 2 if text else 1
+
+    def dims(shape: list[int | str], batch: int) -> tuple[int, ...]:
+        return tuple(batch if d == "batch" else int(d) for d in shape)
+
+    return {n: ShapeRange(dims(spec["shape"], lo), dims(spec["shape"], opt * factor), dims(spec["shape"], hi * factor))
+            for n, spec in comps[name]["inputs"].items()}
