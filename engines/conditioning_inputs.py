@@ -72,9 +72,9 @@ def prompts_from_flags(prompt: str | None, prompts_file: Path | None) -> tuple[t
 
 def default_prompts(info: dict[str, Any]) -> tuple[tuple[str, ...], str]:
     """The prompts listed beside a text-to-image model (``<model_dir>/prompts.txt``), or none."""
-    t2i = info.get("text_to_image") or {}
-    path = Path(t2i.get("model_dir", "")) / PROMPTS_FILE
-    if t2i and path.is_file():
+    model_dir = (info.get("text_to_image") or {}).get("model_dir")
+    path = Path(model_dir or ".") / PROMPTS_FILE
+    if model_dir and path.is_file():
         return tuple(read_prompts(path, "the model's prompts")), str(path)
     return (), ""
 

@@ -5,8 +5,6 @@ nothing is downloaded."""
 
 from __future__ import annotations
 
-import json
-import string
 from pathlib import Path
 from typing import Any
 
@@ -18,19 +16,10 @@ SD_SCHEDULER: dict[str, Any] = {"num_train_timesteps": 1000, "beta_start": 0.000
 
 
 def build_tokenizer(folder: Path, max_length: int = SEQ_LEN) -> Any:
-    """A character-level CLIPTokenizer (lower-case letters, digits, punctuation), saved to ``folder``."""
-    from transformers import CLIPTokenizer
+    """A character-level CLIPTokenizer saved to ``folder`` (the library's, as ``export --arch sd15`` uses)."""
+    from exporter.random_pipelines import build_char_tokenizer
 
-    vocab = {"<|startoftext|>": 0, "<|endoftext|>": 1}
-    for c in string.ascii_lowercase + string.digits + ".,!?-'":
-        for token in (c, c + "</w>"):
-            vocab.setdefault(token, len(vocab))
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "vocab.json").write_text(json.dumps(vocab))
-    (folder / "merges.txt").write_text("#version: 0.2\n")
-    tok = CLIPTokenizer(str(folder / "vocab.json"), str(folder / "merges.txt"), model_max_length=max_length)
-    tok.save_pretrained(str(folder))
-    return tok
+    return build_char_tokenizer(folder, max_length)
 
 
 def _text_encoder(vocab: int, hidden: int, projection: bool, seed: int) -> Any:

@@ -45,7 +45,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--model", type=Path, help="local diffusers UNet folder, or pipeline folder with unet/ "
                      "(a text-to-image pipeline: text_encoder(_2)/, tokenizer(_2)/, unet/, vae/, scheduler/)")
-    src.add_argument("--arch", help="build a known architecture with random weights: ddpm-cifar10, sd15-unet, ...")
+    src.add_argument("--arch", help="build a known architecture with random weights: ddpm-cifar10, sd15-unet (UNets); "
+                     "sd15 (the whole Stable Diffusion 1.5 pipeline: text encoder, UNet, VAE decoder)")
     add_work_arg(p)
     p.add_argument("--opset", type=int, default=DEFAULT_OPSET, help=f"ONNX opset (default {DEFAULT_OPSET})")
     p.add_argument("--max-batch", type=int, default=16, help="largest batch for engine profiles (recorded)")
@@ -108,8 +109,38 @@ def versions() -> dict[str, str]:
 
 def main(argv: list[str]) -> int:
     args = parse(argv)
-    work = WorkDir(args.work)
+    WorkDir(args.work)
     check_new_work(args.work, args.force)
+    from exporter.random_pipelines import PIPELINE_ARCHITECTURES
+
+    if args.arch in PIPELINE_ARCHITECTURES:
+        return export_random_pipeline(args, argv)
+    return export(args, argv)
+
+
+def export_random_pipeline(args: argparse.Namespace, argv: list[str]) -> int:
+    """``--arch sd15``: the pipeline with random weights, saved to a scratch folder beside WORK, exported like
+    ``--model``; its tokenizer is kept in WORK/tokenizer (the runner loads it from there), the scratch removed."""
+    import tempfile
+
+    from exporter.random_pipelines import build_random_pipeline
+
+    parent = args.work.resolve().parent
+    parent.mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=f".{args.work.name}.{args.arch}-", dir=parent))
+    try:
+        print(f"building the {args.arch} pipeline with random weights (seed {args.seed}) ...")
+        build_random_pipeline(args.arch, scratch / "pipeline", seed=args.seed)
+        arch = args.arch
+        args.model, args.arch = scratch / "pipeline", None
+        return export(args, argv, random_arch=arch)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def export(args: argparse.Namespace, argv: list[str], random_arch: str | None = None) -> int:
+    """Export ``--model`` or a UNet ``--arch`` (and a pipeline's other components) into WORK, atomically."""
+    work = WorkDir(args.work)
     pipe = None
     if args.model is not None:
         from exporter.loading import locate_model
@@ -162,9 +193,13 @@ def main(argv: list[str]) -> int:
                 "verification": result.to_json(),
                 **pipeline_info,
                 "export_seconds": round(export_seconds, 1),
+                "peak_rss_gib": round(peak_rss_gib(), 2),
                 "versions": versions(),
                 "command": "python -m tools export " + " ".join(argv),
             }
+            if random_arch is not None:
+                keep_tokenizers(info, tmp, work.root)
+                info["source"] = {"arch": random_arch, "random_weights_seed": args.seed}
             write_json(tmp / work.export_json.name, info)
     except OSError as exc:
         raise UserError(f"cannot write WORK '{args.work}': {exc}") from exc
@@ -191,3 +226,23 @@ def export_pipeline_components(pipe: Any, unet: Any, shapes: Any, out_dir: Path,
     check_unet_fits(pipe, records, shapes.cond_dim, shapes.pooled_dim)
     image = records["vae_decoder"]["outputs"]["images"]["shape"][2:]
     return {"components": records, "text_to_image": text_to_image_record(pipe, (int(image[0]), int(image[1])))}
+
+
+def keep_tokenizers(info: dict[str, Any], tmp: Path, final: Path) -> None:
+    """Copy each text encoder's tokenizer into the work folder (``tokenizer/``, ``tokenizer_2/``) and point
+    export.json at the final path: for sources that are not kept (random-weight pipelines)."""
+    for name, rec in info.get("components", {}).items():
+        if "tokenizer_dir" in rec:
+            sub = "tokenizer" + name.removeprefix("text_encoder")
+            shutil.copytree(rec["tokenizer_dir"], tmp / sub)
+            rec["tokenizer_dir"] = str((final / sub).resolve())
+            rec["source_dir"] = None
+    if "text_to_image" in info:
+        info["text_to_image"]["model_dir"] = None
+
+
+def peak_rss_gib() -> float:
+    """Peak resident memory of this process so far, GiB (Linux ru_maxrss is in KiB)."""
+    import resource
+
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20
