@@ -9,6 +9,10 @@ MODEL ?= models/digits-ddpm
 # The reference model's scheduler clips x0 (clip_sample): step with eps re-derived from the clipped x0, or some
 # trajectories leave the UNet's training range even in FP32 (README, "Measured"). DEMO_FLAGS= runs diffusers' default.
 DEMO_FLAGS ?= --use-clipped-model-output
+# The text-to-image reference model (issue 13): its prompts, one phrasing per digit, FP32 and INT8 UNet side by side.
+T2I_MODEL ?= models/digits-t2i
+T2I_WORK ?= work/digits-t2i
+T2I_FLAGS ?= --samples 64 --num 20
 
 .PHONY: setup demo test test-gpu typecheck lint-docker lint-python chromium bench clean
 
@@ -31,6 +35,10 @@ $(STAMP): requirements.txt requirements-dev.txt requirements-serve.txt requireme
 
 demo: setup
 	$(PY) -m tools pipeline --model $(MODEL) $(WORK) --force $(DEMO_FLAGS)
+	if [ -f $(T2I_MODEL)/model_index.json ]; then mkdir -p $(dir $(T2I_WORK)) && \
+		awk 'NR % 6 == 1' $(T2I_MODEL)/prompts.txt > $(T2I_WORK).prompts.txt && \
+		$(PY) -m tools pipeline --model $(T2I_MODEL) $(T2I_WORK) --force --prompts $(T2I_WORK).prompts.txt $(T2I_FLAGS); \
+	else echo "no $(T2I_MODEL): text-to-image demo skipped"; fi
 
 # The suite: type-check the TensorRT layer, lint the Dockerfile, then the tests (gpu-marked ones skip without CUDA).
 test: setup typecheck lint-docker lint-python chromium
