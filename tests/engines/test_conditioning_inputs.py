@@ -10,7 +10,7 @@ import pytest
 
 from common.errors import UserError
 from engines.conditioning_inputs import ConditioningInputs, read_prompts, resolve_conditioning
-from engines.runner import Conditioning
+from engines.conditioning import Conditioning
 
 
 def test_read_prompts_skips_blank_lines(tmp_path: Path) -> None:
@@ -40,9 +40,10 @@ def test_rows_for_any_batch() -> None:
 
 
 def test_sdxl_added_conditions_follow_the_rows() -> None:
+    ids = np.arange(6, dtype=np.float32)[None]
     c = Conditioning(np.zeros((2, 1, 1), np.float32), np.zeros((1, 1, 1), np.float32), 5.0,
-                     text_embeds=np.array([[1.0], [2.0]], np.float32), uncond_text_embeds=np.array([[9.0]], np.float32),
-                     time_ids=np.arange(6, dtype=np.float32)[None])
+                     {"text_embeds": np.array([[1.0], [2.0]], np.float32), "time_ids": ids},
+                     {"text_embeds": np.array([[9.0]], np.float32), "time_ids": ids})
     feeds = c.unet_feeds(1, 3)
     assert feeds["text_embeds"][:, 0].tolist() == [9, 9, 9, 2, 1, 2]
     assert feeds["time_ids"].shape == (6, 6) and (feeds["time_ids"] == np.arange(6)).all()
