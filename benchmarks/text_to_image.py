@@ -91,7 +91,8 @@ def prompt_following(args: argparse.Namespace, argv: list[str] | None) -> int:
     by_digit = {d: [p for p in all_prompts if asked_digit(p) == d] for d in range(10)}
     prompts = [by_digit[d][i % len(by_digit[d])] for d in range(10) for i in range(args.images_per_digit)]
     asked = np.array([asked_digit(p) for p in prompts])
-    seeds = list(range(args.seed, args.seed + len(prompts)))
+    # image i of each digit starts from seed + i (the same noise for every digit, as the model card's measurement)
+    seeds = [args.seed + i for _ in range(10) for i in range(args.images_per_digit)]
     classifier = DigitFeatures(REPO / "models" / "digit-classifier")
     images, shares = {}, {}
     for precision in ("fp32", "int8"):
@@ -110,8 +111,8 @@ def prompt_following(args: argparse.Namespace, argv: list[str] | None) -> int:
         *section_head("Text to image: prompt following of the bundled digits model",
                       command_line("benchmarks.text_to_image", argv), f"load average {os.getloadavg()[0]:.1f}; "),
         "",
-        f"{len(prompts)} images ({args.images_per_digit} per digit, the phrasings of `prompts.txt` in turn, seeds "
-        f"{seeds[0]}..{seeds[-1]}), DDIM {args.steps} steps, guidance {args.guidance_scale:g}, empty negative "
+        f"{len(prompts)} images ({args.images_per_digit} per digit, the phrasings of `prompts.txt` in turn; image i "
+        f"of every digit from seed {args.seed}+i), DDIM {args.steps} steps, guidance {args.guidance_scale:g}, empty negative "
         f"prompt. Calibration: {len(calib)} prompts, {args.calib_samples} NDTC samples of {args.calib_steps}-step "
         "trajectories. A hit: the in-repo digit classifier reads the asked digit (images averaged to grey).",
         "",
