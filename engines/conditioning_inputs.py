@@ -108,8 +108,12 @@ def resolve_conditioning(work_root: Path, info: dict[str, Any], inputs: Conditio
                         "size ids): use --prompt/--prompts")
     cond = None if inputs.cond is None else _check_rows(inputs.cond, "--cond", length, dim)
     uncond = None if inputs.uncond is None else _check_rows(inputs.uncond, "--uncond", length, dim)
-    if uncond is None and cond is not None and text:  # the real unconditional row: the empty prompt's embedding
-        uncond = _encode(work_root, info, [""], ConditioningInputs(guidance_scale=1.0), threads).cond
+    if inputs.negative_prompt is not None and (not text or uncond is not None):
+        raise UserError("--negative-prompt needs a text encoder and no --uncond (it is encoded as the unconditional "
+                        "row)")
+    if uncond is None and cond is not None and text:  # the real unconditional row: the (empty) negative prompt's
+        uncond = _encode(work_root, info, [inputs.negative_prompt or ""], ConditioningInputs(guidance_scale=1.0),
+                         threads).cond
     if cond is None:
         print("no --cond given: using seeded random N(0,1) text embeddings, as for a random-weight model")
     return conditioning_for(info["inputs"], cond, uncond, inputs.guidance_scale, inputs.random_seed)

@@ -72,3 +72,9 @@ def test_raw_cond_shape_is_checked_and_uncond_defaults_to_zeros(tmp_path: Path) 
     c = resolve_conditioning(tmp_path, _info(True), ConditioningInputs(cond=np.ones((2, 5, 12), np.float32),
                                                                      guidance_scale=3.0))
     assert c is not None and c.guided and c.uncond is not None and not c.uncond.any()
+
+
+def test_negative_prompt_needs_a_text_encoder(tmp_path: Path) -> None:
+    with pytest.raises(UserError, match="--negative-prompt needs a text encoder"):
+        resolve_conditioning(tmp_path, _info(True), ConditioningInputs(cond=np.ones((1, 5, 12), np.float32),
+                                                                     negative_prompt="blurry"))
