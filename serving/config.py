@@ -18,6 +18,7 @@ class ServeConfig:
     ``max_batch`` bounds the images in one Triton batch (= one UNet batch, twice that many rows with guidance);
     ``queue_delay_us`` is how long Triton's dynamic batcher may hold a request to fill a batch (microseconds).
     ``instances`` model instances each open their own session (``threads`` intra-op threads each, 0 = all cores).
+    ``guidance_scale`` is the classifier-free guidance of a text-to-image request that sends none (as ``sample``'s).
     Ports 0 are not allowed: Triton needs them fixed up front (tests pick free ones at run time).
     """
 
@@ -32,6 +33,7 @@ class ServeConfig:
     threads: int = 0
     queue_delay_us: int = 2000
     use_clipped_model_output: bool | None = None
+    guidance_scale: float = 7.5
     model_name: str = DEFAULT_MODEL_NAME
     host: str = "127.0.0.1"
     http_port: int = 8000

@@ -18,9 +18,11 @@ from typing import Any
 from common.errors import UserError
 from common.lazy import lazy_import
 from common.workdir import WorkDir
+from engines.text2image import is_text_to_image
 from serving.binding import ModelBinding
 from serving.config import ServeConfig
 from serving.stub_env import check_stub_env, server_environment
+from serving.text2image import TextToImageBinding
 from serving.unconditional import UnconditionalBinding
 
 # How long a stopping tritonserver waits for in-flight requests (and open client connections). PyTriton's stop
@@ -30,11 +32,14 @@ PYTRITON_HINT = "pip install --no-deps -r requirements-serve.txt  (see docs/serv
 
 
 def build_binding(config: ServeConfig) -> ModelBinding:
-    """The model binding for the work folder: unconditional UNets now; text-to-image folders say what is missing."""
+    """The model binding for the work folder: a text-to-image pipeline (prompt -> image) or an unconditional UNet
+    (seed -> image); a UNet exported alone with text conditioning has no prompt path to serve."""
     info = WorkDir(config.work).load_export_info()
+    if is_text_to_image(info):
+        return TextToImageBinding(config, info)
     if "encoder_hidden_states" in info["inputs"]:
-        raise UserError(f"'{config.work}' holds a text-conditional UNet: serving text-to-image models needs the "
-                        "text-to-image runner (prompt -> image), which is not available in this build yet")
+        raise UserError(f"'{config.work}' holds a text-conditional UNet exported without its text encoder: serve "
+                        "a work folder exported from the pipeline folder (export --model PIPELINE_DIR)")
     return UnconditionalBinding(config, info)
 
 

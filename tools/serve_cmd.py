@@ -22,6 +22,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     model.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
     model.add_argument("--steps", type=int, default=50, help="steps of a request that sends none")
     model.add_argument("--max-steps", type=int, default=250, help="largest steps a request may ask for")
+    model.add_argument("--guidance-scale", type=float, default=7.5,
+                       help="text-to-image models: guidance of a request that sends none (as sample's default)")
     add_clipped_model_output(model)
     batching = p.add_argument_group("batching and instances")
     batching.add_argument("--max-batch", type=int, default=16, help="images per Triton batch (= UNet batch)")
@@ -44,7 +46,8 @@ def config_from(args: argparse.Namespace) -> ServeConfig:
         work=args.work, precision=args.precision, backend=args.backend, scheduler=args.scheduler,
         steps=args.steps, max_steps=args.max_steps, max_batch=args.max_batch, instances=args.instances,
         threads=args.threads, queue_delay_us=args.queue_delay_us,
-        use_clipped_model_output=args.use_clipped_model_output, model_name=args.model_name, host=args.host,
+        use_clipped_model_output=args.use_clipped_model_output, guidance_scale=args.guidance_scale,
+        model_name=args.model_name, host=args.host,
         http_port=args.http_port, grpc_port=args.grpc_port, metrics_port=args.metrics_port)
 
 
