@@ -1,6 +1,6 @@
 """What the server binds: a model binding describes the Triton model (inputs, outputs) and opens one infer
-function per model instance. The unconditional binding is in ``unconditional.py``; a text-to-image binding
-implements the same protocol."""
+function per model instance. The unconditional binding is in ``unconditional.py``, the text-to-image one
+(prompt -> image) in ``text2image.py``."""
 
 from __future__ import annotations
 

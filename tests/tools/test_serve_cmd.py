@@ -22,6 +22,13 @@ def test_serve_rejects_bad_flags_and_folders(tmp_path: Path, tiny_cond_work: Pat
     assert "text-conditional" in capsys.readouterr().err
 
 
+def test_serve_rejects_a_bad_guidance_scale_for_a_text_to_image_folder(tiny_sd_work: Path,
+                                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("serve", tiny_sd_work, "--guidance-scale", "-1") == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "--guidance-scale" in err[0], err
+
+
 def test_serve_rejects_clipped_output_for_a_scheduler_without_it(tiny_work: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
     assert run_cli("serve", tiny_work, "--scheduler", "euler", "--use-clipped-model-output") == 2
