@@ -6,6 +6,7 @@ import datetime
 import os
 import platform
 import re
+import shlex
 import statistics
 import sys
 import time
@@ -52,7 +53,7 @@ def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> f
 
 def command_line(module: str, argv: list[str] | None) -> str:
     """The exact command a benchmark ran as: ``python -m <module> <args>`` (``argv`` None: this process's)."""
-    return f"python -m {module} " + " ".join(sys.argv[1:] if argv is None else argv)
+    return f"python -m {module} " + shlex.join(sys.argv[1:] if argv is None else argv)
 
 
 def section_head(title: str, command: str, machine_note: str = "") -> list[str]:

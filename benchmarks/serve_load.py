@@ -1,7 +1,7 @@
 """Load test of the Triton server (``python -m tools serve``) against ``sample`` one request at a time, in one run.
 
     python -m benchmarks.serve_load [WORK] [--requests 32] [--clients 1 4 16] [--precisions fp32 int8] [--steps 20]
-                                    [--rounds 2] [--servers 1:0:16 2:1:8]
+                                    [--rounds 2] [--servers 1:0:16 2:1:8] [--prompt TEXT] [--guidance-scale 7.5]
 
 Every request is one image (seed k -> the image ``sample --seed k --num 1`` makes). Per precision and server setup, one server
 (``serving.server.serve_until_signal`` in a child process: INSTANCES model instances of THREADS ONNX Runtime threads
@@ -10,6 +10,9 @@ of one image per request, one request after the other). Rounds are interleaved (
 clients, for each precision) so machine noise hits all rows alike; throughput is the median over rounds, latencies
 are pooled. Batch sizes are Triton's own statistics (``/v2/models/<name>/stats``: executions per batch size).
 The work folder needs ``model.onnx`` (export) and, for int8, the quantized model (calibrate + quantize).
+A text-to-image work folder (exported from a pipeline folder, e.g. ``models/digits-t2i``) is loaded with one prompt
+(``--prompt``, default: the first line of the model's ``prompts.txt``): request k is ``sample --prompt P --seed k
+--num 1``; its table goes to the section ``serve_load_t2i``.
 """
 
 from __future__ import annotations
@@ -38,6 +41,8 @@ from common.workdir import WorkDir
 from engines.backends import open_session
 from engines.runner import initial_noise, sample_images
 from engines.session import Session
+from engines.conditioning_inputs import default_prompts
+from engines.text2image import TextToImage, is_text_to_image, open_text_to_image
 from engines.schedulers import make_scheduler
 from serving.client import ImageClient, ImageRequest, request_images
 from serving.config import ServeConfig
@@ -105,7 +110,7 @@ def batch_counts(config: ServeConfig) -> collections.Counter[int]:
     return counts
 
 
-def load(config: ServeConfig, clients: int, seeds: list[int], steps: int, row: Row) -> None:
+def load(config: ServeConfig, clients: int, seeds: list[int], steps: int, row: Row, prompt: str | None = None) -> None:
     """``len(seeds)`` one-image requests from ``clients`` concurrent threads (one PyTriton client each)."""
     todo = list(seeds)
     lock = threading.Lock()
@@ -120,7 +125,7 @@ def load(config: ServeConfig, clients: int, seeds: list[int], steps: int, row: R
                 seed = todo.pop()
             start = time.perf_counter()
             try:
-                client.images(ImageRequest((seed,), steps=steps))
+                client.images(ImageRequest((seed,), steps=steps, prompt=prompt))
                 ok = True
             except Exception:  # counted as a failed request
                 ok = False
@@ -158,6 +163,18 @@ def baseline(session: Session, scheduler: Any, shape: tuple[int, int, int], seed
     row.rps.append(len(seeds) / (time.perf_counter() - start))
 
 
+def baseline_t2i(t2i: TextToImage, shape: tuple[int, int, int], prompt: str, guidance_scale: float,
+                 seeds: list[int], steps: int, row: Row) -> None:
+    """``sample --prompt``'s library calls (encode the prompt, denoise, decode), one request after the other."""
+    start = time.perf_counter()
+    for seed in seeds:
+        t0 = time.perf_counter()
+        cond = t2i.conditioning([prompt], None, guidance_scale)
+        t2i.generate(cond, initial_noise((1, *shape), seed), steps, seed=seed)
+        row.latencies.append(time.perf_counter() - t0)
+    row.rps.append(len(seeds) / (time.perf_counter() - start))
+
+
 def parse_setup(text: str) -> tuple[int, int, int]:
     """``INSTANCES:THREADS:MAX_BATCH`` -> the three integers."""
     try:
@@ -183,11 +200,22 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--servers", nargs="+", default=["1:0:16", "2:1:8"], metavar="I:T:B",
                    help="server setups, each INSTANCES:THREADS:MAX_BATCH (threads 0 = all cores)")
     p.add_argument("--scheduler", default="ddim")
+    p.add_argument("--prompt", help="text-to-image models: the prompt of every request (default: the first line of "
+                   "the model's prompts.txt)")
+    p.add_argument("--guidance-scale", type=float, default=7.5, help="text-to-image models")
     p.add_argument("--no-write", action="store_true", help="print the table only")
     args = p.parse_args(argv)
     work = WorkDir(args.work)
     info = work.load_export_info()
     shape = tuple(info["inputs"]["sample"]["shape"][1:])
+    text = is_text_to_image(info)
+    prompt = None
+    if text:
+        prompt = args.prompt or next(iter(default_prompts(info)[0]), None)
+        if not prompt:
+            raise SystemExit(f"'{args.work}' is a text-to-image model without prompts.txt: give --prompt TEXT")
+    elif args.prompt:
+        raise SystemExit("--prompt: the work folder is not a text-to-image model")
     load_start = os.getloadavg()
     setups = [parse_setup(text) for text in args.servers]
     configs: dict[tuple[str, str], ServeConfig] = {}
@@ -197,33 +225,46 @@ def main(argv: list[str] | None = None) -> int:
             label = f"{instances}×{threads or 'all'} threads, batch ≤ {max_batch}"
             configs[(precision, label)] = ServeConfig(
                 work=args.work, precision=precision, scheduler=args.scheduler, steps=args.steps, max_batch=max_batch,
-                instances=instances, threads=threads, http_port=http, grpc_port=grpc, metrics_port=metrics)
+                instances=instances, threads=threads, guidance_scale=args.guidance_scale, http_port=http,
+                grpc_port=grpc, metrics_port=metrics)
     rows: dict[tuple[str, str], Row] = {}
     with contextlib.ExitStack() as stack:
         sessions = {}
+        pipelines: dict[str, TextToImage] = {}
         scheduler = make_scheduler(args.scheduler, info["scheduler"])
         for precision in args.precisions:
             session, _ = open_session(work, precision, "auto")
+            if text:
+                assert prompt is not None
+                pipelines[precision] = stack.enter_context(open_text_to_image(work.root, info, session, scheduler))
+                baseline_t2i(pipelines[precision], shape, prompt, args.guidance_scale, [0], args.steps,
+                             Row(precision, "warm-up"))
+                continue
             sessions[precision] = stack.enter_context(session)
             sample_images(session, scheduler, initial_noise((1, *shape), 0), args.steps)  # warm-up
         for config in configs.values():
             stack.enter_context(served(config))
             for _ in range(config.instances):  # warm-up: each instance's first execution
-                request_images(config.http_url, ImageRequest((0,), steps=args.steps), "qdiff", timeout_s=600.0)
+                request_images(config.http_url, ImageRequest((0,), steps=args.steps, prompt=prompt), "qdiff",
+                               timeout_s=600.0)
         next_seed = 1000
         for r in range(args.rounds):
             for precision in args.precisions:
                 seeds = list(range(next_seed, next_seed + args.requests))
                 next_seed += args.requests
                 row = rows.setdefault((precision, "sample"), Row(precision, "`sample`, one at a time"))
-                baseline(sessions[precision], scheduler, shape, seeds, args.steps, row)
+                if text:
+                    assert prompt is not None
+                    baseline_t2i(pipelines[precision], shape, prompt, args.guidance_scale, seeds, args.steps, row)
+                else:
+                    baseline(sessions[precision], scheduler, shape, seeds, args.steps, row)
                 for (p, label), config in configs.items():
                     if p != precision:
                         continue
                     for clients in args.clients:
                         row = rows.setdefault((precision, f"{label}/{clients}"),
                                               Row(precision, f"served ({label}), {clients} clients"))
-                        load(config, clients, seeds, args.steps, row)
+                        load(config, clients, seeds, args.steps, row, prompt)
                         print(f"round {r + 1}: {precision} {label} {clients} clients {row.rps[-1]:.2f} req/s",
                               flush=True)
     load_end = os.getloadavg()
@@ -245,8 +286,11 @@ def main(argv: list[str] | None = None) -> int:
                  f"{params.get('steps')} steps)") if params else ""
     note = (f"1-minute load average {load_start[0]:.2f} at the start, {load_end[0]:.2f} at the end (the machine is "
             f"shared); ")
+    source = (info.get("text_to_image") or {}).get("model_dir") or str(args.work)
+    what = (f"text to image, `{Path(source).name}`, prompt \"{prompt}\", guidance {args.guidance_scale:g}" if text
+            else "models/digits-ddpm")
     body = "\n".join([
-        *section_head("Serving under load (Triton via PyTriton, models/digits-ddpm)", command_line(
+        *section_head(f"Serving under load (Triton via PyTriton, {what})", command_line(
             "benchmarks.serve_load", argv), note),
         f"- {args.requests} one-image requests per row and round (each client thread keeps one connection), {args.rounds} rounds interleaved, "
         f"{args.scheduler} {args.steps} steps. Server setups: `serve --instances I --threads T --max-batch B` "
@@ -259,7 +303,7 @@ def main(argv: list[str] | None = None) -> int:
     ])
     print(body)
     if not args.no_write:
-        write_section("serve_load", body)
+        write_section("serve_load_t2i" if text else "serve_load", body)
     return 0
 
 
