@@ -87,3 +87,22 @@ def test_a_bad_value_names_the_field_and_the_request(tiny_sd_work: Path) -> None
         assert infer([t2i_request("a photo of 3", [1], negative="")])[0]["image"].shape == (1, 16, 16, 3)
     finally:
         binding.close()
+
+
+def test_sdxl_pooled_conditions_and_zero_negatives_mixed_in_one_batch(tiny_sdxl_work: Path, tmp_path: Path) -> None:
+    """SDXL: pooled text embeddings and size ids per row; a request without a negative prompt (zeros, as
+    ``force_zeros_for_empty_prompt`` says) shares the UNet batch with one that sends one."""
+    binding = TextToImageBinding(ServeConfig(work=tiny_sdxl_work, steps=2, max_batch=4, guidance_scale=5.0),
+                                 WorkDir(tiny_sdxl_work).load_export_info())
+    infer = binding.open_instance()
+    try:
+        batch = [t2i_request("a photo of 3", [4]), t2i_request("digit seven", [4], negative="blurry")]
+        together = infer(batch)
+        alone = [infer([r])[0]["image"] for r in batch]
+    finally:
+        binding.close()
+    for got, want in zip(together, alone, strict=True):
+        assert psnr(got["image"], want) >= 60.0
+    h, w = together[0]["image"].shape[1:3]
+    want = sample_png(tiny_sdxl_work, tmp_path / "x.png", "digit seven", 4, 2, 5.0, "blurry")
+    assert want.shape == (h, w, 3) and psnr(together[1]["image"][0], want) >= 60.0
