@@ -258,8 +258,8 @@ def main(argv: list[str] | None = None) -> int:
                     baseline_t2i(pipelines[precision], shape, prompt, args.guidance_scale, seeds, args.steps, row)
                 else:
                     baseline(sessions[precision], scheduler, shape, seeds, args.steps, row)
-                for (p, label), config in configs.items():
-                    if p != precision:
+                for (config_precision, label), config in configs.items():
+                    if config_precision != precision:
                         continue
                     for clients in args.clients:
                         row = rows.setdefault((precision, f"{label}/{clients}"),
