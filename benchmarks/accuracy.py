@@ -15,7 +15,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -30,14 +30,16 @@ from calibrators.ranges import TensorRanges
 from calibrators.sources import SourceConfig
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
-from engines.ort_session import OrtSession
 from engines.runner import sample_images, seeded_noise
 from engines.schedulers import make_scheduler
 from engines.session import Session
 from engines.trajectory_health import ABS_LIMIT, TrajectoryHealth
 from quantization.quantize import quantize
 from quantization.weight_memory import weight_memory
-from quantization.qdq_policy import QDQPolicy
+from quantization.qdq_policy import DEFAULT_EXCLUDE, QDQPolicy
+from quantization.timestep_groups import quantize_groups, save_grouped
+from calibrators.modelopt_recipe import FLOAT_PATTERNS, modelopt_ranges
+from engines.backends import onnx_session
 from validation.digit_classifier import DigitFeatures
 from validation.image_metrics import frechet_distance, psnr, ssim
 
@@ -56,6 +58,22 @@ class Variant:
     ort_static: str | None = None  # None, "default" (all ops), or "conv-matmul-gemm"
     rounding: str = ""  # weight rounding ("" = the policy default: nearest for W8, mse for W4)
     int4_scope: str = "all"
+    groups: int = 0  # > 0: quantize --timestep-groups K (K graphs, each step routed to its group's graph)
+    modelopt: bool = False  # ModelOpt's policy: shortcut convs, time embeddings float; no residual-Add Q/DQ
+
+
+#: The time-step-group rows (issue 16): the global graph against K group graphs from the same calibration, ModelOpt's
+#: recipe (method "modelopt": calibrators/modelopt_recipe.py) and our uniform row, measured in one run.
+GROUPS = [
+    Variant("ndtc + split", "ndtc"),
+    Variant("ndtc + split, 1 step group", "ndtc", groups=1),
+    Variant("ndtc + split, 2 step groups", "ndtc", groups=2),
+    Variant("ndtc + split, 4 step groups", "ndtc", groups=4),
+    Variant("uniform + split", "uniform"),
+    Variant("uniform + split, 4 step groups", "uniform", groups=4),
+    Variant("ModelOpt recipe (min-mean, 32 x 20 steps, no SmoothQuant)", "modelopt", shortcut="float",
+            modelopt=True),
+]
 
 
 W8 = [
@@ -109,13 +127,13 @@ class Sampler:
 
 def final_images(model: Path, info: dict, noise: np.ndarray, sampler: Sampler,  # type: ignore[type-arg]
                  health: list[TrajectoryHealth] | None = None,
-                 open_session: Callable[[Path], Session] = OrtSession) -> np.ndarray:
+                 open_session: Callable[[Path], Session] = onnx_session) -> np.ndarray:
     """Final images in [0, 1] from ``noise`` with ``sampler`` (the library's ``sample_images`` on the session
-    ``open_session`` opens, default ONNX Runtime); the run's trajectory health is appended to ``health`` when given."""
+    ``open_session`` opens, default ONNX Runtime, routing each step to its group graph when ``model`` has them); the run's trajectory health is appended to ``health`` when given."""
     config = dict(info["scheduler"])
     if sampler.clip_sample is not None:
         config["clip_sample"] = sampler.clip_sample
-    with open_session(model) as sess:
+    with open_session(model) as sess:  # onnx_session: group graphs beside ``model`` run each step on theirs
         run = sample_images(sess, make_scheduler("ddim", config), noise, sampler.steps, batch_size=64,
                             use_clipped_model_output=sampler.clipped_eps)
     if health is not None:
@@ -151,12 +169,41 @@ def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, Tenso
         return out
     policy = QDQPolicy(target=v.target, weight_bits=v.weight_bits, shortcut=v.shortcut, weight_rounding=v.rounding,
                        int4_scope=v.int4_scope)
+    if v.modelopt:
+        policy = replace(policy, exclude=(*DEFAULT_EXCLUDE, *FLOAT_PATTERNS), residual_add=False)
+    if v.groups:
+        grouped = quantize_groups(onnx.load(str(work.model)), ranges[f"{v.method}@{v.groups}"], policy, v.groups)
+        save_grouped(grouped, out, out.with_suffix(".quantize.json"))
+        return out
     qmodel, record = quantize(onnx.load(str(work.model)), ranges[v.method], policy, samples=samples_for[v.method],
                               scratch_dir=work.root, progress=False)
     if record.weight_rounding is not None:
         rounding_seconds[v.label] = record.weight_rounding["seconds_total"]
     onnx.save(qmodel, str(out))
     return out
+
+
+def _initializers(path: Path) -> dict[str, bytes]:
+    return {t.name: t.SerializeToString() for t in onnx.load(str(path)).graph.initializer}
+
+
+def identical_rows(variants: list[Variant], models: dict[str, Path]) -> dict[str, str]:
+    """Row label -> the earlier row whose graph it equals: a 1-group row's only graph against the global graph of
+    the same calibration (same initializers, scales included; checked, not assumed)."""
+    from engines.group_manifest import GroupManifest, manifest_path
+
+    same: dict[str, str] = {}
+    for v in variants:
+        if v.groups != 1:
+            continue
+        manifest = GroupManifest.load(manifest_path(models[v.label]))
+        base = next((b for b in variants if b.method == v.method and not b.groups and not b.ort_static
+                     and (b.shortcut, b.target, b.weight_bits, b.rounding) == (v.shortcut, v.target, v.weight_bits,
+                                                                              v.rounding)), None)
+        if base is not None and _initializers(manifest.model_paths(models[v.label].parent)[0]) == \
+                _initializers(models[base.label]):
+            same[v.label] = base.label
+    return same
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -171,7 +218,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--samples", type=int, default=256, help="calibration samples per method")
     p.add_argument("--no-w4", action="store_true")
-    p.add_argument("--section", default="accuracy")
+    p.add_argument("--rows", choices=["all", "groups"], default="all",
+                   help="groups: only the time-step-group and ModelOpt-recipe rows (docs/timestep-groups.md)")
+    p.add_argument("--section", default=None, help="docs/benchmarks.md section (default: accuracy, or "
+                   "accuracy-groups with --rows groups)")
     args = p.parse_args(argv)
     command = command_line("benchmarks.accuracy", argv)
     work = ensure_export(args.model, args.work)
@@ -179,27 +229,37 @@ def main(argv: list[str] | None = None) -> int:
     features = DigitFeatures(CLASSIFIER)
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     noise = seeded_noise((c, h, w), range(args.num))
-    variants = W8 + ([] if args.no_w4 else W4)
+    variants = GROUPS if args.rows == "groups" else W8 + ([] if args.no_w4 else W4)
+    section = args.section or ("accuracy-groups" if args.rows == "groups" else "accuracy")
     ranges: dict[str, TensorRanges] = {}
     samples_for: dict[str, list] = {}  # type: ignore[type-arg]
     calib_seconds: dict[str, float] = {}
     sha = onnx_model_sha256(work.model)
-    for method in sorted({v.method for v in variants}):
-        cfg = CalibrateConfig(SourceConfig(method=method, samples=args.samples, steps=50),
-                              EstimatorConfig("mse"), AggregationConfig("groups", groups=4))
-        start = time.perf_counter()
-        ranges[method] = calibrate(work, cfg, calibration_tensors, progress=False)
-        calib_seconds[method] = time.perf_counter() - start
+    for method in sorted({v.method for v in variants} - {"modelopt"}):
+        for k in sorted({4} | {v.groups for v in variants if v.method == method and v.groups}):
+            cfg = CalibrateConfig(SourceConfig(method=method, samples=args.samples, steps=50),
+                                  EstimatorConfig("mse"), AggregationConfig("groups", groups=k))
+            start = time.perf_counter()
+            ranges[f"{method}@{k}"] = calibrate(work, cfg, calibration_tensors, progress=False)
+            calib_seconds[f"{method}@{k}"] = time.perf_counter() - start
+        ranges[method] = ranges[f"{method}@4"]  # the global rows: the global amax (the same for every K)
         samples_for[method] = generate_samples(work, info, cfg, sha, progress=False)
+    if any(v.modelopt for v in variants):
+        start = time.perf_counter()
+        ranges["modelopt"] = modelopt_ranges(work, calibration_tensors, progress=False)
+        calib_seconds["modelopt"] = time.perf_counter() - start
+        samples_for["modelopt"] = []
     out_dir = work.root / "bench-models"
     out_dir.mkdir(exist_ok=True)
     rounding_seconds: dict[str, float] = {}
     models = {v.label: build_variant(v, work, info, ranges, samples_for, out_dir, rounding_seconds)
               for v in variants}
-    floor = Variant("FP32 with FP16-rounded weights (perturbation floor)", "-", weight_bits=32)
-    models[floor.label] = fp16_weights(work.model, out_dir / "fp16_weights.onnx")
-    variants = [floor, *variants]
+    if args.rows == "all":
+        floor = Variant("FP32 with FP16-rounded weights (perturbation floor)", "-", weight_bits=32)
+        models[floor.label] = fp16_weights(work.model, out_dir / "fp16_weights.onnx")
+        variants = [floor, *variants]
     memory = {label: weight_memory(onnx.load(str(path))).total / 2**20 for label, path in models.items()}
+    same_as = identical_rows(variants, models)
     rows = []
     results = {}
     samplers = ([Sampler(steps) for steps in args.steps] + [Sampler(steps, clip_sample=False) for steps in
@@ -212,6 +272,13 @@ def main(argv: list[str] | None = None) -> int:
         ref_feat = features.features(ref)
         ref_label = features.predict(ref)
         for v in variants:
+            if v.label in same_as:  # the same graph as an earlier row (checked): its numbers, not sampled again
+                r = dict(results[f"{same_as[v.label]} @ {sampler.label}"])
+                results[f"{v.label} @ {sampler.label}"] = r
+                rows.append([v.label + f" (= {same_as[v.label]}: identical graph)", v.weight_bits, sampler.label,
+                             f"{r['psnr']:.2f}", f"{r['ssim']:.4f}", f"{r['fd']:.3f}", f"{100 * r['agree']:.0f}%",
+                             r["off_range"], f"{memory[v.label]:.3f}"])
+                continue
             img = final_images(models[v.label], info, noise, sampler, health)
             r = {
                 "psnr": psnr(img, ref), "ssim": ssim(img, ref),
@@ -231,7 +298,8 @@ def main(argv: list[str] | None = None) -> int:
         *section_head(f"Accuracy: quantized against FP32 images ({args.num} seeds, DDIM)", command),
         f"- Model: `{args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model}`; "
         f"calibration: {args.samples} samples per method (DDIM 50-step trajectories), estimator mse, "
-        "4 step groups recorded; our rows use the defaults (`onnxruntime` target: real INT8 kernels; conv_in and "
+        "4 step groups recorded (rows with K step groups: calibrated with K groups, `quantize --timestep-groups K`, "
+        "each step run on its group's graph); the ModelOpt row: calibrators/modelopt_recipe.py; our rows use the defaults (`onnxruntime` target: real INT8 kernels; conv_in and "
         "conv_out float) unless marked; ORT's rows quantize every matching op.",
         "- Calibration wall time per method (s): "
         + ", ".join(f"{m} {s:.1f}" for m, s in sorted(calib_seconds.items())),
@@ -259,7 +327,7 @@ def main(argv: list[str] | None = None) -> int:
         markdown_table(["variant", "W bits", "steps", "PSNR dB", "SSIM", "FD-digits", "agree", "off-range",
                         "weight MiB"], rows),
     ])
-    write_section(args.section, body)
+    write_section(section, body)
     return 0
 
 

@@ -152,6 +152,15 @@ def calibrate(work: WorkDir, cfg: CalibrateConfig, tensors: TensorSelector, cond
               progress: bool = True) -> TensorRanges:
     """Calibrate ``work``'s FP32 model and return its ranges (not yet saved): statistics of every tensor
     ``tensors`` selects, on the model and on its shortcut-split twin."""
+    stats, model_sha, params = collect_stats(work, cfg, tensors, cond, progress)
+    return ranges_from_stats(stats, cfg.estimator, cfg.aggregation, model_sha256=model_sha,
+                             calibration=cfg.source.method, calibration_params=params, seed=cfg.source.seed)
+
+
+def collect_stats(work: WorkDir, cfg: CalibrateConfig, tensors: TensorSelector, cond: Conditioning | None = None,
+                  progress: bool = True) -> tuple[TensorStats, str, dict[str, Any]]:
+    """The per-step statistics ``calibrate`` estimates ranges from, the FP32 model's sha256 and the parameters to
+    record (for a recipe that estimates several ways from one collection: calibrators/modelopt_recipe.py)."""
     info = work.load_export_info()
     model_path = work.model_for("fp32")
     model_sha = onnx_model_sha256(model_path)
@@ -165,5 +174,4 @@ def calibrate(work: WorkDir, cfg: CalibrateConfig, tensors: TensorSelector, cond
     del model
     stats = collect(split, work.root, samples, names, cfg, progress)
     params = {**cfg.source.to_json(), **{k: getattr(cfg, k) for k in COLLECT_PARAMS}}
-    return ranges_from_stats(stats, cfg.estimator, cfg.aggregation, model_sha256=model_sha,
-                             calibration=cfg.source.method, calibration_params=params, seed=cfg.source.seed)
+    return stats, model_sha, params

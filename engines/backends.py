@@ -8,9 +8,11 @@ from pathlib import Path
 from common.errors import UserError
 from common.workdir import WorkDir
 from engines.cpu_backend import choose_cpu_backend, cpu_session, openvino_model
+from engines.group_manifest import grouped_manifest_for
 from engines.openvino_session import CACHE_FOLDER
 from engines.ort_session import OrtSession, dropped_warning
 from engines.session import Session
+from engines.timestep_routed import TimestepGroupedSession
 
 BACKENDS = ("auto", "ort", "ort-gpu", "openvino", "trt")
 # --backend ort-gpu: onnxruntime-gpu (requirements-gpu.txt) with its TensorRT and CUDA execution providers.
@@ -46,6 +48,45 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
+def onnx_session(path: Path, providers: str | list[str] = "auto", threads: int = 0) -> Session:
+    """An inactive ONNX Runtime Session for the Q/DQ or FP32 model ``path``: when ``quantize --timestep-groups K``
+    wrote group graphs beside it (``<model>.groups.json``), a TimestepGroupedSession that runs each step on its
+    group's graph; else one OrtSession."""
+    manifest = grouped_manifest_for(Path(path))
+    if manifest is None:
+        return OrtSession(path, providers=providers, threads=threads)
+    sessions = [OrtSession(p, providers=providers, threads=threads) for p in manifest.model_paths(Path(path).parent)]
+    return TimestepGroupedSession(sessions, manifest.bounds)
+
+
+def describe_groups(path: Path) -> str:
+    """", K time-step groups (...)" when ``path`` has group graphs, else ""."""
+    manifest = grouped_manifest_for(Path(path))
+    if manifest is None:
+        return ""
+    return f", {len(manifest.groups)} time-step groups " + " ".join(f"[{a}, {b}]" for a, b in manifest.bounds)
+
+
+def _first_ort(session: Session) -> OrtSession:
+    """The OrtSession itself, or group 0's of a TimestepGroupedSession (all groups get the same providers)."""
+    if isinstance(session, TimestepGroupedSession):
+        session = session.sessions[0]
+    assert isinstance(session, OrtSession)
+    return session
+
+
+def _describe(session: Session) -> str:
+    """``ONNX Runtime on <providers>`` of an active OrtSession or TimestepGroupedSession."""
+    return _first_ort(session).describe()
+
+
+def _groups_not_run(path: Path) -> str:
+    """A note when ``path`` has time-step group graphs that this backend does not route (OpenVINO runs the global
+    graph)."""
+    return "; its time-step groups run on ONNX Runtime only, here the global graph" \
+        if grouped_manifest_for(Path(path)) is not None else ""
+
+
 def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) -> tuple[Session, str]:
     """A Session for ``precision`` on ``backend``, and a one-line description of what runs.
 
@@ -69,11 +110,12 @@ def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) 
                         "then --backend trt); ONNX Runtime and OpenVINO run fp32 or int8")
     if chosen == "ort":
         path = work.model_for(precision)
-        session = OrtSession(path, threads=threads).activate()
-        return session, f"{session.describe()} ({path.name}{why})"
+        session = onnx_session(path, threads=threads).activate()
+        return session, f"{_describe(session)} ({path.name}{describe_groups(path)}{why})"
     if chosen == "openvino":
         path = openvino_model(work, precision)
-        return cpu_session(path, "openvino", threads, work.root / CACHE_FOLDER), f"OpenVINO ({path.name}{why})"
+        return (cpu_session(path, "openvino", threads, work.root / CACHE_FOLDER),
+                f"OpenVINO ({path.name}{_groups_not_run(path)}{why})")
     if chosen == "ort-gpu":
         import onnxruntime as ort
 
@@ -83,11 +125,12 @@ def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) 
             raise UserError(f"--backend ort-gpu needs onnxruntime-gpu with the TensorRT or CUDA execution provider "
                             f"(available here: {available}): pip install -r requirements-gpu.txt")
         path = work.model_for(precision)
-        session = OrtSession(path, providers=providers, threads=threads).activate()
-        if not any(p in session.active_providers for p in ORT_GPU_PROVIDERS[:2]):
-            raise UserError(f"--backend ort-gpu: {dropped_warning(session.dropped_providers, session.active_providers)}"
+        session = onnx_session(path, providers=providers, threads=threads).activate()
+        first = _first_ort(session)
+        if not any(p in first.active_providers for p in ORT_GPU_PROVIDERS[:2]):
+            raise UserError(f"--backend ort-gpu: {dropped_warning(first.dropped_providers, first.active_providers)}"
                             "; use --backend ort for the CPU")
-        return session, f"{session.describe()} ({path.name})"
+        return session, f"{_describe(session)} ({path.name}{describe_groups(path)})"
     if not tensorrt_available():
         raise UserError(f"--backend trt needs TensorRT and an NVIDIA GPU ({tensorrt_missing()}): pip install -r "
                         "requirements-gpu.txt, or run in the Docker image (see README)")

@@ -1,4 +1,8 @@
-"""A Session that runs one of two UNets by diffusion time step: the float model at high noise, the quantized one
+"""Sessions that route each UNet call by its diffusion time step (0 = clean, T = noise).
+
+``TimestepGroupedSession``: K sessions, one per group of time steps (inclusive bounds) — the runner of
+``quantize --timestep-groups K``'s graphs, which differ only in their activation scales.
+``TimestepRoutedSession``: two sessions split at a threshold, the float model at high noise and the quantized one
 below. At the first (high-noise) steps a sampler that predicts x0 divides the UNet's error by sqrt(alpha_bar) (about
 0.006 at t = 990 for the DDPM schedule). How much routing those steps to FP32 buys is measured by
 ``benchmarks.float_steps`` (on the reference model: 32.1 -> 33.8 dB at DDIM 50 with 10 FP32 steps; nothing at DDIM 100
@@ -6,9 +10,73 @@ with clip_sample, where the loss comes from trajectories leaving the training ra
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from engines.session import ManagedSession, Session
+
+
+def group_index(bounds: Sequence[tuple[int, int]], t: float) -> int:
+    """Index of the group whose inclusive bounds hold ``t``; between two groups the lower one (a group's range
+    extends up to the next group's first step); outside every group the nearest end group."""
+    if not bounds:
+        raise ValueError("no groups")
+    for index in range(len(bounds) - 1, -1, -1):
+        if t >= bounds[index][0]:
+            return index
+    return 0
+
+
+class TimestepGroupedSession(ManagedSession):
+    """``sessions[g]`` runs every call whose time step lies in ``bounds[g]`` (inclusive, ascending); all must share
+    inputs and outputs. ``calls[g]`` counts the calls group ``g`` ran."""
+
+    def __init__(self, sessions: Sequence[Session], bounds: Sequence[tuple[int, int]]) -> None:
+        if not sessions or len(sessions) != len(bounds):
+            raise ValueError(f"{len(sessions)} sessions for {len(bounds)} groups")
+        if any(b[1] < b[0] for b in bounds) or any(b[0] <= a[1] for a, b in zip(bounds, bounds[1:])):
+            raise ValueError(f"group bounds {list(bounds)} must be non-empty, ascending and disjoint")
+        self.sessions = list(sessions)
+        self.bounds = [(int(a), int(b)) for a, b in bounds]
+        self.calls = [0] * len(self.sessions)
+
+    @property
+    def input_names(self) -> list[str]:
+        return self.sessions[0].input_names
+
+    @property
+    def output_names(self) -> list[str]:
+        return self.sessions[0].output_names
+
+    def activate(self) -> TimestepGroupedSession:
+        for s in self.sessions:
+            s.__enter__()
+        first = self.sessions[0]
+        for g, s in enumerate(self.sessions[1:], 1):
+            if s.input_names != first.input_names or s.output_names != first.output_names:
+                raise ValueError(f"group {g}'s session differs from group 0's: inputs {s.input_names} vs "
+                                 f"{first.input_names}, outputs {s.output_names} vs {first.output_names}")
+        return self
+
+    def deactivate(self) -> None:
+        for s in self.sessions:
+            s.__exit__(None, None, None)
+
+    def group_for(self, feeds: dict[str, np.ndarray]) -> int:
+        """The group of the feed's time step (the runner feeds one time step per call, broadcast over the batch)."""
+        t = np.asarray(feeds["timestep"], dtype=np.float64).reshape(-1)
+        if not t.size:
+            raise ValueError("empty timestep feed")
+        lo, hi = group_index(self.bounds, float(t.min())), group_index(self.bounds, float(t.max()))
+        if lo != hi:
+            raise ValueError(f"one call mixes time steps of groups {lo} and {hi}: {np.unique(t)}")
+        return lo
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        g = self.group_for(feeds)
+        self.calls[g] += 1
+        return self.sessions[g].run(feeds)
 
 
 class TimestepRoutedSession(ManagedSession):

@@ -17,6 +17,7 @@ from calibrators.ranges import TensorRanges
 from calibrators.sample import CalibSample
 from common.errors import UserError
 from common.hashing import onnx_model_sha256
+from engines.group_manifest import remove_group_files
 from exporter.onnx_export import save_model
 from quantization.qdq_insert import plan_qdq, rewrite
 from quantization.qdq_policy import QDQPolicy
@@ -78,6 +79,7 @@ def save_quantized(qmodel: onnx.ModelProto, record: QuantizeRecord, out: Path, r
         save_model(qmodel, tmp / out.name, external=external)
         record = record.saved_as(out.name, onnx_model_sha256(tmp / out.name), command)
         record.save(tmp / record_path.name)
+        remove_group_files(out)  # group graphs of an earlier --timestep-groups run belong to the old graph
         for f in sorted(tmp.iterdir(), key=lambda f: (f.name == record_path.name, f.suffix == ".onnx")):
             f.replace((record_path.parent if f.name == record_path.name else out.parent) / f.name)
     return record

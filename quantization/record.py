@@ -12,9 +12,9 @@ from common.errors import UserError
 from quantization.qdq_policy import QDQPolicy
 
 SCHEMA_VERSION = 2  # 2: + target, activation_scales; version-1 records (model.int8.onnx) still load
-#: What the activation scales of every written graph are: one amax per tensor for all time steps. The ranges'
-#: per-step-group amaxes (calibrate --aggregation groups) are recorded there but not used by any graph yet.
-GLOBAL_SCALES = "global: one amax per tensor for every time step (step-group amaxes of the ranges file are not used)"
+#: The activation scales of the graph at ``model``: one amax per tensor for all time steps. The group graphs of
+#: ``quantize --timestep-groups K`` (``timestep_groups``) each say which group amaxes they hold.
+GLOBAL_SCALES = "global: one amax per tensor for every time step"
 
 
 @dataclass(frozen=True)
@@ -40,6 +40,7 @@ class QuantizeRecord:
     sensitivity_keep_float: dict[str, Any] = field(
         default_factory=lambda: {"count": 0, "nodes": [], "file": None})
     activation_scales: str = GLOBAL_SCALES
+    timestep_groups: dict[str, Any] | None = None  # quantize --timestep-groups K: the group graphs and their scales
     command: str = ""
     model: str = ""
     model_sha256: str = ""
@@ -65,6 +66,7 @@ class QuantizeRecord:
             "source_model_sha256": self.source_model_sha256,
             "ranges": {"file": self.ranges_file, "settings": self.ranges_settings},
             "activation_scales": self.activation_scales,
+            "timestep_groups": self.timestep_groups,
             "model": self.model,
             "model_sha256": self.model_sha256,
             "summary": self.summary,
@@ -99,6 +101,7 @@ class QuantizeRecord:
                 sensitivity_keep_float=dict(data.get("sensitivity_keep_float") or
                                             {"count": 0, "nodes": [], "file": None}),
                 activation_scales=str(data.get("activation_scales", GLOBAL_SCALES)),
+                timestep_groups=data.get("timestep_groups"),
                 command=str(data.get("command", "")), model=str(data["model"]),
                 model_sha256=str(data["model_sha256"]), schema_version=SCHEMA_VERSION)
         except (KeyError, TypeError) as exc:

@@ -19,6 +19,7 @@ from common.workdir import WorkDir
 from quantization.adaround import AdaRoundConfig
 from quantization.qdq_policy import DEFAULT_EXCLUDE, INT4_SCOPES, SHORTCUT_MODES, TARGETS, WEIGHT_ROUNDINGS, QDQPolicy
 from quantization.quantize import quantize, save_quantized
+from quantization.timestep_groups import quantize_groups, save_grouped
 from quantization.weight_rounding import RoundingConfig
 from tools.cli_parser import CliParser
 from validation.sensitivity_file import FILE_NAME as SENSITIVITY_FILE
@@ -115,6 +116,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", type=Path, help="output model (default WORK/model.int8.ort.onnx or model.int8.trt.onnx, by --target)")
     p.add_argument("--keep-float", type=int, default=0, metavar="N",
                    help="keep the N most sensitive layers (python -m tools sensitivity) float")
+    p.add_argument("--timestep-groups", type=int, default=None, metavar="K",
+                   help="also write K graphs with the activation scales of the ranges' K time-step groups (calibrate "
+                        "--aggregation groups --groups K), sharing one weight file, and a manifest that sample and "
+                        "validate route each step by (docs/timestep-groups.md)")
     p.add_argument("--sensitivity", type=Path, help=f"ranking for --keep-float (default WORK/report/{SENSITIVITY_FILE})")
     add_policy_args(p)
     add_rounding_args(p)
@@ -135,8 +140,15 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--out '{out_path}' must end in .onnx")
     start = time.perf_counter()
     samples = rounding_samples(work, ranges) if policy.weight_rounding == "adaround" else None
-    qmodel, record = quantize(onnx.load(str(model_path)), ranges, policy, rounding=rounding_config_from_args(args),
-                              samples=samples, scratch_dir=work.root, ranges_file=str(ranges_path))
+    grouped = None
+    if args.timestep_groups is not None:
+        grouped = quantize_groups(onnx.load(str(model_path)), ranges, policy, args.timestep_groups,
+                                  ranges_file=str(ranges_path))
+        qmodel, record = grouped.global_model, grouped.record
+    else:
+        qmodel, record = quantize(onnx.load(str(model_path)), ranges, policy,
+                                  rounding=rounding_config_from_args(args), samples=samples, scratch_dir=work.root,
+                                  ranges_file=str(ranges_path))
     for w in record.warnings:
         print(f"warning: {w}")
     if record.weight_rounding is not None:
@@ -147,8 +159,12 @@ def main(argv: list[str]) -> int:
                                                      "file": str(sensitivity_path) if sensitive else None})
     record_path = work.quantize_record(out_path)
     external = info["onnx"].get("external_data") is not None
-    record = save_quantized(qmodel, record, out_path, record_path, external=external,
-                            command="python -m tools quantize " + " ".join(argv))
+    command = "python -m tools quantize " + " ".join(argv)
+    if grouped is not None:
+        grouped = replace(grouped, record=record)
+        record = save_grouped(grouped, out_path, record_path, external=external, command=command)
+    else:
+        record = save_quantized(qmodel, record, out_path, record_path, external=external, command=command)
     seconds = time.perf_counter() - start
     s = record.summary
     print(f"quantized {s['quantized_activations']} activations and {s['quantized_weights']} weights "
@@ -157,6 +173,12 @@ def main(argv: list[str]) -> int:
     for line in record.kernels:
         print(f"  {line}")
     print(f"  activation scales: {record.activation_scales}")
+    if record.timestep_groups is not None:
+        tg = record.timestep_groups
+        for g in tg["groups"]:
+            print(f"  {g['model']}: {g['activation_scales']}")
+        print(f"  {tg['shared_initializers']} initializers ({tg['shared_data_bytes'] / 2**20:.2f} MiB) stored once in "
+              f"{tg['shared_data']} for the {len(tg['groups'])} group graphs; routing manifest {tg['manifest']}")
     memory, source_memory = record.weight_memory_bytes["quantized"], record.weight_memory_bytes["source"]
     print(f"  weight memory (initializers): {memory['total'] / 2**20:.2f} MiB (FP32 model "
           f"{source_memory['total'] / 2**20:.2f} MiB; INT4 {memory['int4'] / 2**20:.2f}, INT8 "

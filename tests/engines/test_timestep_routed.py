@@ -57,3 +57,20 @@ def test_runner_with_routed_session_equals_its_parts(tiny_work: Path) -> None:
     plain = run(OrtSession(tiny_work / "model.onnx"))
     routed = TimestepRoutedSession(Recorder(0.0), OrtSession(tiny_work / "model.onnx"), threshold=10_000)
     assert np.array_equal(run(routed), plain) and routed.calls == {"high": 0, "low": 5}
+
+
+def test_grouped_session_routes_by_bounds() -> None:
+    from engines.timestep_routed import TimestepGroupedSession, group_index
+
+    bounds = [(0, 249), (250, 499), (500, 980)]
+    recorders = [Recorder(float(g)) for g in range(3)]
+    with TimestepGroupedSession(recorders, bounds) as s:
+        for t, g in ((0, 0), (249, 0), (250, 1), (499, 1), (500, 2), (999, 2)):
+            out = s.run({"sample": np.zeros((1, 1, 2, 2), np.float32), "timestep": np.array([t], np.float32)})
+            assert float(out["out"].flat[0]) == g
+    assert s.calls == [2, 2, 2]
+    assert group_index(bounds, -5) == 0 and group_index(bounds, 2000) == 2
+    with pytest.raises(ValueError, match="ascending and disjoint"):
+        TimestepGroupedSession(recorders[:2], [(0, 10), (5, 20)])
+    with pytest.raises(ValueError, match="sessions for"):
+        TimestepGroupedSession(recorders, bounds[:2])
