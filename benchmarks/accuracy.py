@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Callable
@@ -23,7 +24,8 @@ import onnx
 
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from calibrators.aggregation import AggregationConfig
-from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
+from calibrators.calibrate import CalibrateConfig, collect_stats, generate_samples
+from calibrators.range_estimation import ranges_from_stats
 from quantization.qdq_rules import calibration_tensors
 from calibrators.estimators import EstimatorConfig
 from calibrators.ranges import TensorRanges
@@ -183,8 +185,11 @@ def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, Tenso
     return out
 
 
-def _initializers(path: Path) -> dict[str, bytes]:
-    return {t.name: t.SerializeToString() for t in onnx.load(str(path)).graph.initializer}
+def _initializers(path: Path) -> dict[str, tuple[int, tuple[int, ...], bytes]]:
+    from onnx import numpy_helper
+
+    return {t.name: (t.data_type, tuple(t.dims), numpy_helper.to_array(t).tobytes())
+            for t in onnx.load(str(path)).graph.initializer}
 
 
 def identical_rows(variants: list[Variant], models: dict[str, Path]) -> dict[str, str]:
@@ -236,12 +241,17 @@ def main(argv: list[str] | None = None) -> int:
     calib_seconds: dict[str, float] = {}
     sha = onnx_model_sha256(work.model)
     for method in sorted({v.method for v in variants} - {"modelopt"}):
+        # one statistics collection per method; the global amax and every K's group amaxes are estimated from it
+        cfg = CalibrateConfig(SourceConfig(method=method, samples=args.samples, steps=50),
+                              EstimatorConfig("mse"), AggregationConfig("groups", groups=4))
+        start = time.perf_counter()
+        stats, _, params = collect_stats(work, cfg, calibration_tensors, progress=False)
         for k in sorted({4} | {v.groups for v in variants if v.method == method and v.groups}):
-            cfg = CalibrateConfig(SourceConfig(method=method, samples=args.samples, steps=50),
-                                  EstimatorConfig("mse"), AggregationConfig("groups", groups=k))
-            start = time.perf_counter()
-            ranges[f"{method}@{k}"] = calibrate(work, cfg, calibration_tensors, progress=False)
-            calib_seconds[f"{method}@{k}"] = time.perf_counter() - start
+            ranges[f"{method}@{k}"] = ranges_from_stats(
+                stats, cfg.estimator, AggregationConfig("groups", groups=k), model_sha256=sha, calibration=method,
+                calibration_params=params, seed=cfg.source.seed)
+        calib_seconds[method] = time.perf_counter() - start
+        del stats
         ranges[method] = ranges[f"{method}@4"]  # the global rows: the global amax (the same for every K)
         samples_for[method] = generate_samples(work, info, cfg, sha, progress=False)
     if any(v.modelopt for v in variants):
@@ -264,6 +274,8 @@ def main(argv: list[str] | None = None) -> int:
     results = {}
     samplers = ([Sampler(steps) for steps in args.steps] + [Sampler(steps, clip_sample=False) for steps in
                 args.no_clip_steps] + [Sampler(steps, clipped_eps=True) for steps in args.clipped_eps_steps])
+    samplers.sort(key=lambda s: s.steps)  # every 50-step mode first: a run cut short still covers them
+    load_start = os.getloadavg()[0]
     ref_health: dict[str, dict] = {}  # type: ignore[type-arg]
     for sampler in samplers:
         health: list[TrajectoryHealth] = []
@@ -292,42 +304,45 @@ def main(argv: list[str] | None = None) -> int:
                          f"{r['fd']:.3f}", f"{100 * r['agree']:.0f}%", r["off_range"], f"{memory[v.label]:.3f}"])
             print(f"{sampler.label:>18s} steps  {v.label:60s} PSNR {r['psnr']:6.2f} dB  SSIM {r['ssim']:.4f}  "
                   f"FD {r['fd']:.3f}  agree {100 * r['agree']:.0f}%  off-range {r['off_range']}", flush=True)
-    (work.root / "accuracy.json").write_text(json.dumps(results, indent=2))
-    fp32_mib = weight_memory(onnx.load(str(work.model))).total / 2**20
-    body = "\n".join([
-        *section_head(f"Accuracy: quantized against FP32 images ({args.num} seeds, DDIM)", command),
-        f"- Model: `{args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model}`; "
-        f"calibration: {args.samples} samples per method (DDIM 50-step trajectories), estimator mse, "
-        "4 step groups recorded (rows with K step groups: calibrated with K groups, `quantize --timestep-groups K`, "
-        "each step run on its group's graph); the ModelOpt row: calibrators/modelopt_recipe.py; our rows use the defaults (`onnxruntime` target: real INT8 kernels; conv_in and "
-        "conv_out float) unless marked; ORT's rows quantize every matching op.",
-        "- Calibration wall time per method (s): "
-        + ", ".join(f"{m} {s:.1f}" for m, s in sorted(calib_seconds.items())),
-        "- AdaRound (default settings: 128 samples, 16 rows each, 1000 steps per layer) wall time per variant (s): "
-        + (", ".join(f"{k} {t:.1f}" for k, t in rounding_seconds.items()) or "none"),
-        f"- Weight memory: MiB of initializers of each model (the FP32 model: {fp32_mib:.3f} MiB); W4A8 rows "
-        "store convolution weights as 4-bit values in INT8 containers and MatMul/Gemm weights as blocked INT4 "
-        "(32 per scale, weight-only); `INT8 conv + INT4 linear` = `--weight-bits 4 --int4-scope linear`.",
-        "- Steps: DDIM with the model's scheduler config (`clip_sample` true: the predicted x0 is clipped to "
-        "[-1, 1] at every step, as diffusers' DDIMPipeline does for this config, which steps on with the UNet's "
-        "eps: `use_clipped_model_output` unset); `clip off`: the same with `clip_sample` false; `clipped eps`: "
-        "`clip_sample` true and `use_clipped_model_output=True` (eps re-derived from the clipped x0, "
-        "`sample --use-clipped-model-output`). The FP32 reference is sampled the same way in each case. The "
-        "perturbation-floor row rounds the FP32 weights to FP16 (about 1000x smaller than INT8 rounding) and shows "
-        "how much the sampler amplifies any change of the UNet.",
-        "- off-range: trajectories (of " + str(args.num) + ") whose UNet input left the training range "
-        f"(|x_t| > {ABS_LIMIT:g}; engines/trajectory_health.py). The FP32 reference: "
-        + "; ".join(f"{label}: {h['images_off_distribution']} (peak |x_t| {h['peak_abs']:.1f})"
-                    for label, h in ref_health.items())
-        + ". An off-range trajectory runs the UNet outside what it was trained on, in FP32 too (its digit comes "
-        "out blotched); a row whose FP32 reference has off-range trajectories compares against those images.",
-        "- PSNR: dB over all images against the FP32 images from the same noise; FD-digits: Fréchet distance of "
-        "the in-repo digit classifier's 32-d features (validation/digit_classifier.py); agree: same predicted digit.",
-        "",
-        markdown_table(["variant", "W bits", "steps", "PSNR dB", "SSIM", "FD-digits", "agree", "off-range",
-                        "weight MiB"], rows),
-    ])
-    write_section(section, body)
+        # the section is rewritten after every sampler, so a run cut short leaves the samplers it finished
+        (work.root / "accuracy.json").write_text(json.dumps(results, indent=2))
+        fp32_mib = weight_memory(onnx.load(str(work.model))).total / 2**20
+        body = "\n".join([
+            *section_head(f"Accuracy: quantized against FP32 images ({args.num} seeds, DDIM)", command,
+                          f"1-minute load average {load_start:.1f} at the start, {os.getloadavg()[0]:.1f} at the "
+                          "end; "),
+            f"- Model: `{args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model}`; "
+            f"calibration: {args.samples} samples per method (DDIM 50-step trajectories), estimator mse, "
+            "4 step groups recorded (rows with K step groups: calibrated with K groups, `quantize --timestep-groups K`, "
+            "each step run on its group's graph); the ModelOpt row: calibrators/modelopt_recipe.py; our rows use the defaults (`onnxruntime` target: real INT8 kernels; conv_in and "
+            "conv_out float) unless marked; ORT's rows quantize every matching op.",
+            "- Calibration wall time per method (s): "
+            + ", ".join(f"{m} {s:.1f}" for m, s in sorted(calib_seconds.items())),
+            "- AdaRound (default settings: 128 samples, 16 rows each, 1000 steps per layer) wall time per variant (s): "
+            + (", ".join(f"{k} {t:.1f}" for k, t in rounding_seconds.items()) or "none"),
+            f"- Weight memory: MiB of initializers of each model (the FP32 model: {fp32_mib:.3f} MiB); W4A8 rows "
+            "store convolution weights as 4-bit values in INT8 containers and MatMul/Gemm weights as blocked INT4 "
+            "(32 per scale, weight-only); `INT8 conv + INT4 linear` = `--weight-bits 4 --int4-scope linear`.",
+            "- Steps: DDIM with the model's scheduler config (`clip_sample` true: the predicted x0 is clipped to "
+            "[-1, 1] at every step, as diffusers' DDIMPipeline does for this config, which steps on with the UNet's "
+            "eps: `use_clipped_model_output` unset); `clip off`: the same with `clip_sample` false; `clipped eps`: "
+            "`clip_sample` true and `use_clipped_model_output=True` (eps re-derived from the clipped x0, "
+            "`sample --use-clipped-model-output`). The FP32 reference is sampled the same way in each case. The "
+            "perturbation-floor row rounds the FP32 weights to FP16 (about 1000x smaller than INT8 rounding) and shows "
+            "how much the sampler amplifies any change of the UNet.",
+            "- off-range: trajectories (of " + str(args.num) + ") whose UNet input left the training range "
+            f"(|x_t| > {ABS_LIMIT:g}; engines/trajectory_health.py). The FP32 reference: "
+            + "; ".join(f"{label}: {h['images_off_distribution']} (peak |x_t| {h['peak_abs']:.1f})"
+                        for label, h in ref_health.items())
+            + ". An off-range trajectory runs the UNet outside what it was trained on, in FP32 too (its digit comes "
+            "out blotched); a row whose FP32 reference has off-range trajectories compares against those images.",
+            "- PSNR: dB over all images against the FP32 images from the same noise; FD-digits: Fréchet distance of "
+            "the in-repo digit classifier's 32-d features (validation/digit_classifier.py); agree: same predicted digit.",
+            "",
+            markdown_table(["variant", "W bits", "steps", "PSNR dB", "SSIM", "FD-digits", "agree", "off-range",
+                            "weight MiB"], rows),
+        ])
+        write_section(section, body)
     return 0
 
 
