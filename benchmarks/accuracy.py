@@ -77,6 +77,9 @@ GROUPS = [
             modelopt=True),
 ]
 
+#: ModelOpt's recipe next to our NDTC and uniform rows, without the group rows (``--rows peers``).
+PEERS = [v for v in GROUPS if not v.groups]
+
 
 W8 = [
     Variant("ndtc + split", "ndtc"),
@@ -131,7 +134,8 @@ def final_images(model: Path, info: dict, noise: np.ndarray, sampler: Sampler,  
                  health: list[TrajectoryHealth] | None = None,
                  open_session: Callable[[Path], Session] = onnx_session) -> np.ndarray:
     """Final images in [0, 1] from ``noise`` with ``sampler`` (the library's ``sample_images`` on the session
-    ``open_session`` opens, default ONNX Runtime, routing each step to its group graph when ``model`` has them); the run's trajectory health is appended to ``health`` when given."""
+    ``open_session`` opens, default ONNX Runtime, routing each step to its group graph when ``model`` has them); the
+    run's trajectory health is appended to ``health`` when given."""
     config = dict(info["scheduler"])
     if sampler.clip_sample is not None:
         config["clip_sample"] = sampler.clip_sample
@@ -223,10 +227,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--samples", type=int, default=256, help="calibration samples per method")
     p.add_argument("--no-w4", action="store_true")
-    p.add_argument("--rows", choices=["all", "groups"], default="all",
-                   help="groups: only the time-step-group and ModelOpt-recipe rows (docs/timestep-groups.md)")
+    p.add_argument("--rows", choices=["all", "groups", "peers"], default="all",
+                   help="groups: only the time-step-group and ModelOpt-recipe rows (docs/timestep-groups.md); "
+                   "peers: only ModelOpt's recipe next to our ndtc and uniform rows")
     p.add_argument("--section", default=None, help="docs/benchmarks.md section (default: accuracy, or "
-                   "accuracy-groups with --rows groups)")
+                   "accuracy-groups / accuracy-peers with --rows groups / peers)")
     args = p.parse_args(argv)
     command = command_line("benchmarks.accuracy", argv)
     work = ensure_export(args.model, args.work)
@@ -234,8 +239,8 @@ def main(argv: list[str] | None = None) -> int:
     features = DigitFeatures(CLASSIFIER)
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     noise = seeded_noise((c, h, w), range(args.num))
-    variants = GROUPS if args.rows == "groups" else W8 + ([] if args.no_w4 else W4)
-    section = args.section or ("accuracy-groups" if args.rows == "groups" else "accuracy")
+    variants = {"groups": GROUPS, "peers": PEERS}.get(args.rows) or W8 + ([] if args.no_w4 else W4)
+    section = args.section or {"groups": "accuracy-groups", "peers": "accuracy-peers"}.get(args.rows, "accuracy")
     ranges: dict[str, TensorRanges] = {}
     samples_for: dict[str, list] = {}  # type: ignore[type-arg]
     calib_seconds: dict[str, float] = {}

@@ -44,9 +44,11 @@ FLOAT_PATTERNS = ("*/time_embedding/*", "*/time_emb_proj/*")
 LINEAR_OPS = ("MatMul", "Gemm")
 
 
-def modelopt_config(seed: int = 0, clipped_model_output: bool | None = None) -> CalibrateConfig:
-    """The recipe's calibration: 32 DDIM trajectories of 20 steps, every state kept, 2 rows per call, min-mean."""
-    source = SourceConfig(method="uniform", samples=CALIB_SIZE * N_STEPS, steps=N_STEPS, every=1, seed=seed,
+def modelopt_config(seed: int = 0, clipped_model_output: bool | None = None, calib_size: int = CALIB_SIZE,
+                    n_steps: int = N_STEPS) -> CalibrateConfig:
+    """The recipe's calibration: ``calib_size`` DDIM trajectories of ``n_steps`` steps, every state kept, 2 rows per
+    call, min-mean over all steps."""
+    source = SourceConfig(method="uniform", samples=calib_size * n_steps, steps=n_steps, every=1, seed=seed,
                           clipped_model_output=clipped_model_output)
     return CalibrateConfig(source, EstimatorConfig("max"), AggregationConfig("min-mean", step_fraction=PERCENTILE),
                            batch_rows=BATCH_SIZE)
@@ -58,10 +60,11 @@ def linear_inputs(model: onnx.ModelProto) -> set[str]:
 
 
 def modelopt_ranges(work: WorkDir, tensors: TensorSelector, cond: Conditioning | None = None, seed: int = 0,
-                    clipped_model_output: bool | None = None, progress: bool = True) -> TensorRanges:
+                    clipped_model_output: bool | None = None, progress: bool = True, calib_size: int = CALIB_SIZE,
+                    n_steps: int = N_STEPS) -> TensorRanges:
     """Ranges by ModelOpt's recipe from one statistics collection: min-mean for every tensor except the inputs of
     MatMul/Gemm, which take the global abs-max. ``settings.params.recipe`` records it."""
-    cfg = modelopt_config(seed, clipped_model_output)
+    cfg = modelopt_config(seed, clipped_model_output, calib_size, n_steps)
     stats, model_sha, params = collect_stats(work, cfg, tensors, cond, progress)
     params = {**params, "recipe": "modelopt-int8-diffusers (min-mean conv inputs, max linear inputs, no SmoothQuant)"}
     kw = dict(model_sha256=model_sha, calibration=cfg.source.method, calibration_params=params, seed=seed)
