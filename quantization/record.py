@@ -12,8 +12,9 @@ from common.errors import UserError
 from quantization.qdq_policy import QDQPolicy
 
 SCHEMA_VERSION = 2  # 2: + target, activation_scales; version-1 records (model.int8.onnx) still load
-#: The activation scales of the graph at ``model``: one amax per tensor for all time steps. The group graphs of
-#: ``quantize --timestep-groups K`` (``timestep_groups``) each say which group amaxes they hold.
+#: The activation scales of the graph at ``model``: one amax per tensor for all time steps. The ranges' per-step-group
+#: amaxes (calibrate --aggregation groups) are used by ``quantize --timestep-groups K``: its group graphs
+#: (``timestep_groups``) each say which group amaxes they hold.
 GLOBAL_SCALES = "global: one amax per tensor for every time step"
 
 

@@ -44,8 +44,9 @@ def add_calibration_args(p: argparse.ArgumentParser) -> None:
     e.add_argument("--lp", type=float, default=2.0, help="Lp norm of the MSE search (PTQ4DM/Q-Diffusion: 2.4)")
     e.add_argument("--aggregation", choices=list(AGGREGATIONS),
                    help="time-step aggregation; 'groups' = global amax plus K per-group amax recorded in ranges.json "
-                        "(the Q/DQ graph uses the global amax; quantize --timestep-groups K also writes one graph per "
-                        "group: docs/timestep-groups.md) (default: groups, or global for single-step)")
+                        "(quantize's default graph uses the global amax; quantize --timestep-groups K uses the group "
+                        "amaxes: one graph per group, each step routed to its group: docs/timestep-groups.md) "
+                        "(default: groups, or global for single-step)")
     e.add_argument("--groups", type=int, default=4, help="K step groups")
     e.add_argument("--num-bins", type=int, default=2048)
     p.add_argument("--batch-rows", type=int, default=32, help="rows per UNet call")
