@@ -82,14 +82,12 @@ class Served:
         return float("nan")
 
 
-@pytest.fixture(scope="module")
-def served(tiny_work: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
-    """``python -m tools serve`` on three free loopback ports, in its own process group; killed if a test left it."""
+def start_server(work: Path, log: Path, *flags: str) -> Iterator[Served]:
+    """``python -m tools serve WORK FLAGS`` on three free loopback ports, in its own process group, until ready;
+    stopped with SIGTERM (SIGKILL of the group if it hangs) when the generator closes."""
     ports = free_ports(3)
-    log = tmp_path_factory.mktemp("serve") / "serve.log"
-    cmd = [sys.executable, "-m", "tools", "serve", str(tiny_work), "--steps", "8", "--max-steps", str(MAX_STEPS),
-           "--max-batch", "16", "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
-           "--metrics-port", str(ports[2])]
+    cmd = [sys.executable, "-m", "tools", "serve", str(work), *flags, "--http-port", str(ports[0]),
+           "--grpc-port", str(ports[1]), "--metrics-port", str(ports[2])]
     with open(log, "wb") as out:
         proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
     served = Served(proc, ports, log)
@@ -108,6 +106,13 @@ def served(tiny_work: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterato
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)  # the group this fixture created: server, tritonserver, stub
                 proc.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def served(tiny_work: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """``serve`` of the tiny work folder on three free loopback ports, in its own process group."""
+    yield from start_server(tiny_work, tmp_path_factory.mktemp("serve") / "serve.log", "--steps", "8",
+                            "--max-steps", str(MAX_STEPS), "--max-batch", "16")
 
 
 def test_triton_health_readiness_and_metrics_endpoints(served: Served) -> None:

@@ -5,11 +5,7 @@ SIGTERM stops it with nothing left listening. Loopback only, bounded (a few 2-st
 from __future__ import annotations
 
 import json
-import os
 import signal
-import subprocess
-import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,8 +13,8 @@ import numpy as np
 import pytest
 
 from serving.client import ImageRequest, request_images
-from tests.conftest import REPO, run_cli
-from tests.serving.test_server import REQUEST_TIMEOUT_S, STARTUP_TIMEOUT_S, Served, free_ports, http_get, listening
+from tests.conftest import run_cli
+from tests.serving.test_server import REQUEST_TIMEOUT_S, Served, listening, start_server
 from tests.serving.test_text2image import psnr, sample_png
 
 pytest.importorskip("pytriton", reason="serving needs nvidia-pytriton: pip install --no-deps -r requirements-serve.txt")
@@ -27,29 +23,8 @@ pytest.importorskip("pytriton", reason="serving needs nvidia-pytriton: pip insta
 @pytest.fixture(scope="module")
 def served_t2i(tiny_sd_work: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """``serve`` of the tiny SD work folder on three free loopback ports, in its own process group."""
-    ports = free_ports(3)
-    log = tmp_path_factory.mktemp("serve-t2i") / "serve.log"
-    cmd = [sys.executable, "-m", "tools", "serve", str(tiny_sd_work), "--steps", "2", "--max-steps", "10",
-           "--guidance-scale", "5", "--max-batch", "4", "--http-port", str(ports[0]), "--grpc-port", str(ports[1]),
-           "--metrics-port", str(ports[2])]
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=REPO, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
-    served = Served(proc, ports, log)
-    try:
-        deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while http_get(f"{served.url}/v2/models/qdiff/ready")[0] != 200:
-            if proc.poll() is not None or time.monotonic() > deadline:
-                pytest.fail(f"server did not become ready (exit {proc.poll()}):\n{log.read_text()[-3000:]}")
-            time.sleep(0.5)
-        yield served
-    finally:
-        if proc.poll() is None:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(timeout=60)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)  # the group this fixture created: server, tritonserver, stub
-                proc.wait(timeout=30)
+    yield from start_server(tiny_sd_work, tmp_path_factory.mktemp("serve-t2i") / "serve.log", "--steps", "2",
+                            "--max-steps", "10", "--guidance-scale", "5", "--max-batch", "4")
 
 
 def test_client_prompt_image_equals_sample(served_t2i: Served, tiny_sd_work: Path, tmp_path: Path) -> None:
