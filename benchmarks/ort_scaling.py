@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from benchmarks.profile_ops import random_feeds
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from benchmarks.profile_ops import profile
 from common.workdir import WorkDir
@@ -99,10 +100,7 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line("benchmarks.ort_scaling", argv)
     work = WorkDir(args.work)
     info = work.load_export_info()
-    c, h, w = info["inputs"]["sample"]["shape"][1:]
-    rng = np.random.default_rng(0)
-    feeds = {"sample": rng.standard_normal((args.batch, c, h, w)).astype(np.float32),
-             "timestep": np.full(args.batch, 500.0, np.float32)}
+    feeds = random_feeds(info, args.batch)
     int8_path = work.root / "speed-models" / "ours_int8.onnx"
     load = [os.getloadavg()[0]]
     prof: dict[tuple[str, int], dict[str, float]] = {}

@@ -42,6 +42,14 @@ def profile(path: Path, feeds: dict[str, np.ndarray], runs: int, threads: int) -
     return collections.Counter({k: v / (runs + 1) for k, v in per_op.items()})
 
 
+def random_feeds(info: dict, batch: int, t: float = 500.0) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
+    """Seeded N(0, 1) UNet input of ``batch`` rows at time step ``t`` for an unconditional export (``export.json``)."""
+    c, h, w = info["inputs"]["sample"]["shape"][1:]
+    rng = np.random.default_rng(0)
+    return {"sample": rng.standard_normal((batch, c, h, w)).astype(np.float32),
+            "timestep": np.full(batch, t, np.float32)}
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--work", type=Path, default=REPO / "work" / "speed-ddpm-cifar10")
@@ -52,10 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     command = command_line("benchmarks.profile_ops", argv)
     work = WorkDir(args.work)
     info = work.load_export_info()
-    c, h, w = info["inputs"]["sample"]["shape"][1:]
-    rng = np.random.default_rng(0)
-    feeds = {"sample": rng.standard_normal((args.batch, c, h, w)).astype(np.float32),
-             "timestep": np.full(args.batch, 500.0, np.float32)}
+    feeds = random_feeds(info, args.batch)
     fp32 = profile(work.model, feeds, args.runs, args.threads)
     int8 = profile(work.root / "speed-models" / "ours_int8.onnx", feeds, args.runs, args.threads)
     t32, t8 = sum(fp32.values()), sum(int8.values())
