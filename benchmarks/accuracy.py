@@ -62,6 +62,7 @@ class Variant:
     int4_scope: str = "all"
     groups: int = 0  # > 0: quantize --timestep-groups K (K graphs, each step routed to its group's graph)
     modelopt: bool = False  # ModelOpt's policy: shortcut convs, time embeddings float; no residual-Add Q/DQ
+    reduce_range: bool = False  # 8-bit weights in [-64, 64] (quantize --reduce-range)
 
 
 #: The time-step-group rows (issue 16): the global graph against K group graphs from the same calibration, ModelOpt's
@@ -174,7 +175,7 @@ def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, Tenso
                             symmetric_activations=v.ort_static != "default", weight_bits=v.weight_bits)
         return out
     policy = QDQPolicy(target=v.target, weight_bits=v.weight_bits, shortcut=v.shortcut, weight_rounding=v.rounding,
-                       int4_scope=v.int4_scope)
+                       int4_scope=v.int4_scope, reduce_range=v.reduce_range)
     if v.modelopt:
         policy = replace(policy, exclude=(*DEFAULT_EXCLUDE, *FLOAT_PATTERNS), residual_add=False)
     if v.groups:

@@ -5,10 +5,10 @@
 The accuracy benchmark's settings (benchmarks/accuracy.py: its calibration, its ``ndtc + split`` variants for the
 ``onnxruntime`` and ``tensorrt`` targets, image i from seed i, DDIM with ``clip_sample`` as configured and
 ``use_clipped_model_output=True``), measured in one run. The FP32 reference is ONNX Runtime FP32. Besides each graph as
-quantized, a "7-bit weights" form of it (every INT8 weight re-rounded to [-64, 63] with twice the scale) shows
-whether a gap comes from the int16 saturation of u8×s8 products on CPUs without VNNI (AVX2's ``vpmaddubsw`` adds two
-products into a saturating int16: with full-range INT8 weights the sum can exceed 32767; VNNI's ``vpdpbusd`` adds into
-int32 and does not saturate). ONNX Runtime documents the same as its ``reduce_range`` option.
+quantized, the same variant quantized with ``--reduce-range`` (8-bit weights in [-64, 64], ONNX Runtime's
+``reduce_range``) shows whether a gap comes from the int16 saturation of u8×s8 products on CPUs without VNNI (AVX2's
+``vpmaddubsw`` adds two products into a saturating int16: with full-range INT8 weights the sum can exceed 32767;
+VNNI's ``vpdpbusd`` adds into int32 and does not saturate), and gives both runtimes one graph each computes exactly.
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import json
 import sys
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +30,6 @@ from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
 from calibrators.estimators import EstimatorConfig
 from calibrators.sources import SourceConfig
 from quantization.qdq_rules import calibration_tensors
-from quantization.weight_range import seven_bit_weights
 from common.hashing import onnx_model_sha256
 from engines.cpu_backend import cpu_vnni_flags
 from engines.openvino_session import CACHE_FOLDER, OpenVinoSession
@@ -51,7 +51,6 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--samples", type=int, default=256, help="calibration samples")
     p.add_argument("--section", default="accuracy-backends")
-    p.add_argument("--no-ort-7bit", action="store_true", help="skip the 7-bit-weight graph on ONNX Runtime")
     args = p.parse_args(argv)
     command = command_line("benchmarks.accuracy_backends", argv)
     work = ensure_export(args.model, args.work)
@@ -72,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     graphs: dict[str, Path] = {}
     for target, label in TARGETS.items():
         graphs[target] = build_variant(variants[label], work, info, ranges, samples_for, out_dir, {})
-        graphs[f"{target}, 7-bit weights"] = seven_bit_weights(graphs[target], out_dir / f"{target}_w7.onnx")
+        reduced = replace(variants[label], label=f"{label}, reduce-range", reduce_range=True)
+        graphs[f"{target}, reduce-range"] = build_variant(reduced, work, info, ranges, samples_for, out_dir, {})
     cache = work.root / CACHE_FOLDER
     backends: dict[str, Callable[[Path], Session]] = {
         "ONNX Runtime": OrtSession,
@@ -80,10 +80,9 @@ def main(argv: list[str] | None = None) -> int:
     }
     # most important first (the section is rewritten after every row, so an interrupted run keeps what it measured)
     runs = [("onnxruntime", "ONNX Runtime"), ("onnxruntime", "OpenVINO"), ("tensorrt", "ONNX Runtime"),
-            ("tensorrt", "OpenVINO"), ("onnxruntime, 7-bit weights", "OpenVINO"),
-            ("tensorrt, 7-bit weights", "OpenVINO"), ("onnxruntime, 7-bit weights", "ONNX Runtime")]
-    if args.no_ort_7bit:
-        runs.remove(("onnxruntime, 7-bit weights", "ONNX Runtime"))
+            ("tensorrt", "OpenVINO"), ("onnxruntime, reduce-range", "ONNX Runtime"),
+            ("onnxruntime, reduce-range", "OpenVINO"), ("tensorrt, reduce-range", "ONNX Runtime"),
+            ("tensorrt, reduce-range", "OpenVINO")]
     rows: list[list[object]] = []
     results: dict[str, dict[str, float]] = {}
     ref_off: dict[str, int] = {}
@@ -127,8 +126,8 @@ def section(args: argparse.Namespace, command: str, calib_seconds: float, ref_of
         "`ndtc + split` variants for both targets; FP32 reference: ONNX Runtime FP32, sampled the same way "
         "(DDIM, `clip_sample` true, `use_clipped_model_output=True`); off-range trajectories of the FP32 "
         "reference: " + "; ".join(f"{k}: {v}" for k, v in ref_off.items()) + ".",
-        "- 7-bit weights: the same graph with every INT8 weight re-rounded to [-64, 63] at twice the scale "
-        "(no int16 saturation of u8×s8 pair sums on CPUs without VNNI). ONNX Runtime fuses none of the `tensorrt` "
+        "- reduce-range: the same variant quantized with `--reduce-range` (8-bit weights in [-64, 64]: no int16 "
+        "saturation of u8×s8 pair sums on CPUs without VNNI). ONNX Runtime fuses none of the `tensorrt` "
         "graph's convolutions (no output Q; its optimised graph has Conv and no QLinearConv): it runs that graph in "
         "float with Q/DQ, i.e. the graph's exact meaning.",
         "",

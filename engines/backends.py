@@ -7,7 +7,7 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.workdir import WorkDir
-from engines.cpu_backend import choose_cpu_backend, cpu_session, openvino_model
+from engines.cpu_backend import choose_cpu_backend, cpu_session, openvino_model, saturation_warning
 from engines.group_manifest import grouped_manifest_for
 from engines.openvino_session import CACHE_FOLDER
 from engines.ort_session import OrtSession, dropped_warning
@@ -114,6 +114,9 @@ def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) 
         return session, f"{_describe(session)} ({path.name}{describe_groups(path)}{why})"
     if chosen == "openvino":
         path = openvino_model(work, precision)
+        warning = saturation_warning(work, path)
+        if warning:
+            print(warning)
         return (cpu_session(path, "openvino", threads, work.root / CACHE_FOLDER),
                 f"OpenVINO ({path.name}{_groups_not_run(path)}{why})")
     if chosen == "ort-gpu":

@@ -226,7 +226,7 @@ class _Rewriter:
         else:
             scale = channel_scales(w, axis, qmax, method=self.policy.scale_method)
             codes = quantize_codes(w, scale, axis, qmax)
-        bits = 8 if qmax == 127 else 4
+        bits = 4 if qmax == 7 else 8
         self._weight_dq(node, idx, tensor, codes, scale, {"axis": axis}, f"int{bits}")
         self.weight_scale[node.name] = scale
 

@@ -17,6 +17,8 @@ INT4_SCOPES = ("linear", "all")
 # MatMulNBits takes any power of two >= 16. Default per target: 64 for tensorrt, 32 for onnxruntime.
 TENSORRT_INT4_BLOCK_SIZES = (64, 128)
 DEFAULT_INT4_BLOCK_SIZE = {"tensorrt": 64, "onnxruntime": 32}
+# Largest weight code with reduce_range: ONNX Runtime's quant_utils.get_qmin_qmax_for_qType gives INT8 (-64, 64).
+REDUCED_RANGE_QMAX = 64
 
 # Default exclusions, by node-name pattern (fnmatch), chosen by measurement on the reference model
 # (docs/benchmarks.md, "Default exclusions and estimator": 16 seeds, DDIM 50, W8A8, max ranges): every layer
@@ -47,6 +49,10 @@ class QDQPolicy:
         (``tensorrt`` target only: ONNX Runtime's CPU provider has no such fusion, the Q/DQ would only cost time).
     exclude: fnmatch patterns of node names to leave in float; keep_float: exact node names to leave in float
         (e.g. the most sensitive layers).
+    reduce_range: 8-bit weights use 7 bits of range, codes in [-64, 64] (ONNX Runtime's ``reduce_range``): on x86
+        CPUs without VNNI (AVX2 ``vpmaddubsw``) a u8 activation times an s8 weight, summed in pairs, saturates int16
+        with full-range weights (255·127·2 > 32767) and cannot with these (255·64·2 = 32640). OpenVINO has no other
+        way around it on such CPUs (docs/cpu-backends.md); VNNI/AMX CPUs and GPUs do not need it.
     """
 
     target: str = "tensorrt"
@@ -60,6 +66,7 @@ class QDQPolicy:
     weight_rounding: str = ""
     int4_scope: str = "all"
     int4_block_size: int = 0  # 0: the target's default (DEFAULT_INT4_BLOCK_SIZE)
+    reduce_range: bool = False
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -107,8 +114,10 @@ class QDQPolicy:
     @property
     def container_qmax(self) -> int:
         """Largest code of weights stored in INT8 containers (convolutions; linear layers that cannot be blocked):
-        7 for 4-bit values (``int4_scope`` all), else 127."""
-        return 7 if self.weight_bits == 4 and self.int4_scope == "all" else 127
+        7 for 4-bit values (``int4_scope`` all), 64 with ``reduce_range``, else 127."""
+        if self.weight_bits == 4 and self.int4_scope == "all":
+            return 7
+        return REDUCED_RANGE_QMAX if self.reduce_range else 127
 
     @property
     def blocked_int4(self) -> bool:

@@ -44,6 +44,9 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                    help="nearest (amax scales), mse (searched per-channel scales), adaround (searched scales, learned "
                         "rounding on the calibration set); default nearest for 8-bit, mse for 4-bit weights; INT4 "
                         "blocks always take amax scales")
+    g.add_argument("--reduce-range", action="store_true",
+                   help="8-bit weights in [-64, 64] (7 bits, ONNX Runtime's reduce_range): for OpenVINO on x86 CPUs "
+                        "without VNNI/AMX, whose INT8 kernels otherwise saturate (docs/cpu-backends.md)")
     g.add_argument("--shortcut", default="split", choices=list(SHORTCUT_MODES))
     g.add_argument("--attention-matmul", action="store_true", help="also quantize QK^T and softmax·V")
     g.add_argument("--no-residual-add", action="store_true", help="leave residual Add inputs in float")
@@ -58,7 +61,8 @@ def policy_from_args(args: argparse.Namespace) -> QDQPolicy:
                      attention_matmul=args.attention_matmul, residual_add=not args.no_residual_add,
                      exclude=DEFAULT_EXCLUDE if args.exclude is None else tuple(args.exclude),
                      keep_float=tuple(args.keep_float_nodes), weight_rounding=args.weight_rounding or "",
-                     int4_scope=args.int4_scope, int4_block_size=args.int4_block_size)
+                     int4_scope=args.int4_scope, int4_block_size=args.int4_block_size,
+                     reduce_range=args.reduce_range)
 
 
 def add_rounding_args(p: argparse.ArgumentParser) -> None:

@@ -16,7 +16,7 @@ from common.errors import CheckFailed, UserError
 from common.images import save_grid
 from common.workdir import WorkDir
 from engines.backends import resolve_backend
-from engines.cpu_backend import CPU_NAMES, choose_cpu_backend, cpu_session, openvino_model
+from engines.cpu_backend import CPU_NAMES, choose_cpu_backend, cpu_session, openvino_model, saturation_warning
 from engines.openvino_session import CACHE_FOLDER
 from engines.ort_session import OrtSession
 from engines.runner import clipped_output_hint
@@ -107,6 +107,9 @@ def main(argv: list[str]) -> int:
     image_backend = "openvino" if openvino_cache is not None else "ort"  # final images: the CPU backend
     if backend == "openvino":
         qpath = openvino_model(work, args.precision)
+        warning = saturation_warning(work, qpath)
+        if warning:
+            print(warning)
     print(f"validating {qpath.name} on {'TensorRT' if plan is not None else CPU_NAMES[backend]}")
     start = time.perf_counter()
     report = work.report_dir

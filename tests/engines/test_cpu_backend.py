@@ -8,7 +8,7 @@ import pytest
 
 from common.workdir import WorkDir
 from engines import backends, cpu_backend
-from engines.cpu_backend import choose_cpu_backend, cpu_flags, cpu_vnni_flags, openvino_model
+from engines.cpu_backend import choose_cpu_backend, cpu_flags, cpu_vnni_flags, openvino_model, saturation_warning
 
 AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
 SAPPHIRE = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_bf16 amx_tile amx_int8\n"
@@ -63,3 +63,20 @@ def test_openvino_prefers_the_tensorrt_target_graph(tmp_path: Path) -> None:
     assert openvino_model(WorkDir(tmp_path), "int8").name == "model.int8.onnx"
     (tmp_path / "model.int8.trt.onnx").write_bytes(b"x")
     assert openvino_model(WorkDir(tmp_path), "int8").name == "model.int8.trt.onnx"
+
+
+def test_saturation_warning_only_for_full_range_int8_without_vnni(tmp_path: Path) -> None:
+    import json
+
+    work = WorkDir(tmp_path)
+    graph = tmp_path / "model.int8.trt.onnx"
+    record = tmp_path / "quantize.trt.json"
+    avx2, amx = cpuinfo(tmp_path, AVX2_ONLY), tmp_path / "amx"
+    amx.write_text(SAPPHIRE)
+    record.write_text(json.dumps({"policy": {"target": "tensorrt"}}))
+    warning = saturation_warning(work, graph, avx2)
+    assert warning and "--reduce-range" in warning and graph.name in warning and "\n" not in warning
+    assert saturation_warning(work, graph, amx) is None
+    assert saturation_warning(work, work.model, avx2) is None  # FP32: nothing to saturate
+    record.write_text(json.dumps({"policy": {"target": "tensorrt", "reduce_range": True}}))
+    assert saturation_warning(work, graph, avx2) is None

@@ -13,7 +13,6 @@ from common.errors import UserError
 from engines.openvino_session import OpenVinoSession
 from engines.ort_session import OrtSession
 from engines.session import Session
-from quantization.weight_range import seven_bit_weights
 from tests.conftest import run_cli
 
 pytest.importorskip("openvino", reason="openvino is not installed (pip install -r requirements.txt)")
@@ -30,6 +29,14 @@ def tiny_int8(tiny_calibrated: Path, tmp_path_factory: pytest.TempPathFactory) -
     """The tiny UNet's Q/DQ graph for the onnxruntime target (UINT8 activations, INT32 bias, output Q/DQ)."""
     out = tmp_path_factory.mktemp("ov") / "model.int8.onnx"
     assert run_cli("quantize", tiny_calibrated, "--target", "onnxruntime", "--out", out) == 0
+    return out
+
+
+@pytest.fixture(scope="module")
+def tiny_int8_reduced(tiny_calibrated: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same graph quantized with ``--reduce-range`` (8-bit weights in [-64, 64])."""
+    out = tmp_path_factory.mktemp("ov") / "model.int8.reduced.onnx"
+    assert run_cli("quantize", tiny_calibrated, "--target", "onnxruntime", "--reduce-range", "--out", out) == 0
     return out
 
 
@@ -64,14 +71,15 @@ def test_threads_and_f32_precision_are_explicit(tiny_work: Path) -> None:
         assert ov.property("INFERENCE_PRECISION_HINT") == openvino.Type.f32
 
 
-def test_int8_qdq_model_computes_the_graph_meaning(tiny_int8: Path, tmp_path: Path) -> None:
+def test_int8_qdq_model_computes_the_graph_meaning(tiny_int8_reduced: Path) -> None:
     """OpenVINO's INT8 kernels against the Q/DQ graph run unfused (ONNX Runtime, basic optimisations: the graph's
-    exact meaning). 7-bit weights, so that CPUs without VNNI (int16 pair sums, docs/cpu-backends.md) compute it too."""
+    exact meaning). ``--reduce-range`` weights, so that CPUs without VNNI (int16 pair sums, docs/cpu-backends.md)
+    compute it too."""
     import onnxruntime
 
     from engines.ort_session import session_options
 
-    w7 = seven_bit_weights(tiny_int8, tmp_path / "w7.onnx")
+    w7 = tiny_int8_reduced
     unfused = session_options(1)
     unfused.graph_optimization_level = onnxruntime.GraphOptimizationLevel.ORT_ENABLE_BASIC
     f = feeds(4)
