@@ -125,24 +125,28 @@ def prompt_following(args: argparse.Namespace, argv: list[str] | None) -> int:
 def sd15(args: argparse.Namespace, argv: list[str] | None) -> int:
     work = REPO / "work" / "bench-sd15"
     prompt = "a photo of an astronaut riding a horse"
-    wall, peak, code = run_measured(["tools", "export", "--arch", "sd15", str(work), "--force"], REPO)
-    if code != 0:
-        print(f"export failed with exit code {code}", file=sys.stderr)
-        return code
+    done_file = work / "bench_rows.json"  # rows of the stages finished so far, for --resume
+    done: dict[str, list[Any]] = json.loads(done_file.read_text()) if args.resume and done_file.is_file() else {}
+    resumed = [name for name in done if name != "note"]
+    stages = [("export", ["export", "--arch", "sd15", str(work), "--force"]),
+              ("calibrate", ["calibrate", str(work), "--prompt", prompt, "--method", "uniform", "--samples", "2",
+                             "--steps", "4", "--every", "2", "--groups", "2", "--batch-rows", "2"]),
+              ("quantize", ["quantize", str(work)])]
+    rows: list[list[Any]] = []
+    for name, cmd in stages:
+        if name not in done:
+            wall, peak, code = run_measured(["tools", *cmd], REPO)
+            if code != 0:
+                print(f"{name} failed with exit code {code}", file=sys.stderr)
+                return code
+            label = ("export --arch sd15 (3 components, each checked vs PyTorch)" if name == "export"
+                     else " ".join(cmd[:1] + cmd[2:]))
+            done[name] = [label, f"{wall:.0f}", f"{peak:.1f}"]
+            done_file.write_text(json.dumps(done, indent=1))
+        rows.append(done[name])
+        print(rows[-1], flush=True)
     info = json.loads((work / "export.json").read_text())
     params = info["num_parameters"] + sum(c["num_parameters"] for c in info["components"].values())
-    rows: list[list[Any]] = [["export --arch sd15 (3 components, each checked vs PyTorch)", f"{wall:.0f}",
-                              f"{peak:.1f}"]]
-    print(rows[-1], flush=True)
-    steps = [["calibrate", str(work), "--prompt", prompt, "--method", "uniform", "--samples", "2", "--steps", "4",
-              "--every", "2", "--groups", "2", "--batch-rows", "2"], ["quantize", str(work)]]
-    for cmd in steps:
-        wall, peak, code = run_measured(["tools", *cmd], REPO)
-        if code != 0:
-            print(f"{cmd[0]} failed with exit code {code}", file=sys.stderr)
-            return code
-        rows.append([" ".join(cmd[:1] + cmd[2:]), f"{wall:.0f}", f"{peak:.1f}"])
-        print(rows[-1], flush=True)
     gen_rows = []
     for precision in ("fp32", "int8"):
         out = work / "samples" / f"{precision}.png"
@@ -162,6 +166,8 @@ def sd15(args: argparse.Namespace, argv: list[str] | None) -> int:
                       command_line("benchmarks.text_to_image", argv), f"load average {os.getloadavg()[0]:.1f}; "),
         "",
         f"{params / 1e6:.0f} M parameters (text encoder, UNet, VAE decoder). Each command in a fresh process.",
+        *([f"Rows of an earlier run of the same commands, kept with --resume: {', '.join(resumed)}"
+           + (f" ({done['note']})" if "note" in done else "") + "."] if resumed else []),
         "",
         markdown_table(["command", "wall s", "peak RSS GiB"], rows),
         "",
@@ -188,6 +194,9 @@ def main(argv: list[str] | None = None) -> int:
     pf.add_argument("--seed", type=int, default=0)
     s = sub.add_parser("sd15")
     s.add_argument("--keep", action="store_true", help="keep the work folder (several GB)")
+    s.add_argument("--resume", action="store_true",
+                   help="keep the rows of stages an earlier run finished (work/bench-sd15/bench_rows.json) and run "
+                        "only the rest")
     args = p.parse_args(argv)
     return prompt_following(args, argv) if args.what == "prompt-following" else sd15(args, argv)
 

@@ -24,6 +24,7 @@ from calibrators.sample import CalibSample
 from common.errors import UserError
 from engines.conditioning import HIDDEN_STATES, Conditioning
 from engines.runner import DenoiseRunner
+from engines.schedulers import set_timesteps
 
 METHODS = ("ndtc", "uniform", "noise", "single-step")
 
@@ -112,7 +113,7 @@ class TrajectorySource:
 
     def schedule(self) -> np.ndarray:
         """The sampler's time steps for ``config.steps`` (descending: noise first)."""
-        self.runner.scheduler.set_timesteps(self.config.steps)
+        set_timesteps(self.runner.scheduler, self.config.steps)
         return np.asarray(self.runner.scheduler.timesteps, dtype=np.float64)
 
     def __len__(self) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 
 from common.lazy import lazy_import
 from engines.conditioning import Conditioning
+from engines.schedulers import set_timesteps
 from engines.runner import DenoiseRunner, _accepted, initial_noise
 from engines.session import Session
 
@@ -47,7 +48,7 @@ def sample_lockstep(
     schedulers = [make_scheduler() for _ in seeds]
     gens, xs = [], []
     for sched, seed in zip(schedulers, seeds, strict=True):
-        sched.set_timesteps(num_steps)
+        set_timesteps(sched, num_steps)
         gen = torch.Generator().manual_seed(int(seed))
         torch.randn((1, *image_shape), generator=gen, dtype=torch.float32)  # x_T's draw, as the runner does
         gens.append(gen)

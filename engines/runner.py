@@ -11,6 +11,7 @@ import numpy as np
 from common.lazy import lazy_import
 from common.errors import UserError
 from engines.conditioning import Conditioning
+from engines.schedulers import set_timesteps
 from engines.session import Session
 from engines.trajectory_health import TrajectoryHealth
 
@@ -77,7 +78,7 @@ class DenoiseRunner:
         """
         torch = lazy_import("torch")
         sched = self.scheduler
-        sched.set_timesteps(num_steps)
+        set_timesteps(sched, num_steps)
         # diffusers' pipelines draw x_T first and then let stochastic schedulers continue the same generator:
         # advance ours past an x_T-sized draw so the step noise matches theirs (whether or not x_T came from it).
         gen = torch.Generator().manual_seed(seed)

@@ -23,3 +23,15 @@ def make_scheduler(name: str, config: dict[str, Any]) -> Any:
     diffusers = lazy_import("diffusers")
     cls = getattr(diffusers, SCHEDULERS[name])
     return cls.from_config({k: v for k, v in config.items() if not k.startswith("_")})
+
+
+def set_timesteps(scheduler: Any, num_steps: int) -> None:
+    """``scheduler.set_timesteps(num_steps)``, with a scheduler's refusal of that step count (e.g. PNDM's Runge-Kutta
+    warm-up needs more steps than 2) as one UserError naming ``--steps`` instead of a traceback."""
+    if num_steps < 1:
+        raise UserError(f"--steps must be >= 1, got {num_steps}")
+    try:
+        scheduler.set_timesteps(num_steps)
+    except (ValueError, IndexError) as e:
+        raise UserError(f"--steps {num_steps}: {type(scheduler).__name__} cannot run {num_steps} steps ({e}); "
+                        "use more steps or another --scheduler") from e

@@ -26,6 +26,7 @@ import numpy as np
 from common.errors import UserError
 from common.lazy import lazy_import
 from engines.conditioning import Conditioning
+from engines.schedulers import set_timesteps
 from engines.runner import _accepted
 from engines.trajectory_health import TrajectoryHealth
 
@@ -92,7 +93,7 @@ class TensorDenoiseRunner:
         torch = lazy_import("torch")
         device = torch.device(self.device)
         sched = self.scheduler
-        sched.set_timesteps(num_steps)
+        set_timesteps(sched, num_steps)
         gen = torch.Generator().manual_seed(seed)
         torch.randn(noise.shape, generator=gen, dtype=torch.float32)  # as DenoiseRunner: past an x_T-sized draw
         x = torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)).to(device) * sched.init_noise_sigma

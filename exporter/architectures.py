@@ -77,6 +77,7 @@ SD15_SCHEDULER: dict[str, Any] = {
     "beta_schedule": "scaled_linear",
     "clip_sample": False,
     "set_alpha_to_one": False,
+    "skip_prk_steps": True,  # as Stable Diffusion 1.5's scheduler_config.json: PLMS steps only (no Runge-Kutta warm-up)
     "steps_offset": 1,
     "prediction_type": "epsilon",
 }
