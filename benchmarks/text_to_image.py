@@ -171,8 +171,8 @@ def sd15(args: argparse.Namespace, argv: list[str] | None) -> int:
         "",
         markdown_table(["command", "wall s", "peak RSS GiB"], rows),
         "",
-        "One 512×512 image, 2 PNDM steps with classifier-free guidance (2 UNet rows a step), prompt encoding and "
-        "VAE decode included; text encoder and VAE FP32 on ONNX Runtime in both rows:",
+        "One 512×512 image, 2 PNDM steps (PLMS: 3 UNet calls, its first time step repeated) with classifier-free "
+        "guidance (2 UNet rows a call), prompt encoding and VAE decode included; text encoder and VAE FP32 on ONNX Runtime in both rows:",
         "",
         markdown_table(["UNet", "generation s", "process wall s", "peak RSS GiB"], gen_rows),
     ])

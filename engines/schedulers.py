@@ -35,3 +35,10 @@ def set_timesteps(scheduler: Any, num_steps: int) -> None:
     except (ValueError, IndexError) as e:
         raise UserError(f"--steps {num_steps}: {type(scheduler).__name__} cannot run {num_steps} steps ({e}); "
                         "use more steps or another --scheduler") from e
+
+
+def unet_calls(scheduler: Any, num_steps: int) -> int:
+    """How many UNet calls ``num_steps`` scheduler steps make (PNDM's PLMS repeats its first time step: 2 steps make
+    3 calls), from the scheduler's own ``timesteps`` after ``set_timesteps``."""
+    set_timesteps(scheduler, num_steps)
+    return len(scheduler.timesteps)

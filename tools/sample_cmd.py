@@ -25,7 +25,7 @@ from engines.tensor_runner import TensorDenoiseRunner, device_of
 from engines.text2image import is_text_to_image, open_text_to_image
 from engines.timestep_routed import TimestepRoutedSession
 from engines.runner import DenoiseRunner, clipped_output_hint, to_images
-from engines.schedulers import SCHEDULERS, make_scheduler
+from engines.schedulers import SCHEDULERS, make_scheduler, unet_calls
 from tools.cli_inputs import add_conditioning_args, conditioning_from_args, load_array
 from tools.cli_parser import CliParser, add_clipped_model_output
 
@@ -92,14 +92,14 @@ def main(argv: list[str]) -> int:
         print(f"sampling {args.num} images, {args.scheduler} {args.steps} steps, {args.precision} on {described}")
         start = time.perf_counter()
         if device is not None:
-            show = _progress(args.steps)
+            show = _progress(unet_calls(scheduler, args.steps))
             device_runner = TensorDenoiseRunner(session, scheduler, device=device, batch_size=args.batch_size)
             samples = device_runner.sample(noise, args.steps, seed=args.seed, cond=cond,
                                            use_clipped_model_output=args.use_clipped_model_output,
                                            progress=lambda i, t: show(i, t, None))
             runner.health = device_runner.health
         else:
-            samples = runner.sample(noise, args.steps, seed=args.seed, cond=cond, callback=_progress(args.steps),
+            samples = runner.sample(noise, args.steps, seed=args.seed, cond=cond, callback=_progress(unet_calls(scheduler, args.steps)),
                                     use_clipped_model_output=args.use_clipped_model_output)
         images = t2i.decode(samples) if text else to_images(samples)
         seconds = time.perf_counter() - start

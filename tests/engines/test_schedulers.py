@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import UserError
-from engines.schedulers import make_scheduler, set_timesteps
+from engines.schedulers import make_scheduler, set_timesteps, unet_calls
 from exporter.architectures import SD15_SCHEDULER
 
 
@@ -18,3 +18,8 @@ def test_a_step_count_the_scheduler_refuses_is_one_user_error() -> None:
     assert len(plms.timesteps) >= 2
     with pytest.raises(UserError, match="--steps must be >= 1"):
         set_timesteps(plms, 0)
+
+
+def test_unet_calls_counts_the_scheduler_s_time_steps() -> None:
+    assert unet_calls(make_scheduler("pndm", SD15_SCHEDULER), 2) == 3  # PLMS repeats its first time step
+    assert unet_calls(make_scheduler("ddim", SD15_SCHEDULER), 2) == 2
