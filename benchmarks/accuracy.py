@@ -40,7 +40,8 @@ from quantization.quantize import quantize
 from quantization.weight_memory import weight_memory
 from quantization.qdq_policy import DEFAULT_EXCLUDE, QDQPolicy
 from quantization.timestep_groups import quantize_groups, save_grouped
-from calibrators.modelopt_recipe import FLOAT_PATTERNS, modelopt_ranges
+from calibrators.modelopt_recipe import FLOAT_PATTERNS, SMOOTHQUANT_ALPHA, modelopt_channel_amax, modelopt_ranges
+from quantization.smoothquant import SmoothQuantConfig, smooth_for_quantize, smoothable_linears
 from engines.backends import onnx_session
 from validation.digit_classifier import DigitFeatures
 from validation.image_metrics import frechet_distance, psnr, ssim
@@ -63,6 +64,7 @@ class Variant:
     groups: int = 0  # > 0: quantize --timestep-groups K (K graphs, each step routed to its group's graph)
     modelopt: bool = False  # ModelOpt's policy: shortcut convs, time embeddings float; no residual-Add Q/DQ
     reduce_range: bool = False  # 8-bit weights in [-64, 64] (quantize --reduce-range)
+    smoothquant: float = 0.0  # > 0: SmoothQuant with this alpha on the quantized MatMul/Gemm inputs (modelopt rows)
 
 
 #: The time-step-group rows (issue 16): the global graph against K group graphs from the same calibration, ModelOpt's
@@ -76,6 +78,8 @@ GROUPS = [
     Variant("uniform + split, 4 step groups", "uniform", groups=4),
     Variant("ModelOpt recipe (min-mean, 32 x 20 steps, no SmoothQuant)", "modelopt", shortcut="float",
             modelopt=True),
+    Variant(f"ModelOpt recipe + SmoothQuant {SMOOTHQUANT_ALPHA}", "modelopt", shortcut="float", modelopt=True,
+            smoothquant=SMOOTHQUANT_ALPHA),
 ]
 
 #: ModelOpt's recipe next to our NDTC and uniform rows, without the group rows (``--rows peers``).
@@ -162,9 +166,18 @@ def fp16_weights(model: Path, out: Path) -> Path:
     return out
 
 
+def variant_policy(v: Variant) -> QDQPolicy:
+    """The Q/DQ policy of row ``v`` (ModelOpt rows: its float set, no residual-Add Q/DQ)."""
+    policy = QDQPolicy(target=v.target, weight_bits=v.weight_bits, shortcut=v.shortcut, weight_rounding=v.rounding,
+                       int4_scope=v.int4_scope, reduce_range=v.reduce_range)
+    if v.modelopt:
+        policy = replace(policy, exclude=(*DEFAULT_EXCLUDE, *FLOAT_PATTERNS), residual_add=False)
+    return policy
+
+
 def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, TensorRanges],  # type: ignore[type-arg]
                   samples_for: dict[str, list], out_dir: Path,  # type: ignore[type-arg]
-                  rounding_seconds: dict[str, float]) -> Path:
+                  rounding_seconds: dict[str, float], channel_amax: dict | None = None) -> Path:  # type: ignore[type-arg]
     out = out_dir / (v.label.replace(" ", "_").replace("/", "-").replace(",", "").replace("(", "")
                      .replace(")", "").replace("+", "") + ".onnx")
     if v.ort_static:
@@ -174,16 +187,15 @@ def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, Tenso
         ort_quantize_static(work.model, out, samples_for[v.method], op_types=ops,
                             symmetric_activations=v.ort_static != "default", weight_bits=v.weight_bits)
         return out
-    policy = QDQPolicy(target=v.target, weight_bits=v.weight_bits, shortcut=v.shortcut, weight_rounding=v.rounding,
-                       int4_scope=v.int4_scope, reduce_range=v.reduce_range)
-    if v.modelopt:
-        policy = replace(policy, exclude=(*DEFAULT_EXCLUDE, *FLOAT_PATTERNS), residual_add=False)
+    policy = variant_policy(v)
     if v.groups:
         grouped = quantize_groups(onnx.load(str(work.model)), ranges[f"{v.method}@{v.groups}"], policy, v.groups)
         save_grouped(grouped, out, out.with_suffix(".quantize.json"))
         return out
-    qmodel, record = quantize(onnx.load(str(work.model)), ranges[v.method], policy, samples=samples_for[v.method],
-                              scratch_dir=work.root, progress=False)
+    model, r = onnx.load(str(work.model)), ranges[v.method]
+    if v.smoothquant:  # the recipe's SmoothQuant step: a graph rewrite before the Q/DQ insertion
+        model, r, _ = smooth_for_quantize(model, r, channel_amax or {}, policy, SmoothQuantConfig(v.smoothquant))
+    qmodel, record = quantize(model, r, policy, samples=samples_for[v.method], scratch_dir=work.root, progress=False)
     if record.weight_rounding is not None:
         rounding_seconds[v.label] = record.weight_rounding["seconds_total"]
     onnx.save(qmodel, str(out))
@@ -265,10 +277,19 @@ def main(argv: list[str] | None = None) -> int:
         ranges["modelopt"] = modelopt_ranges(work, calibration_tensors, progress=False)
         calib_seconds["modelopt"] = time.perf_counter() - start
         samples_for["modelopt"] = []
+    channel_amax: dict = {}  # type: ignore[type-arg]
+    smooth_rows = [v for v in variants if v.smoothquant]
+    if smooth_rows:  # per-input-channel abs-max of the smoothed linears' inputs, on the recipe's samples
+        start = time.perf_counter()
+        fp32 = onnx.load(str(work.model))
+        smoothed = {n for v in smooth_rows for n in smoothable_linears(fp32, variant_policy(v))}
+        channel_amax = modelopt_channel_amax(
+            work, sorted({n.input[0] for n in fp32.graph.node if n.name in smoothed}), progress=False)
+        calib_seconds["modelopt + SmoothQuant statistics"] = time.perf_counter() - start
     out_dir = work.root / "bench-models"
     out_dir.mkdir(exist_ok=True)
     rounding_seconds: dict[str, float] = {}
-    models = {v.label: build_variant(v, work, info, ranges, samples_for, out_dir, rounding_seconds)
+    models = {v.label: build_variant(v, work, info, ranges, samples_for, out_dir, rounding_seconds, channel_amax)
               for v in variants}
     if args.rows == "all":
         floor = Variant("FP32 with FP16-rounded weights (perturbation floor)", "-", weight_bits=32)
@@ -320,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
             f"- Model: `{args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model}`; "
             f"calibration: {args.samples} samples per method (DDIM 50-step trajectories), estimator mse, "
             "4 step groups recorded (rows with K step groups: calibrated with K groups, `quantize --timestep-groups K`, "
-            "each step run on its group's graph); the ModelOpt row: calibrators/modelopt_recipe.py; our rows use the defaults (`onnxruntime` target: real INT8 kernels; conv_in and "
+            "each step run on its group's graph); the ModelOpt rows: calibrators/modelopt_recipe.py (SmoothQuant: "
+            "quantization/smoothquant.py, docs/modelopt-recipe.md); our rows use the defaults (`onnxruntime` target: real INT8 kernels; conv_in and "
             "conv_out float) unless marked; ORT's rows quantize every matching op.",
             "- Calibration wall time per method (s): "
             + ", ".join(f"{m} {s:.1f}" for m, s in sorted(calib_seconds.items())),

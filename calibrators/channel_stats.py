@@ -9,6 +9,7 @@ its last axis (the reduction axis K), so every axis but the last is reduced.
 from __future__ import annotations
 
 import sys
+from pathlib import Path
 
 import numpy as np
 import onnx
@@ -17,7 +18,6 @@ from tqdm import tqdm
 from calibrators.graph_taps import batch_samples, tapped_session
 from calibrators.sample import CalibSample
 from common.errors import UserError
-from pathlib import Path
 
 
 def channel_absmax(model: onnx.ModelProto, scratch_dir: Path, samples: list[CalibSample], tensors: list[str],

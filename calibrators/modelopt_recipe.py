@@ -8,29 +8,40 @@ Where each constant comes from (NVIDIA/TensorRT-Model-Optimizer, ``examples/diff
 - ``config.py`` ``reset_set_int8_config``: Conv2d input quantizers get ``calib/plugin_calib.py``'s
   ``PercentileCalibrator`` (per-step abs-max, ``min-mean``: calibrators/aggregation.py ``amax_min_mean``, checked
   against that file: the per-step *sum* over calls is divided by the number of steps); Linear input quantizers keep
-  ModelOpt's default max calibrator (``"algorithm": "max"``, or SmoothQuant on top of it).
+  ModelOpt's max calibrator with ``axis: -1`` (per input channel: the statistic SmoothQuant needs; ModelOpt's
+  ``smoothquant`` then makes the smoothed input per tensor, amax = max over channels). Without SmoothQuant we
+  quantize linear inputs per tensor with the global max (a per-channel activation scale cannot feed an INT8 GEMM).
 - the example's ``filter_func`` leaves ``conv_in``, ``conv_out``, ``conv_shortcut`` and the time embeddings
   (``time_embedding``, ``time_emb_proj``) in float (``modelopt_policy``).
 
 Implemented here: the samples (32 trajectories x 20 DDIM steps, every state kept), the per-call batch of 2 rows
 (so min-mean's sum-over-calls / steps is ModelOpt's 16 calls / 20 steps), min-mean for the inputs of convolutions
-and global max for the inputs of MatMul/Gemm. NOT implemented: SmoothQuant (alpha 0.8), which needs per-input-channel
-activation maxima of every MatMul/Gemm input (our statistics are per tensor) and a per-channel Mul before each
-quantized linear input (or a fold into the LayerNorm before it): the row is ModelOpt's recipe without SmoothQuant.
+and global max for the inputs of MatMul/Gemm (``modelopt_ranges``), and the statistic of the recipe's SmoothQuant
+step (alpha 0.8): the per-input-channel abs-max of the smoothed linears' inputs (``modelopt_channel_amax``). The
+SmoothQuant rewrite itself changes the graph and lives in quantization/smoothquant.py (docs/modelopt-recipe.md).
+
+Note on ``--alpha 0.8``: at NVIDIA/TensorRT-Model-Optimizer 5a4242f, ``quantize.py`` applies SmoothQuant only with
+``--quant-algo smoothquant`` (``set_quant_config_attr`` puts ``alpha`` into the algorithm only then, and the default
+algorithm is ``max``); the README's INT8 command and ``build_sdxl_8bit_engine.sh`` pass ``--alpha 0.8`` without it.
+The 0.23 release's ``get_int8_config`` always used ``{"method": "smoothquant", "alpha": alpha}``. Our rows measure
+both: without SmoothQuant and with it.
 """
 
 from __future__ import annotations
 
 from dataclasses import replace
 
+import numpy as np
 import onnx
 
 from calibrators.aggregation import AggregationConfig
-from calibrators.calibrate import CalibrateConfig, TensorSelector, collect_stats
+from calibrators.calibrate import CalibrateConfig, TensorSelector, collect_stats, generate_samples
+from calibrators.channel_stats import channel_absmax
 from calibrators.estimators import EstimatorConfig
 from calibrators.range_estimation import ranges_from_stats
 from calibrators.ranges import TensorRanges
 from calibrators.sources import SourceConfig
+from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.conditioning import Conditioning
 
@@ -38,7 +49,7 @@ CALIB_SIZE = 32  # README: --calib-size 32 (INT8)
 N_STEPS = 20  # README: --n-steps 20
 PERCENTILE = 1.0  # README: --percentile 1.0 (min-mean over the first percentile x n_steps steps)
 BATCH_SIZE = 2  # README: --batch-size 2 (images per calibration call)
-SMOOTHQUANT_ALPHA = 0.8  # README: --alpha 0.8 (not applied here: see the module docstring)
+SMOOTHQUANT_ALPHA = 0.8  # README: --alpha 0.8 ("Recommendation: 0.8 for SDXL"); quantization/smoothquant.py
 #: Node-name patterns ModelOpt's filter_func keeps float beyond conv_in/conv_out (conv_shortcut: --shortcut float).
 FLOAT_PATTERNS = ("*/time_embedding/*", "*/time_emb_proj/*")
 LINEAR_OPS = ("MatMul", "Gemm")
@@ -67,9 +78,23 @@ def modelopt_ranges(work: WorkDir, tensors: TensorSelector, cond: Conditioning |
     cfg = modelopt_config(seed, clipped_model_output, calib_size, n_steps)
     stats, model_sha, params = collect_stats(work, cfg, tensors, cond, progress)
     params = {**params, "recipe": "modelopt-int8-diffusers (min-mean conv inputs, max linear inputs, no SmoothQuant)"}
-    kw = dict(model_sha256=model_sha, calibration=cfg.source.method, calibration_params=params, seed=seed)
+    kw = {"model_sha256": model_sha, "calibration": cfg.source.method, "calibration_params": params, "seed": seed}
     conv = ranges_from_stats(stats, cfg.estimator, cfg.aggregation, **kw)
     linear = ranges_from_stats(stats, EstimatorConfig("max"), AggregationConfig("global"), **kw)
     feeds_linear = linear_inputs(onnx.load(str(work.model_for("fp32")), load_external_data=False))
     amax = {n: (linear.amax[n] if n in feeds_linear else a) for n, a in conv.amax.items()}
     return replace(conv, amax=amax)
+
+
+def modelopt_channel_amax(work: WorkDir, tensors: list[str], cond: Conditioning | None = None, seed: int = 0,
+                          clipped_model_output: bool | None = None, progress: bool = True,
+                          calib_size: int = CALIB_SIZE, n_steps: int = N_STEPS) -> dict[str, np.ndarray]:
+    """The recipe's SmoothQuant statistic: per-input-channel abs-max (last axis) of ``tensors`` (the inputs of the
+    linears to smooth) over the recipe's calibration samples (the same cached samples as ``modelopt_ranges``).
+    ModelOpt collects it with the max calibrator on input quantizers set to ``axis=-1`` (``smoothquant`` in
+    ``modelopt/torch/quantization/model_calib.py``); quantization/smoothquant.py consumes it."""
+    cfg = modelopt_config(seed, clipped_model_output, calib_size, n_steps)
+    model_path = work.model_for("fp32")
+    samples = generate_samples(work, work.load_export_info(), cfg, onnx_model_sha256(model_path), cond, progress)
+    return channel_absmax(onnx.load(str(model_path)), work.root, samples, tensors, cfg.batch_rows, cfg.threads,
+                          progress)

@@ -19,6 +19,7 @@ them all; ModelOpt gives each linear its own pre_quant_scale (identical for a si
 
 from __future__ import annotations
 
+import fnmatch
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
@@ -29,7 +30,10 @@ from onnx import numpy_helper
 
 from calibrators.ranges import TensorRanges
 from common.errors import UserError
+from exporter.graph_index import GraphIndex
 from exporter.shape_info import infer_value_info
+from quantization.qdq_policy import QDQPolicy
+from quantization.qdq_rules import RULES, ActivationMark, WeightMark
 
 DEFAULT_ALPHA = 0.8  # ModelOpt examples/diffusers README: --alpha 0.8 ("Recommendation: 0.8 for SDXL")
 SCALE_CLAMP = (1e-4, 1e4)  # ModelOpt smoothquant(): scale_a.clamp(min=1e-4, max=1e4) on pre_quant_scale = 1/s
@@ -273,3 +277,33 @@ def smoothed_ranges(ranges: TensorRanges, smoothed: Iterable[SmoothedInput]) -> 
         for name in item.changed:
             amax[name] = item.amax
     return replace(ranges, amax=amax)
+
+
+def smoothable_linears(model: onnx.ModelProto, policy: QDQPolicy) -> list[str]:
+    """MatMul/Gemm nodes ``policy`` quantizes with an INT8 weight and a quantized activation input: the layers
+    SmoothQuant applies to (ModelOpt smooths quantized linears with 8-bit input and weight quantizers only; the
+    attention-score MatMuls have no weight and are never smoothed). Empty for ``weight_bits`` 4 (weight-only INT4)."""
+    if policy.weight_bits != 8:
+        return []
+    index = GraphIndex.build(model.graph, infer_value_info(model))
+    names = []
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm") or node.name in policy.keep_float or \
+                any(fnmatch.fnmatchcase(node.name, p) for p in policy.exclude):
+            continue
+        marks = RULES[node.op_type].mark(node, index)
+        if any(isinstance(m, WeightMark) for m in marks) and any(isinstance(m, ActivationMark) for m in marks):
+            names.append(node.name)
+    return names
+
+
+def smooth_for_quantize(model: onnx.ModelProto, ranges: TensorRanges, channel_amax: Mapping[str, np.ndarray],
+                        policy: QDQPolicy, config: SmoothQuantConfig = SmoothQuantConfig(),
+                        ) -> tuple[onnx.ModelProto, TensorRanges, list[SmoothedInput]]:
+    """SmoothQuant before ``quantize``: the smoothed model, the ranges that go with it and what was smoothed.
+    Every linear ``policy`` quantizes is smoothed; folds never touch a tensor ``ranges`` calibrated (other than the
+    smoothed input itself). ``quantize(model, ranges, policy)`` on the result places the input Q/DQ after the
+    smoothing (on the explicit Mul's output, or on the folded tensor)."""
+    smoothed_model, items = smooth_graph(model, channel_amax, smoothable_linears(model, policy), config,
+                                         protected=set(ranges.amax))
+    return smoothed_model, smoothed_ranges(ranges, items), items

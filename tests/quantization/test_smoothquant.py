@@ -177,3 +177,47 @@ def test_smoothed_ranges_take_the_rescaled_amax(smoothed) -> None:  # type: igno
     with pytest.raises(UserError, match="groups"):
         smoothed_ranges(_ranges({"h": 1.0}, groups=True), items)
     assert replace(r, amax={}).amax == {}
+
+
+def test_recipe_step_on_a_unet_keeps_its_function_and_quantizes_the_smoothed_inputs(tiny_work, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """ModelOpt's recipe + SmoothQuant on the tiny UNet: the smoothed FP32 UNet equals the original (attention's
+    to_q/k/v folded into the GroupNorm affine, to_out through an explicit Mul), and each smoothed linear input gets
+    a Q/DQ with the rescaled amax."""
+    import shutil
+
+    from calibrators.modelopt_recipe import FLOAT_PATTERNS, modelopt_channel_amax, modelopt_ranges
+    from common.workdir import WorkDir
+    from quantization.qdq_policy import DEFAULT_EXCLUDE, QDQPolicy
+    from quantization.qdq_rules import calibration_tensors
+    from quantization.quantize import quantize
+    from quantization.smoothquant import smooth_for_quantize, smoothable_linears
+
+    work = tmp_path / "w"
+    shutil.copytree(tiny_work, work, ignore=shutil.ignore_patterns("calib", "ranges.json", "*.int8.*"))
+    wd = WorkDir(work)
+    policy = QDQPolicy(target="onnxruntime", shortcut="float", exclude=(*DEFAULT_EXCLUDE, *FLOAT_PATTERNS),
+                       residual_add=False)
+    model = onnx.load(str(wd.model))
+    linears = smoothable_linears(model, policy)
+    assert linears and all("time_emb" not in n for n in linears)
+    inputs = sorted({n.input[0] for n in model.graph.node if n.name in linears})
+    ranges = modelopt_ranges(wd, calibration_tensors, progress=False, calib_size=2, n_steps=4)
+    chan = modelopt_channel_amax(wd, inputs, progress=False, calib_size=2, n_steps=4)
+    assert set(chan) == set(inputs)
+    smoothed, r, items = smooth_for_quantize(model, ranges, chan, policy)
+    assert {n for i in items for n in i.nodes} == set(linears)
+    assert any(i.folded_into for i in items) and any(not i.folded_into for i in items)
+    rng = np.random.default_rng(3)
+    feeds = {"sample": rng.standard_normal((2, 1, 16, 16)).astype(np.float32),
+             "timestep": np.array([10.0, 700.0], np.float32)}
+
+    def unet(m: onnx.ModelProto) -> np.ndarray:
+        return ort.InferenceSession(m.SerializeToString(), providers=["CPUExecutionProvider"]).run(None, feeds)[0]
+
+    ref = unet(model)
+    np.testing.assert_allclose(unet(smoothed), ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
+    qmodel, _ = quantize(smoothed, r, policy, progress=False)
+    inits = {i.name: numpy_helper.to_array(i) for i in qmodel.graph.initializer}
+    q_scale = {n.input[0]: float(inits[n.input[1]]) for n in qmodel.graph.node if n.op_type == "QuantizeLinear"}
+    for i in items:
+        assert q_scale[i.quantized] == pytest.approx(i.amax / 127, rel=1e-6)
