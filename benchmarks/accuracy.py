@@ -40,8 +40,7 @@ from quantization.quantize import quantize
 from quantization.weight_memory import weight_memory
 from quantization.qdq_policy import DEFAULT_EXCLUDE, QDQPolicy
 from quantization.timestep_groups import quantize_groups, save_grouped
-from calibrators.modelopt_recipe import FLOAT_PATTERNS, SMOOTHQUANT_ALPHA, modelopt_channel_amax, modelopt_ranges
-from quantization.smoothquant import SmoothQuantConfig, smooth_for_quantize, smoothable_linears
+from calibrators.modelopt_recipe import FLOAT_PATTERNS, SMOOTHQUANT_ALPHA, modelopt_ranges, modelopt_samples
 from engines.backends import onnx_session
 from validation.digit_classifier import DigitFeatures
 from validation.image_metrics import frechet_distance, psnr, ssim
@@ -175,12 +174,12 @@ def variant_policy(v: Variant) -> QDQPolicy:
                        int4_scope=v.int4_scope, reduce_range=v.reduce_range)
     if v.modelopt:
         policy = replace(policy, exclude=(*DEFAULT_EXCLUDE, *FLOAT_PATTERNS), residual_add=False)
-    return policy
+    return replace(policy, smoothquant=v.smoothquant)
 
 
 def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, TensorRanges],  # type: ignore[type-arg]
                   samples_for: dict[str, list], out_dir: Path,  # type: ignore[type-arg]
-                  rounding_seconds: dict[str, float], channel_amax: dict | None = None) -> Path:  # type: ignore[type-arg]
+                  rounding_seconds: dict[str, float]) -> Path:
     out = out_dir / (v.label.replace(" ", "_").replace("/", "-").replace(",", "").replace("(", "")
                      .replace(")", "").replace("+", "") + ".onnx")
     if v.ort_static:
@@ -195,10 +194,9 @@ def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, Tenso
         grouped = quantize_groups(onnx.load(str(work.model)), ranges[f"{v.method}@{v.groups}"], policy, v.groups)
         save_grouped(grouped, out, out.with_suffix(".quantize.json"))
         return out
-    model, r = onnx.load(str(work.model)), ranges[v.method]
-    if v.smoothquant:  # the recipe's SmoothQuant step: a graph rewrite before the Q/DQ insertion
-        model, r, _ = smooth_for_quantize(model, r, channel_amax or {}, policy, SmoothQuantConfig(v.smoothquant))
-    qmodel, record = quantize(model, r, policy, samples=samples_for[v.method], scratch_dir=work.root, progress=False)
+    # SmoothQuant rows: quantize smooths the graph first, with per-channel statistics on the recipe's samples
+    qmodel, record = quantize(onnx.load(str(work.model)), ranges[v.method], policy, samples=samples_for[v.method],
+                              scratch_dir=work.root, progress=False)
     if record.weight_rounding is not None:
         rounding_seconds[v.label] = record.weight_rounding["seconds_total"]
     onnx.save(qmodel, str(out))
@@ -279,20 +277,11 @@ def main(argv: list[str] | None = None) -> int:
         start = time.perf_counter()
         ranges["modelopt"] = modelopt_ranges(work, calibration_tensors, progress=False)
         calib_seconds["modelopt"] = time.perf_counter() - start
-        samples_for["modelopt"] = []
-    channel_amax: dict = {}  # type: ignore[type-arg]
-    smooth_rows = [v for v in variants if v.smoothquant]
-    if smooth_rows:  # per-input-channel abs-max of the smoothed linears' inputs, on the recipe's samples
-        start = time.perf_counter()
-        fp32 = onnx.load(str(work.model))
-        smoothed = {n for v in smooth_rows for n in smoothable_linears(fp32, variant_policy(v))}
-        channel_amax = modelopt_channel_amax(
-            work, sorted({n.input[0] for n in fp32.graph.node if n.name in smoothed}), progress=False)
-        calib_seconds["modelopt + SmoothQuant statistics"] = time.perf_counter() - start
+        samples_for["modelopt"] = modelopt_samples(work, progress=False)  # cached: SmoothQuant's statistics
     out_dir = work.root / "bench-models"
     out_dir.mkdir(exist_ok=True)
     rounding_seconds: dict[str, float] = {}
-    models = {v.label: build_variant(v, work, info, ranges, samples_for, out_dir, rounding_seconds, channel_amax)
+    models = {v.label: build_variant(v, work, info, ranges, samples_for, out_dir, rounding_seconds)
               for v in variants}
     if args.rows == "all":
         floor = Variant("FP32 with FP16-rounded weights (perturbation floor)", "-", weight_bits=32)

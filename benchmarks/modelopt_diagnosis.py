@@ -25,7 +25,7 @@ from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, collect_stats
 from calibrators.collectors import TensorStats
 from calibrators.estimators import EstimatorConfig
-from calibrators.modelopt_recipe import FLOAT_PATTERNS, linear_inputs, modelopt_channel_amax, modelopt_config
+from calibrators.modelopt_recipe import FLOAT_PATTERNS, linear_inputs, modelopt_config, modelopt_samples
 from calibrators.range_estimation import ranges_from_stats
 from calibrators.ranges import TensorRanges
 from calibrators.sources import SourceConfig
@@ -33,7 +33,6 @@ from engines.runner import seeded_noise
 from quantization.qdq_policy import DEFAULT_EXCLUDE, QDQPolicy
 from quantization.qdq_rules import ActivationMark, OutputMark, calibration_tensors, mark_graph
 from quantization.quantize import quantize
-from quantization.smoothquant import SmoothQuantConfig, smooth_for_quantize, smoothable_linears
 from validation.image_metrics import psnr
 
 
@@ -109,9 +108,7 @@ def main(argv: list[str] | None = None) -> int:
                 if n in mo_stats.names]
     spread = [float(mo_stats[n].absmax_sum.max() / mo_stats[n].absmax_sum.min()) for n in sorted(conv_in - linear)
               if n in mo_stats.names]
-    chan = modelopt_channel_amax(work, sorted({n.input[0] for n in model.graph.node
-                                               if n.name in smoothable_linears(model, modelopt_policy())}),
-                                 progress=False)
+    recipe_samples = modelopt_samples(work, progress=False)  # cached; SmoothQuant's per-channel statistics
     del mo_stats
     our_cfg = CalibrateConfig(SourceConfig(method="uniform", samples=args.samples, steps=50),
                               EstimatorConfig("mse"), AggregationConfig("global"))
@@ -158,10 +155,9 @@ def main(argv: list[str] | None = None) -> int:
     table = []
     for i, row in enumerate(rows):
         policy = modelopt_policy(row.target) if row.modelopt_policy else QDQPolicy(target=row.target, shortcut="float")
-        m, r = model, ranges[row.ranges]
-        if row.smoothquant:
-            m, r, _ = smooth_for_quantize(m, r, chan, policy, SmoothQuantConfig(row.smoothquant))
-        qmodel, _ = quantize(m, r, policy, progress=False)
+        policy = replace(policy, smoothquant=row.smoothquant)
+        qmodel, _ = quantize(model, ranges[row.ranges], policy, samples=recipe_samples, scratch_dir=work.root,
+                             progress=False)
         path = out_dir / f"row{i}.onnx"
         onnx.save(qmodel, str(path))
         cells = [f"{psnr(final_images(path, info, noise, s), refs[s.label]):.2f}" for s in samplers]

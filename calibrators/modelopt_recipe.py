@@ -17,8 +17,9 @@ Where each constant comes from (NVIDIA/TensorRT-Model-Optimizer, ``examples/diff
 Implemented here: the samples (32 trajectories x 20 DDIM steps, every state kept), the per-call batch of 2 rows
 (so min-mean's sum-over-calls / steps is ModelOpt's 16 calls / 20 steps), min-mean for the inputs of convolutions
 and global max for the inputs of MatMul/Gemm (``modelopt_ranges``), and the statistic of the recipe's SmoothQuant
-step (alpha 0.8): the per-input-channel abs-max of the smoothed linears' inputs (``modelopt_channel_amax``). The
-SmoothQuant rewrite itself changes the graph and lives in quantization/smoothquant.py (docs/modelopt-recipe.md).
+step (alpha 0.8) is ``QDQPolicy(smoothquant=0.8)`` with the recipe's samples (``modelopt_samples``): ``quantize``
+takes the per-input-channel abs-max of the smoothed linears' inputs on them and rewrites the graph
+(quantization/smoothquant.py, docs/modelopt-recipe.md).
 
 Note on ``--alpha 0.8``: at NVIDIA/TensorRT-Model-Optimizer 5a4242f, ``quantize.py`` applies SmoothQuant only with
 ``--quant-algo smoothquant`` (``set_quant_config_attr`` puts ``alpha`` into the algorithm only then, and the default
@@ -31,15 +32,14 @@ from __future__ import annotations
 
 from dataclasses import replace
 
-import numpy as np
 import onnx
 
 from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, TensorSelector, collect_stats, generate_samples
-from calibrators.channel_stats import channel_absmax
 from calibrators.estimators import EstimatorConfig
 from calibrators.range_estimation import ranges_from_stats
 from calibrators.ranges import TensorRanges
+from calibrators.sample import CalibSample
 from calibrators.sources import SourceConfig
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
@@ -86,15 +86,14 @@ def modelopt_ranges(work: WorkDir, tensors: TensorSelector, cond: Conditioning |
     return replace(conv, amax=amax)
 
 
-def modelopt_channel_amax(work: WorkDir, tensors: list[str], cond: Conditioning | None = None, seed: int = 0,
-                          clipped_model_output: bool | None = None, progress: bool = True,
-                          calib_size: int = CALIB_SIZE, n_steps: int = N_STEPS) -> dict[str, np.ndarray]:
-    """The recipe's SmoothQuant statistic: per-input-channel abs-max (last axis) of ``tensors`` (the inputs of the
-    linears to smooth) over the recipe's calibration samples (the same cached samples as ``modelopt_ranges``).
-    ModelOpt collects it with the max calibrator on input quantizers set to ``axis=-1`` (``smoothquant`` in
-    ``modelopt/torch/quantization/model_calib.py``); quantization/smoothquant.py consumes it."""
+
+def modelopt_samples(work: WorkDir, cond: Conditioning | None = None, seed: int = 0,
+                     clipped_model_output: bool | None = None, progress: bool = True, calib_size: int = CALIB_SIZE,
+                     n_steps: int = N_STEPS) -> list[CalibSample]:
+    """The recipe's calibration samples (the calib/ cache ``modelopt_ranges`` collected its statistics on). The
+    recipe's SmoothQuant step takes its per-input-channel abs-max on them: ``quantize(..., policy with smoothquant
+    0.8, samples=modelopt_samples(work))`` (quantization/smoothquant.py); ModelOpt collects that statistic with the
+    max calibrator on ``axis=-1`` input quantizers (``smoothquant`` in ``modelopt/torch/quantization/model_calib.py``)."""
     cfg = modelopt_config(seed, clipped_model_output, calib_size, n_steps)
     model_path = work.model_for("fp32")
-    samples = generate_samples(work, work.load_export_info(), cfg, onnx_model_sha256(model_path), cond, progress)
-    return channel_absmax(onnx.load(str(model_path)), work.root, samples, tensors, cfg.batch_rows, cfg.threads,
-                          progress)
+    return generate_samples(work, work.load_export_info(), cfg, onnx_model_sha256(model_path), cond, progress)

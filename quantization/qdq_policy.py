@@ -53,6 +53,8 @@ class QDQPolicy:
         CPUs without VNNI (AVX2 ``vpmaddubsw``) a u8 activation times an s8 weight, summed in pairs, saturates int16
         with full-range weights (255·127·2 > 32767) and cannot with these (255·64·2 = 32640). OpenVINO has no other
         way around it on such CPUs (docs/cpu-backends.md); VNNI/AMX CPUs and GPUs do not need it.
+    smoothquant: SmoothQuant's alpha for the inputs of the quantized MatMul/Gemm layers, 0 for none
+        (quantization/smoothquant.py; ``quantize`` then needs the calibration samples; INT8 weights only).
     """
 
     target: str = "tensorrt"
@@ -67,6 +69,7 @@ class QDQPolicy:
     int4_scope: str = "all"
     int4_block_size: int = 0  # 0: the target's default (DEFAULT_INT4_BLOCK_SIZE)
     reduce_range: bool = False
+    smoothquant: float = 0.0
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -87,6 +90,10 @@ class QDQPolicy:
         if bs < 16 or bs & (bs - 1):
             raise UserError(f"--int4-block-size must be a power of two >= 16 (ONNX Runtime's MatMulNBits), got {bs}")
 
+        if not 0.0 <= self.smoothquant <= 1.0:
+            raise UserError(f"--smoothquant alpha must be in [0, 1] (0: off), got {self.smoothquant}")
+        if self.smoothquant and self.weight_bits != 8:
+            raise UserError("--smoothquant smooths INT8 linear layers (as ModelOpt does); it needs --weight-bits 8")
         if self.activation_bits != 8:
             raise UserError(f"activations are INT8 only, got {self.activation_bits} bits")
         object.__setattr__(self, "exclude", tuple(self.exclude))

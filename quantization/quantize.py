@@ -22,6 +22,7 @@ from exporter.onnx_export import save_model
 from quantization.qdq_insert import plan_qdq, rewrite
 from quantization.qdq_policy import QDQPolicy
 from quantization.record import QuantizeRecord
+from quantization.smoothquant import smooth_with_samples
 from quantization.weight_memory import weight_memory
 from quantization.weight_rounding import RoundingConfig, learn_rounding
 
@@ -44,10 +45,18 @@ def quantize(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy, *,
     """The Q/DQ model of ``model`` (untouched) under ``policy`` with activation ranges from ``ranges``.
 
     ``policy.weight_rounding == "adaround"`` needs ``samples`` (the calibration samples the ranges came from, time
-    steps included), ``rounding`` settings and a ``scratch_dir`` for the tapped model. Returns the model and its
-    record (model name and sha256 are filled in by ``save_quantized``)."""
+    steps included), ``rounding`` settings and a ``scratch_dir`` for the tapped model; so does ``policy.smoothquant``
+    (SmoothQuant's per-channel statistics are taken on the samples, and the graph is smoothed before the Q/DQ).
+    Returns the model and its record (model name and sha256 are filled in by ``save_quantized``)."""
     policy.check_buildable()  # e.g. INT4 blocks TensorRT cannot build, before any work
     check_ranges_bits(ranges, policy, f"ranges '{ranges_file}'" if ranges_file else "the ranges")
+    smooth_report = None
+    if policy.smoothquant:
+        if not samples or scratch_dir is None:
+            raise UserError("--smoothquant needs the calibration samples of the ranges file "
+                            "(python -m tools calibrate WORK again)")
+        model, ranges, smoothed = smooth_with_samples(model, ranges, policy, list(samples), scratch_dir, progress)
+        smooth_report = {"alpha": policy.smoothquant, "inputs": [s.to_json() for s in smoothed]}
     plan = plan_qdq(model, ranges, policy)
     rounded, rounding_report = None, None
     if policy.weight_rounding == "adaround":
@@ -65,7 +74,7 @@ def quantize(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy, *,
         op_counts={k: counts[k] for k in COUNTED_OPS}, float_nodes=list(plan.float_nodes),
         kernels=kernel_report(policy),
         weight_memory_bytes={"source": source_memory.to_json(), "quantized": weight_memory(qmodel).to_json()},
-        warnings=list(plan.warnings), weight_rounding=rounding_report)
+        warnings=list(plan.warnings), weight_rounding=rounding_report, smoothquant=smooth_report)
     return qmodel, record
 
 

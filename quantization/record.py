@@ -42,6 +42,7 @@ class QuantizeRecord:
         default_factory=lambda: {"count": 0, "nodes": [], "file": None})
     activation_scales: str = GLOBAL_SCALES
     timestep_groups: dict[str, Any] | None = None  # quantize --timestep-groups K: the group graphs and their scales
+    smoothquant: dict[str, Any] | None = None  # quantize --smoothquant ALPHA: alpha and each smoothed input
     command: str = ""
     model: str = ""
     model_sha256: str = ""
@@ -77,6 +78,7 @@ class QuantizeRecord:
             "kernels": self.kernels,
             "weight_memory_bytes": self.weight_memory_bytes,
             "weight_rounding": self.weight_rounding,
+            "smoothquant": self.smoothquant,
             "warnings": self.warnings,
         }
 
@@ -102,7 +104,7 @@ class QuantizeRecord:
                 sensitivity_keep_float=dict(data.get("sensitivity_keep_float") or
                                             {"count": 0, "nodes": [], "file": None}),
                 activation_scales=str(data.get("activation_scales", GLOBAL_SCALES)),
-                timestep_groups=data.get("timestep_groups"),
+                timestep_groups=data.get("timestep_groups"), smoothquant=data.get("smoothquant"),
                 command=str(data.get("command", "")), model=str(data["model"]),
                 model_sha256=str(data["model_sha256"]), schema_version=SCHEMA_VERSION)
         except (KeyError, TypeError) as exc:

@@ -23,12 +23,15 @@ import fnmatch
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from calibrators.channel_stats import channel_absmax
 from calibrators.ranges import TensorRanges
+from calibrators.sample import CalibSample
 from common.errors import UserError
 from exporter.graph_index import GraphIndex
 from exporter.shape_info import infer_value_info
@@ -267,16 +270,17 @@ def smooth_graph(model: onnx.ModelProto, channel_amax: Mapping[str, np.ndarray],
 
 def smoothed_ranges(ranges: TensorRanges, smoothed: Iterable[SmoothedInput]) -> TensorRanges:
     """``ranges`` for the smoothed graph: every tensor that now holds X/s (up to a transpose) takes the smoothed
-    abs-max ``max_j(max|X_j| / s_j)`` (ModelOpt's rescaled input amax). Time-step-grouped ranges are refused: the
-    per-channel statistics are not grouped."""
-    if ranges.group_bounds:
-        raise UserError("SmoothQuant takes global ranges; these ranges have time-step groups (calibrate without "
-                        "--aggregation groups)")
+    abs-max ``max_j(max|X_j| / s_j)`` (ModelOpt's rescaled input amax). The per-channel statistics are global, so
+    with time-step groups those tensors take the same amax in every group (``quantize_groups`` refuses SmoothQuant:
+    only the global graph is smoothed)."""
     amax = dict(ranges.amax)
+    group_amax = dict(ranges.group_amax)
     for item in smoothed:
         for name in item.changed:
             amax[name] = item.amax
-    return replace(ranges, amax=amax)
+            if ranges.group_bounds:
+                group_amax[name] = [item.amax] * len(ranges.group_bounds)
+    return replace(ranges, amax=amax, group_amax=group_amax)
 
 
 def smoothable_linears(model: onnx.ModelProto, policy: QDQPolicy) -> list[str]:
@@ -307,3 +311,14 @@ def smooth_for_quantize(model: onnx.ModelProto, ranges: TensorRanges, channel_am
     smoothed_model, items = smooth_graph(model, channel_amax, smoothable_linears(model, policy), config,
                                          protected=set(ranges.amax))
     return smoothed_model, smoothed_ranges(ranges, items), items
+
+
+def smooth_with_samples(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy,
+                        samples: list[CalibSample], scratch_dir: Path, progress: bool = True,
+                        ) -> tuple[onnx.ModelProto, TensorRanges, list[SmoothedInput]]:
+    """``smooth_for_quantize`` with ``policy.smoothquant`` as alpha and the per-channel abs-max of the smoothed
+    linears' inputs taken on ``samples`` (what ``quantize`` runs for ``--smoothquant``)."""
+    linears = set(smoothable_linears(model, policy))
+    tensors = sorted({n.input[0] for n in model.graph.node if n.name in linears})
+    stats = channel_absmax(model, scratch_dir, samples, tensors, progress=progress)
+    return smooth_for_quantize(model, ranges, stats, policy, SmoothQuantConfig(policy.smoothquant))

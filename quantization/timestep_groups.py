@@ -87,6 +87,9 @@ def quantize_groups(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPol
     if policy.weight_rounding == "adaround":
         raise UserError("--timestep-groups with --weight-rounding adaround: AdaRound's rounding depends on the "
                         "activation scales, so the groups would not share weights; use nearest or mse")
+    if policy.smoothquant:
+        raise UserError("--smoothquant does not combine with --timestep-groups (the per-channel statistics are not "
+                        "grouped by time step)")
     global_model, record = quantize(model, ranges, policy, ranges_file=ranges_file, progress=progress)
     models = [quantize(model, ranges_for_group(ranges, g), policy, ranges_file=ranges_file, progress=progress)[0]
               for g in range(groups)]

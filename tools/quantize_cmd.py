@@ -54,6 +54,10 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                    help=f"node-name patterns (fnmatch) left float; default {' '.join(DEFAULT_EXCLUDE)}; "
                         "give the flag with no pattern to quantize every layer")
     g.add_argument("--keep-float-nodes", nargs="*", default=[], metavar="NODE", help="node names left float")
+    g.add_argument("--smoothquant", type=float, default=0.0, metavar="ALPHA",
+                   help="SmoothQuant the inputs of the quantized MatMul/Gemm layers with this alpha (ModelOpt's "
+                        "diffusers recipe: 0.8), from per-channel statistics on the calibration samples; INT8 "
+                        "weights only (docs/modelopt-recipe.md)")
 
 
 def policy_from_args(args: argparse.Namespace) -> QDQPolicy:
@@ -62,7 +66,7 @@ def policy_from_args(args: argparse.Namespace) -> QDQPolicy:
                      exclude=DEFAULT_EXCLUDE if args.exclude is None else tuple(args.exclude),
                      keep_float=tuple(args.keep_float_nodes), weight_rounding=args.weight_rounding or "",
                      int4_scope=args.int4_scope, int4_block_size=args.int4_block_size,
-                     reduce_range=args.reduce_range)
+                     reduce_range=args.reduce_range, smoothquant=args.smoothquant)
 
 
 def add_rounding_args(p: argparse.ArgumentParser) -> None:
@@ -82,11 +86,12 @@ def rounding_config_from_args(args: argparse.Namespace) -> RoundingConfig:
                           adaround=AdaRoundConfig(iters=args.rounding_iters, seed=args.seed))
 
 
-def rounding_samples(work: WorkDir, ranges: TensorRanges) -> list[CalibSample]:
+def rounding_samples(work: WorkDir, ranges: TensorRanges, flag: str = "--weight-rounding adaround",
+                     ) -> list[CalibSample]:
     """The calibration samples ``ranges`` were computed from (the calib/ cache of ``calibrate``)."""
     samples = cached_samples_for(work.calib_dir, ranges)
     if not samples:
-        raise UserError(f"--weight-rounding adaround needs the calibration samples of the ranges file, and "
+        raise UserError(f"{flag} needs the calibration samples of the ranges file, and "
                         f"'{work.calib_dir}' has none: run python -m tools calibrate {work.root} again")
     return samples
 
@@ -144,6 +149,8 @@ def main(argv: list[str]) -> int:
         raise UserError(f"--out '{out_path}' must end in .onnx")
     start = time.perf_counter()
     samples = rounding_samples(work, ranges) if policy.weight_rounding == "adaround" else None
+    if policy.smoothquant and samples is None:
+        samples = rounding_samples(work, ranges, "--smoothquant")
     grouped = None
     if args.timestep_groups is not None:
         grouped = quantize_groups(onnx.load(str(model_path)), ranges, policy, args.timestep_groups,

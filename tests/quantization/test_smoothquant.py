@@ -174,37 +174,37 @@ def test_smoothed_ranges_take_the_rescaled_amax(smoothed) -> None:  # type: igno
     assert r.amax["h"] == r.amax["xb"] == by_tensor["h"].amax
     assert r.amax["r_smoothed"] == by_tensor["r"].amax and r.amax["r"] == 3.0  # r itself still feeds a float op
     assert r.amax["other"] == 2.0
-    with pytest.raises(UserError, match="groups"):
-        smoothed_ranges(_ranges({"h": 1.0}, groups=True), items)
+    grouped = smoothed_ranges(_ranges({"h": 50.0, "r": 3.0, "other": 2.0}, groups=True), items)
+    assert grouped.amax == r.amax and grouped.group_amax["r_smoothed"] == [by_tensor["r"].amax] * 2
+    assert grouped.group_amax["other"] == [2.0, 2.0]
     assert replace(r, amax={}).amax == {}
+
 
 
 def test_recipe_step_on_a_unet_keeps_its_function_and_quantizes_the_smoothed_inputs(tiny_work, tmp_path) -> None:  # type: ignore[no-untyped-def]
     """ModelOpt's recipe + SmoothQuant on the tiny UNet: the smoothed FP32 UNet equals the original (attention's
-    to_q/k/v folded into the GroupNorm affine, to_out through an explicit Mul), and each smoothed linear input gets
-    a Q/DQ with the rescaled amax."""
+    to_q/k/v folded into the GroupNorm affine, to_out through an explicit Mul), and ``quantize`` with
+    ``policy.smoothquant`` gives each smoothed linear input a Q/DQ with the rescaled amax and records it."""
     import shutil
 
-    from calibrators.modelopt_recipe import FLOAT_PATTERNS, modelopt_channel_amax, modelopt_ranges
+    from calibrators.modelopt_recipe import FLOAT_PATTERNS, modelopt_ranges, modelopt_samples
     from common.workdir import WorkDir
     from quantization.qdq_policy import DEFAULT_EXCLUDE, QDQPolicy
     from quantization.qdq_rules import calibration_tensors
     from quantization.quantize import quantize
-    from quantization.smoothquant import smooth_for_quantize, smoothable_linears
+    from quantization.smoothquant import smooth_with_samples, smoothable_linears
 
     work = tmp_path / "w"
     shutil.copytree(tiny_work, work, ignore=shutil.ignore_patterns("calib", "ranges.json", "*.int8.*"))
     wd = WorkDir(work)
-    policy = QDQPolicy(target="onnxruntime", shortcut="float", exclude=(*DEFAULT_EXCLUDE, *FLOAT_PATTERNS),
-                       residual_add=False)
+    policy = QDQPolicy(target="tensorrt", shortcut="float", exclude=(*DEFAULT_EXCLUDE, *FLOAT_PATTERNS),
+                       residual_add=False, smoothquant=0.8)
     model = onnx.load(str(wd.model))
     linears = smoothable_linears(model, policy)
     assert linears and all("time_emb" not in n for n in linears)
-    inputs = sorted({n.input[0] for n in model.graph.node if n.name in linears})
     ranges = modelopt_ranges(wd, calibration_tensors, progress=False, calib_size=2, n_steps=4)
-    chan = modelopt_channel_amax(wd, inputs, progress=False, calib_size=2, n_steps=4)
-    assert set(chan) == set(inputs)
-    smoothed, r, items = smooth_for_quantize(model, ranges, chan, policy)
+    samples = modelopt_samples(wd, progress=False, calib_size=2, n_steps=4)
+    smoothed, _, items = smooth_with_samples(model, ranges, policy, samples, work, progress=False)
     assert {n for i in items for n in i.nodes} == set(linears)
     assert any(i.folded_into for i in items) and any(not i.folded_into for i in items)
     rng = np.random.default_rng(3)
@@ -216,8 +216,22 @@ def test_recipe_step_on_a_unet_keeps_its_function_and_quantizes_the_smoothed_inp
 
     ref = unet(model)
     np.testing.assert_allclose(unet(smoothed), ref, rtol=1e-5, atol=1e-5 * float(np.abs(ref).max()))
-    qmodel, _ = quantize(smoothed, r, policy, progress=False)
+    qmodel, record = quantize(model, ranges, policy, samples=samples, scratch_dir=work, progress=False)
     inits = {i.name: numpy_helper.to_array(i) for i in qmodel.graph.initializer}
     q_scale = {n.input[0]: float(inits[n.input[1]]) for n in qmodel.graph.node if n.op_type == "QuantizeLinear"}
     for i in items:
         assert q_scale[i.quantized] == pytest.approx(i.amax / 127, rel=1e-6)
+    assert record.smoothquant is not None and record.smoothquant["alpha"] == 0.8
+    assert [d["tensor"] for d in record.smoothquant["inputs"]] == [i.tensor for i in items]
+    with pytest.raises(UserError, match="calibration samples"):
+        quantize(model, ranges, policy, progress=False)
+
+
+def test_policy_checks_smoothquant_alpha_and_weight_bits() -> None:
+    from quantization.qdq_policy import QDQPolicy
+
+    with pytest.raises(UserError, match="alpha"):
+        QDQPolicy(smoothquant=1.2)
+    with pytest.raises(UserError, match="weight-bits 8"):
+        QDQPolicy(smoothquant=0.8, weight_bits=4)
+    assert QDQPolicy.from_json(QDQPolicy(smoothquant=0.5).to_json()).smoothquant == 0.5

@@ -119,3 +119,27 @@ def test_int4_blocks_tensorrt_cannot_build_are_refused(work: Path, capsys: pytes
     assert len(err.splitlines()) == 1 and "--int4-block-size 32: TensorRT builds blocked INT4 with block sizes 64 " \
                                           "and 128 only" in err
     assert not (work / "model.int8.trt.onnx").exists()
+
+
+def test_smoothquant_needs_the_calibration_samples(work: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run_cli("quantize", work, "--smoothquant", "0.8") == 2
+    assert "--smoothquant needs the calibration samples" in capsys.readouterr().err
+    assert run_cli("quantize", work, "--smoothquant", "0.8", "--weight-bits", "4") == 2
+    assert "--weight-bits 8" in capsys.readouterr().err
+
+
+def test_smoothquant_smooths_the_linear_inputs(tiny_calibrated: Path, tmp_path: Path) -> None:
+    dest = tmp_path / "w"
+    shutil.copytree(tiny_calibrated, dest, ignore=shutil.ignore_patterns("report", "*.int8.*", "quantize.json"))
+    assert run_cli("quantize", dest, "--smoothquant", "0.8", "--target", "tensorrt") == 0
+    record = QuantizeRecord.load(dest / "quantize.trt.json")
+    assert record.policy.smoothquant == 0.8 and record.smoothquant is not None
+    inputs = record.smoothquant["inputs"]
+    assert inputs and all(i["amax"] > 0 for i in inputs)
+    model = onnx.load(str(dest / "model.int8.trt.onnx"))
+    explicit = [n for n in model.graph.node if n.name.endswith("_SmoothQuant")]
+    assert len(explicit) == sum(not i["folded_into"] for i in inputs)  # the unfolded ones: a Mul before their Q/DQ
+    assert run_cli("lint", dest / "model.int8.trt.onnx") == 0
+    k = len(json.loads((dest / "ranges.json").read_text())["group_bounds"])
+    if k:  # the default calibration records step groups: the grouped graphs are not smoothed
+        assert run_cli("quantize", dest, "--smoothquant", "0.8", "--timestep-groups", k) == 2
