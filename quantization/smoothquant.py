@@ -261,6 +261,10 @@ def smooth_graph(model: onnx.ModelProto, channel_amax: Mapping[str, np.ndarray],
             g.graph.node.insert(first, mul)
             for n in linears:
                 n.input[0] = quantized
+            ids = {id(n) for n in linears}  # keep the maps true for the folds of later inputs
+            g.consumers[x] = [c for c in g.consumers[x] if id(c) not in ids] + [g.graph.node[first]]
+            g.consumers[quantized] = list(linears)
+            g.producer[quantized] = g.graph.node[first]
             changed, folded = (quantized,), ""
         result.append(SmoothedInput(x, quantized, tuple(n.name for n in linears), s, float(np.max(a / s)), folded,
                                     changed))
