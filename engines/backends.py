@@ -12,7 +12,7 @@ from engines.group_manifest import grouped_manifest_for
 from engines.openvino_session import CACHE_FOLDER
 from engines.ort_session import OrtSession, dropped_warning
 from engines.session import Session
-from engines.timestep_routed import TimestepGroupedSession
+from engines.timestep_routed import TimestepGroupedSession, grouped_session
 
 BACKENDS = ("auto", "ort", "ort-gpu", "openvino", "trt")
 # --backend ort-gpu: onnxruntime-gpu (requirements-gpu.txt) with its TensorRT and CUDA execution providers.
@@ -52,11 +52,7 @@ def onnx_session(path: Path, providers: str | list[str] = "auto", threads: int =
     """An inactive ONNX Runtime Session for the Q/DQ or FP32 model ``path``: when ``quantize --timestep-groups K``
     wrote group graphs beside it (``<model>.groups.json``), a TimestepGroupedSession that runs each step on its
     group's graph; else one OrtSession."""
-    manifest = grouped_manifest_for(Path(path))
-    if manifest is None:
-        return OrtSession(path, providers=providers, threads=threads)
-    sessions = [OrtSession(p, providers=providers, threads=threads) for p in manifest.model_paths(Path(path).parent)]
-    return TimestepGroupedSession(sessions, manifest.bounds)
+    return grouped_session(Path(path), lambda p: OrtSession(p, providers=providers, threads=threads))
 
 
 def describe_groups(path: Path) -> str:
@@ -78,13 +74,6 @@ def _first_ort(session: Session) -> OrtSession:
 def _describe(session: Session) -> str:
     """``ONNX Runtime on <providers>`` of an active OrtSession or TimestepGroupedSession."""
     return _first_ort(session).describe()
-
-
-def _groups_not_run(path: Path) -> str:
-    """A note when ``path`` has time-step group graphs that this backend does not route (OpenVINO runs the global
-    graph)."""
-    return "; its time-step groups run on ONNX Runtime only, here the global graph" \
-        if grouped_manifest_for(Path(path)) is not None else ""
 
 
 def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) -> tuple[Session, str]:
@@ -118,7 +107,7 @@ def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) 
         if warning:
             print(warning)
         return (cpu_session(path, "openvino", threads, work.root / CACHE_FOLDER),
-                f"OpenVINO ({path.name}{_groups_not_run(path)}{why})")
+                f"OpenVINO ({path.name}{describe_groups(path)}{why})")
     if chosen == "ort-gpu":
         import onnxruntime as ort
 

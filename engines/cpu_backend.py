@@ -10,6 +10,7 @@ from common.workdir import WorkDir
 from engines.openvino_session import OpenVinoSession
 from engines.ort_session import OrtSession
 from engines.session import ManagedSession
+from engines.timestep_routed import grouped_session
 
 # /proc/cpuinfo flags of the x86 INT8 dot-product instructions (u8×s8 summed into int32 without int16 saturation)
 VNNI_FLAGS = ("amx_int8", "avx512_vnni", "avx_vnni")
@@ -50,14 +51,21 @@ def choose_cpu_backend(cpuinfo: Path = CPUINFO) -> tuple[str, str]:
     return "openvino", f"OpenVINO is installed and the CPU has {', '.join(vnni)}"
 
 
-def cpu_session(path: Path, backend: str, threads: int = 0, cache_dir: Path | None = None) -> ManagedSession:
+def cpu_session(path: Path, backend: str, threads: int = 0, cache_dir: Path | None = None,
+                groups: bool = True) -> ManagedSession:
     """An inactive session on ``path``: ``backend`` ``"openvino"`` (compiled models cached in ``cache_dir``) or
-    ``"ort"`` (ONNX Runtime's CPU provider)."""
+    ``"ort"`` (ONNX Runtime's CPU provider). With ``groups`` (default) and time-step group graphs beside ``path``
+    (``quantize --timestep-groups K``), one session per group graph behind a TimestepGroupedSession (OpenVINO:
+    K compiled models, each with its own constants; docs/timestep-groups.md); ``groups=False``: ``path`` alone."""
     if backend == "openvino":
-        return OpenVinoSession(path, threads=threads, cache_dir=cache_dir)
-    if backend == "ort":
-        return OrtSession(path, providers="CPUExecutionProvider", threads=threads)
-    raise ValueError(f"not a CPU backend: {backend!r}")
+        def open_one(p: Path) -> ManagedSession:
+            return OpenVinoSession(p, threads=threads, cache_dir=cache_dir)
+    elif backend == "ort":
+        def open_one(p: Path) -> ManagedSession:
+            return OrtSession(p, providers="CPUExecutionProvider", threads=threads)
+    else:
+        raise ValueError(f"not a CPU backend: {backend!r}")
+    return grouped_session(path, open_one) if groups else open_one(path)
 
 
 def openvino_model(work: WorkDir, precision: str) -> Path:

@@ -10,10 +10,12 @@ with clip_sample, where the loss comes from trajectories leaving the training ra
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from pathlib import Path
 
 import numpy as np
 
+from engines.group_manifest import grouped_manifest_for
 from engines.session import ManagedSession, Session
 
 
@@ -77,6 +79,16 @@ class TimestepGroupedSession(ManagedSession):
         g = self.group_for(feeds)
         self.calls[g] += 1
         return self.sessions[g].run(feeds)
+
+
+def grouped_session(path: Path, open_one: Callable[[Path], ManagedSession]) -> ManagedSession:
+    """An inactive session on the ONNX model ``path`` for any backend: ``open_one(path)`` alone, or, when
+    ``quantize --timestep-groups K`` wrote group graphs beside it (``<model>.groups.json``), a
+    TimestepGroupedSession of ``open_one(group graph)`` for each group, which runs every step on its group's graph."""
+    manifest = grouped_manifest_for(Path(path))
+    if manifest is None:
+        return open_one(Path(path))
+    return TimestepGroupedSession([open_one(p) for p in manifest.model_paths(Path(path).parent)], manifest.bounds)
 
 
 class TimestepRoutedSession(ManagedSession):

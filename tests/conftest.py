@@ -206,3 +206,16 @@ def tiny_sdxl_work(tiny_sdxl_dir: Path, tmp_path_factory: pytest.TempPathFactory
     work = tmp_path_factory.mktemp("work") / "tiny-sdxl"
     assert run_cli("export", "--model", tiny_sdxl_dir, work) == 0
     return work
+
+
+@pytest.fixture(scope="session")
+def tiny_grouped(tiny_calibrated: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of ``tiny_calibrated`` quantized for both targets with ``--timestep-groups 4`` (4 group graphs each)."""
+    import shutil
+
+    work = tmp_path_factory.mktemp("work") / "tiny-grouped"
+    shutil.copytree(tiny_calibrated, work, ignore=shutil.ignore_patterns("calib", "report", "*.int8.*",
+                                                                         "quantize*.json", "*.plan*"))
+    for target in ("onnxruntime", "tensorrt"):
+        assert run_cli("quantize", work, "--target", target, "--timestep-groups", "4") == 0
+    return work

@@ -29,9 +29,11 @@ def unet_feeds(info: dict[str, Any], batch: int, seed: int = 0) -> dict[str, np.
 def step_latency_ms(models: dict[str, Path], info: dict[str, Any], batches: list[int], repeats: int = 5,
                     threads: int = 0, backend: str = "ort", cache_dir: Path | None = None) -> list[dict[str, Any]]:
     """Rows ``{"backend": label, "batch": B, "ms": median ms per UNet call}`` for every model and batch, on the CPU
-    ``backend`` (``ort`` or ``openvino``; OpenVINO's compiled models cached in ``cache_dir``)."""
+    ``backend`` (``ort`` or ``openvino``; OpenVINO's compiled models cached in ``cache_dir``). Each model runs
+    alone, time-step group graphs beside it or not (the feeds hold one time step)."""
     rows = []
-    sessions = {label: cpu_session(path, backend, threads, cache_dir).activate() for label, path in models.items()}
+    sessions = {label: cpu_session(path, backend, threads, cache_dir, groups=False).activate()
+                for label, path in models.items()}
     try:
         for batch in batches:
             feeds = unet_feeds(info, batch)

@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from common.workdir import WorkDir
 from engines import backends, cpu_backend
 from engines.cpu_backend import choose_cpu_backend, cpu_flags, cpu_vnni_flags, openvino_model, saturation_warning
+from engines.group_manifest import grouped_manifest_for
 
 AVX2_ONLY = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
 SAPPHIRE = "processor\t: 0\nflags\t\t: fpu avx2 avx512f avx512_vnni amx_bf16 amx_tile amx_int8\n"
@@ -80,3 +82,34 @@ def test_saturation_warning_only_for_full_range_int8_without_vnni(tmp_path: Path
     assert saturation_warning(work, work.model, avx2) is None  # FP32: nothing to saturate
     record.write_text(json.dumps({"policy": {"target": "tensorrt", "reduce_range": True}}))
     assert saturation_warning(work, graph, avx2) is None
+
+
+def _feeds(work: Path, t: float) -> dict[str, np.ndarray]:
+    c, h, w = WorkDir(work).load_export_info()["inputs"]["sample"]["shape"][1:]
+    x = np.random.default_rng(0).standard_normal((2, c, h, w)).astype(np.float32)
+    return {"sample": x, "timestep": np.full((2,), t, np.float32)}
+
+
+@pytest.mark.skipif(not cpu_backend.openvino_installed(), reason="OpenVINO is not installed")
+def test_openvino_routes_each_step_to_its_group_graph(tiny_grouped: Path, tmp_path: Path) -> None:
+    """``--backend openvino`` on a folder with group graphs: one compiled model per group, each step on its own."""
+    from engines.openvino_session import OpenVinoSession
+    from engines.timestep_routed import TimestepGroupedSession
+
+    path = openvino_model(WorkDir(tiny_grouped), "int8")
+    manifest = grouped_manifest_for(path)
+    assert manifest is not None and path.name == "model.int8.trt.onnx"  # OpenVINO runs the tensorrt-target set
+    session, described = backends.open_session(WorkDir(tiny_grouped), "int8", "openvino", threads=1)
+    assert isinstance(session, TimestepGroupedSession) and "4 time-step groups" in described
+    assert all(isinstance(s, OpenVinoSession) for s in session.sessions)
+    assert [s.model_path for s in session.sessions] == manifest.model_paths(tiny_grouped)  # type: ignore[attr-defined]
+    with session:
+        for g, (first, last) in enumerate(manifest.bounds):
+            for t in (first, last):
+                with OpenVinoSession(manifest.model_paths(tiny_grouped)[g], threads=1) as alone:
+                    want = alone.run(_feeds(tiny_grouped, t))["out"]
+                np.testing.assert_array_equal(session.run(_feeds(tiny_grouped, t))["out"], want)
+    assert session.calls == [2, 2, 2, 2]
+    # groups=False (latency): the named graph alone
+    assert isinstance(cpu_backend.cpu_session(path, "openvino", groups=False), OpenVinoSession)
+    assert isinstance(cpu_backend.cpu_session(path, "ort"), TimestepGroupedSession)
