@@ -53,7 +53,8 @@ test-gpu:
 # then patched so mypy can parse it) and Polygraphy's sources (pyproject.toml: follow_untyped_imports).
 TRT_STUBS := tensorrt-stubs==10.13.0.35.1
 TYPECHECKED := engines/trt_plan.py engines/trt_build.py engines/trt_session.py engines/trt_graph.py engines/fp16_convert.py \
-	engines/tensor_runner.py engines/trt_components.py tools/build_cmd.py tools/build_checks.py benchmarks/gpu_bench.py \
+	engines/tensor_runner.py engines/trt_components.py engines/trt_groups.py engines/trt_polygraphy.py \
+	engines/backends.py tools/build_cmd.py tools/build_checks.py benchmarks/gpu_bench.py \
 	benchmarks/gpu_check.py
 typecheck: setup
 	$(PY) -m pip install --quiet --no-deps $(TRT_STUBS)

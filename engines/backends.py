@@ -10,8 +10,8 @@ from common.workdir import WorkDir
 from engines.cpu_backend import choose_cpu_backend, cpu_session, openvino_model, saturation_warning
 from engines.group_manifest import grouped_manifest_for
 from engines.openvino_session import CACHE_FOLDER
-from engines.ort_session import OrtSession, dropped_warning
-from engines.session import Session
+from engines.ort_session import OrtSession, Provider, dropped_warning
+from engines.session import ManagedSession, Session
 from engines.timestep_routed import TimestepGroupedSession, grouped_session
 
 BACKENDS = ("auto", "ort", "ort-gpu", "openvino", "trt")
@@ -48,7 +48,7 @@ def resolve_backend(backend: str) -> str:
     return backend
 
 
-def onnx_session(path: Path, providers: str | list[str] = "auto", threads: int = 0) -> Session:
+def onnx_session(path: Path, providers: str | list[Provider] = "auto", threads: int = 0) -> ManagedSession:
     """An inactive ONNX Runtime Session for the Q/DQ or FP32 model ``path``: when ``quantize --timestep-groups K``
     wrote group graphs beside it (``<model>.groups.json``), a TimestepGroupedSession that runs each step on its
     group's graph; else one OrtSession."""
@@ -76,7 +76,7 @@ def _describe(session: Session) -> str:
     return _first_ort(session).describe()
 
 
-def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) -> tuple[Session, str]:
+def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) -> tuple[ManagedSession, str]:
     """A Session for ``precision`` on ``backend``, and a one-line description of what runs.
 
     ONNX Runtime sessions are created here, so the description names the providers they really got
@@ -112,7 +112,7 @@ def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) 
         import onnxruntime as ort
 
         available = ort.get_available_providers()
-        providers = [p for p in ORT_GPU_PROVIDERS if p in available]
+        providers: list[Provider] = [p for p in ORT_GPU_PROVIDERS if p in available]
         if not any(p in providers for p in ORT_GPU_PROVIDERS[:2]):
             raise UserError(f"--backend ort-gpu needs onnxruntime-gpu with the TensorRT or CUDA execution provider "
                             f"(available here: {available}): pip install -r requirements-gpu.txt")
@@ -126,10 +126,22 @@ def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) 
     if not tensorrt_available():
         raise UserError(f"--backend trt needs TensorRT and an NVIDIA GPU ({tensorrt_missing()}): pip install -r "
                         "requirements-gpu.txt, or run in the Docker image (see README)")
-    from engines.trt_plan import plan_path, read_plan_info
-    from engines.trt_session import TrtSession
+    from engines.trt_groups import describe_engine_groups, trt_unet_session
+    from engines.trt_plan import plan_path
 
     plan = plan_path(Path(work.root), precision)
-    info = read_plan_info(plan)  # missing engine or metadata: UserError; version/GPU checked on activate
+    # missing engine or metadata: UserError; version/GPU (and each group engine's sha256) checked on activate
+    session, info = trt_unet_session(plan)
     graphs = ", CUDA graphs" if info.cuda_graph else ""
-    return TrtSession(plan, cuda_graph=info.cuda_graph), f"TensorRT {info.tensorrt_version} ({plan.name}{graphs})"
+    groups = describe_engine_groups(info, precision == "int8" and _has_int8_groups(work))
+    return session, f"TensorRT {info.tensorrt_version} ({plan.name}{groups}{graphs})"
+
+
+def _has_int8_groups(work: WorkDir) -> bool:
+    """True when the tensorrt-target Q/DQ graph of ``work`` has time-step group graphs beside it."""
+    from engines.trt_groups import source_groups
+
+    try:
+        return source_groups(work, "int8") is not None
+    except UserError:  # no tensorrt-target graph here (an engine copied alone to a device)
+        return False

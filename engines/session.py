@@ -35,7 +35,19 @@ class Session(Protocol):
 
 
 class ManagedSession:
-    """Base of the backends: ``with session:`` calls ``activate()`` / ``deactivate()`` (as Polygraphy's runners do)."""
+    """Base of the backends: ``with session:`` calls ``activate()`` / ``deactivate()`` (as Polygraphy's runners do).
+    It declares the Session protocol's members, so every backend (and a router over backends) is a Session."""
+
+    @property
+    def input_names(self) -> list[str]:
+        raise NotImplementedError
+
+    @property
+    def output_names(self) -> list[str]:
+        raise NotImplementedError
+
+    def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+        raise NotImplementedError
 
     def activate(self) -> ManagedSession:
         raise NotImplementedError

@@ -216,9 +216,11 @@ def precision_summary(layers: list[LayerInfo]) -> dict[str, int]:
 
 # --- TensorRT --------------------------------------------------------------------------------------------------
 def build_engine(work: WorkDir, options: BuildOptions, command: str = "", source: Path | None = None,
-                 plan: Path | None = None) -> tuple[Path, PlanInfo]:
+                 plan: Path | None = None, write_info: bool = True) -> tuple[Path, PlanInfo]:
     """Build ``WORK/model.<precision>.plan`` (+ ``.plan.json``) on this machine's GPU; both written atomically.
-    ``source``/``plan``: another component's ONNX and engine path (engines/trt_components.py)."""
+    ``source``/``plan``: another component's ONNX and engine path (engines/trt_components.py), or a time-step
+    group's graph and engine (engines/trt_groups.py). ``write_info=False``: the engine only, its PlanInfo returned
+    for the caller to record (a group engine is recorded in the global engine's ``.plan.json``)."""
     require_tensorrt()
     gpu = current_gpu()
     import tensorrt as trt
@@ -309,5 +311,6 @@ def build_engine(work: WorkDir, options: BuildOptions, command: str = "", source
         cuda_graph=options.cuda_graph,
         builder=builder,
     )
-    write_plan_info(plan, info)
+    if write_info:
+        write_plan_info(plan, info)
     return plan, info

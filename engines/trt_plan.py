@@ -9,6 +9,7 @@ machine has (``require_tensorrt``, ``current_gpu``), importing tensorrt and torc
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import json
 from dataclasses import dataclass, field
@@ -18,7 +19,7 @@ from typing import Any
 
 from common.atomic import write_json
 from common.errors import UserError
-from common.hashing import onnx_model_sha256
+from common.hashing import onnx_model_sha256, sha256_files
 from common.lazy import lazy_import
 
 PLAN_SCHEMA_VERSION = 1
@@ -119,8 +120,55 @@ Profile = dict[str, ShapeRange]
 
 
 @dataclass(frozen=True)
+class GroupEngine:
+    """One engine of a time-step-grouped build (``quantize --timestep-groups K``, then ``build``): it runs the steps
+    with diffusion time step ``first_t``..``last_t`` (inclusive, 0 = clean). ``plan``: the engine's file name beside
+    the global engine, ``plan_sha256``/``plan_bytes`` its bytes; ``source_onnx`` the group graph it was built from and
+    ``source_sha256`` its sha256 with the shared external data (``sha256_files([graph, shared_data])``, as the group
+    manifest records it); ``layers``: the engine inspector's counts (``precision_summary``)."""
+
+    first_t: int
+    last_t: int
+    plan: str
+    plan_sha256: str
+    plan_bytes: int
+    source_onnx: str
+    shared_data: str
+    source_sha256: str
+    layers: dict[str, int] = field(default_factory=dict)
+    build_seconds: float = 0.0
+
+    def __post_init__(self) -> None:
+        if self.last_t < self.first_t:
+            raise ValueError(f"group engine '{self.plan}' has empty bounds [{self.first_t}, {self.last_t}]")
+        for name in (self.plan, self.source_onnx, self.shared_data):
+            if not name or "/" in name or "\\" in name:
+                raise ValueError(f"group engine file '{name}' must be a file name beside the global engine")
+
+    def to_json(self) -> dict[str, Any]:
+        return {"first_t": self.first_t, "last_t": self.last_t,
+                "plan": {"file": self.plan, "sha256": self.plan_sha256, "bytes": self.plan_bytes},
+                "source_onnx": {"file": self.source_onnx, "shared_data": self.shared_data,
+                                "sha256": self.source_sha256},
+                "layers": dict(self.layers), "build_seconds": self.build_seconds}
+
+    @classmethod
+    def from_json(cls, obj: Any) -> GroupEngine:
+        return cls(first_t=int(obj["first_t"]), last_t=int(obj["last_t"]), plan=str(obj["plan"]["file"]),
+                   plan_sha256=str(obj["plan"]["sha256"]), plan_bytes=int(obj["plan"]["bytes"]),
+                   source_onnx=str(obj["source_onnx"]["file"]), shared_data=str(obj["source_onnx"]["shared_data"]),
+                   source_sha256=str(obj["source_onnx"]["sha256"]),
+                   layers={str(k): int(v) for k, v in dict(obj.get("layers", {})).items()},
+                   build_seconds=float(obj.get("build_seconds", 0.0)))
+
+
+@dataclass(frozen=True)
 class PlanInfo:
-    """Everything ``.plan.json`` holds. ``source_onnx`` is the ONNX file name in the work folder."""
+    """Everything ``.plan.json`` holds. ``source_onnx`` is the ONNX file name in the work folder.
+
+    ``timestep_groups``: the K engines of a time-step-grouped build (``GroupEngine``, ascending in t), built with the
+    same profiles and options as this (global) engine and recorded only here (they have no ``.plan.json`` of their
+    own); empty for a plain build. ``sample``/``validate --backend trt`` route each step to its group's engine."""
 
     precision: str
     tensorrt_version: str
@@ -131,9 +179,21 @@ class PlanInfo:
     strongly_typed: bool
     cuda_graph: bool = False
     builder: dict[str, Any] = field(default_factory=dict)
+    timestep_groups: tuple[GroupEngine, ...] = ()
     schema_version: int = PLAN_SCHEMA_VERSION
 
+    def __post_init__(self) -> None:
+        for a, b in zip(self.timestep_groups, self.timestep_groups[1:]):
+            if b.first_t <= a.last_t:
+                raise ValueError(f"group engines '{a.plan}' and '{b.plan}' overlap or are not ascending in t")
+
+    @property
+    def group_bounds(self) -> list[tuple[int, int]]:
+        """Inclusive time-step bounds of the group engines ([] for a plain build)."""
+        return [(g.first_t, g.last_t) for g in self.timestep_groups]
+
     def to_json(self) -> dict[str, Any]:
+        groups = {"timestep_groups": [g.to_json() for g in self.timestep_groups]} if self.timestep_groups else {}
         return {
             "schema_version": self.schema_version,
             "precision": self.precision,
@@ -144,6 +204,7 @@ class PlanInfo:
             "strongly_typed": self.strongly_typed,
             "cuda_graph": self.cuda_graph,
             "builder": self.builder,
+            **groups,
         }
 
     @classmethod
@@ -162,6 +223,7 @@ class PlanInfo:
             strongly_typed=bool(obj["strongly_typed"]),
             cuda_graph=bool(obj.get("cuda_graph", False)),
             builder=dict(obj.get("builder", {})),
+            timestep_groups=tuple(GroupEngine.from_json(g) for g in obj.get("timestep_groups", [])),
         )
 
 
@@ -227,4 +289,41 @@ def load_checked(plan: Path, trt_version: str, gpu: GpuInfo) -> PlanInfo:
     info = read_plan_info(plan)
     check_compatible(info, plan, trt_version, gpu)
     check_source(info, plan)
+    return info
+
+
+def file_sha256(path: Path, chunk: int = 1 << 22) -> str:
+    """Hex SHA-256 of the bytes of ``path`` (what ``sha256sum`` prints), streamed."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def group_plan_path(plan: Path, index: int) -> Path:
+    """Group ``index``'s engine beside the global one: ``model.int8.plan`` -> ``model.int8.g0.plan``."""
+    return plan.with_name(plan.name.removesuffix(".plan") + f".g{index}.plan")
+
+
+def load_checked_group(plan: Path, index: int, trt_version: str, gpu: GpuInfo) -> PlanInfo:
+    """The checks of ``load_checked`` on the global engine ``plan`` whose ``.plan.json`` records the group engines,
+    then on group ``index``'s engine: it exists, its bytes are the ones the build recorded (sha256: an engine can carry
+    plugin code, and this record is its only metadata), and its source group graph did not change since."""
+    info = load_checked(plan, trt_version, gpu)
+    rebuild = f"rebuild with python -m tools build {plan.parent} --precision {info.precision}"
+    if not 0 <= index < len(info.timestep_groups):
+        raise UserError(f"engine '{plan}' records {len(info.timestep_groups)} time-step group engines, not group "
+                        f"{index}; {rebuild}")
+    group = info.timestep_groups[index]
+    engine = plan.parent / group.plan
+    if not engine.is_file():
+        raise UserError(f"'{info_path(plan).name}' names group engine '{group.plan}', which does not exist; {rebuild}")
+    if file_sha256(engine) != group.plan_sha256:
+        raise UserError(f"group engine '{engine}' is not the one built with '{plan.name}' (its sha256 differs from "
+                        f"'{info_path(plan).name}'): load only engines built by python -m tools build; {rebuild}")
+    source, data = plan.parent / group.source_onnx, plan.parent / group.shared_data
+    if source.is_file() and data.is_file() and sha256_files([source, data]) != group.source_sha256:
+        raise UserError(f"group engine '{engine}' is stale: '{group.source_onnx}' changed since the engine was "
+                        f"built from it; {rebuild}")
     return info

@@ -20,6 +20,7 @@ ONNX), so an engine from another TensorRT or GPU is a UserError naming the file,
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -29,13 +30,15 @@ import numpy as np
 from common.errors import UserError
 from engines.session import ManagedSession, check_feeds
 from common.lazy import lazy_import
-from engines.trt_plan import PlanInfo, current_gpu, load_checked, require_tensorrt, trt_logger
+from engines.trt_plan import GpuInfo, PlanInfo, current_gpu, load_checked, require_tensorrt, trt_logger
 
 if TYPE_CHECKING:  # typed against tensorrt-stubs and torch by `make typecheck`; imported lazily at run time
     import tensorrt as trt
     import torch
 
 ShapeKey = tuple[tuple[str, tuple[int, ...]], ...]
+# (TensorRT version, GPU) -> the checked metadata of the engine, or a UserError naming what does not fit
+PlanChecker = Callable[[str, GpuInfo], PlanInfo]
 
 
 @dataclass
@@ -53,13 +56,19 @@ class TrtSession(ManagedSession):
 
     ``inference_time`` holds the wall time in seconds of the last ``run`` (host->device copies, execution,
     device->host copies), as Polygraphy's TrtRunner records it.
+
+    ``checker``: how ``activate`` checks the engine before deserializing it (default: its own ``.plan.json``,
+    ``load_checked``); a time-step group engine is checked against the global engine's ``.plan.json``
+    (``functools.partial(engines.trt_plan.load_checked_group, global_plan, index)``).
     """
 
-    def __init__(self, plan: Path | str, cuda_graph: bool = False, device: int = 0, check: bool = True) -> None:
+    def __init__(self, plan: Path | str, cuda_graph: bool = False, device: int = 0, check: bool = True,
+                 checker: PlanChecker | None = None) -> None:
         self.plan = Path(plan)
         self.cuda_graph = cuda_graph
         self.device = device
         self.check = check
+        self.checker = checker
         self.inference_time = 0.0
         self.info: PlanInfo | None = None
         self._engine: trt.ICudaEngine | None = None
@@ -83,7 +92,8 @@ class TrtSession(ManagedSession):
 
         gpu = current_gpu(self.device)
         if self.check:
-            self.info = load_checked(self.plan, trt.__version__, gpu)
+            self.info = (self.checker(trt.__version__, gpu) if self.checker is not None
+                         else load_checked(self.plan, trt.__version__, gpu))
         elif not self.plan.is_file():
             raise UserError(f"TensorRT engine '{self.plan}' does not exist")
         torch.cuda.set_device(self.device)

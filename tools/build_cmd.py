@@ -5,6 +5,9 @@ float parts converted to FP16. The optimization profile comes from export.json (
 conditional model's batch is doubled for classifier-free guidance); the flags override its batch range. Beside the
 engine, ``model.<precision>.plan.json`` records the TensorRT version, GPU, profiles and the source ONNX's sha256.
 Engines are built on the device that runs them (a datacenter GPU, or a Jetson: see README "TensorRT (GPU)").
+With time-step group graphs beside the int8 source (``quantize --target tensorrt --timestep-groups K``), one more
+engine per group (``model.int8.g<k>.plan``, same profile and options), all recorded in ``model.int8.plan.json``
+(engines/trt_groups.py); ``sample``/``validate --backend trt`` then route each step to its group's engine.
 A text-to-image work folder also gets one FP16 engine per other component (text encoder(s), VAE decoder:
 ``<component>.fp16.plan`` + ``.plan.json``, engines/trt_components.py) unless ``--unet-only``.
 """
@@ -19,6 +22,7 @@ from typing import Any
 from common.errors import UserError
 from common.workdir import WorkDir
 from engines.trt_build import BuildOptions, profiles_from_export, source_onnx
+from engines.trt_groups import source_groups
 from engines.trt_plan import PRECISIONS, current_gpu, require_tensorrt
 from tools.build_checks import check_int8_source
 from tools.cli_parser import CliParser
@@ -54,8 +58,11 @@ def main(argv: list[str]) -> int:
     work = WorkDir(args.work)
     info = work.load_export_info()
     source = source_onnx(work, args.precision)
+    groups = source_groups(work, args.precision)
     if args.precision == "int8":
         check_int8_source(work, source)  # the tensorrt target and TensorRT's Q/DQ rules, before any GPU work
+        for path in groups.model_paths(source.parent) if groups is not None else ():
+            check_int8_source(work, path)
     options = BuildOptions(
         precision=args.precision,
         profiles=tuple(profiles_from_export(info, args.min_batch, args.opt_batch, args.max_batch)),
@@ -67,14 +74,18 @@ def main(argv: list[str]) -> int:
     # Everything about the input is checked: now the machine. Both raise a UserError with the install hint.
     require_tensorrt()
     current_gpu()
-    from engines.trt_build import build_engine
+    from engines.trt_groups import build_grouped_engines
 
-    print(f"building a {args.precision} engine from {source.name}; profile "
+    more = f" and one per time-step group ({len(groups.groups)} group graphs)" if groups is not None else ""
+    print(f"building a {args.precision} engine from {source.name}{more}; profile "
           + json.dumps({n: r.to_json() for n, r in options.profiles[0].items()}))
-    plan, meta = build_engine(work, options, command="python -m tools build " + " ".join(argv))
+    plan, meta = build_grouped_engines(work, options, command="python -m tools build " + " ".join(argv))
     layers = meta.builder.get("layers", {})
     print(f"wrote {plan} (+ {plan.name}.json) in {meta.builder.get('build_seconds')} s: {layers.get('layers')} "
           f"layers, {layers.get('int8_convolutions')} of {layers.get('convolutions')} convolutions in INT8")
+    for g in meta.timestep_groups:
+        print(f"  t {g.first_t}..{g.last_t}: {g.plan} ({g.plan_bytes} bytes) in {g.build_seconds} s, "
+              f"{g.layers.get('int8_convolutions')} of {g.layers.get('convolutions')} convolutions in INT8")
     if not args.unet_only:
         build_components(work, info, args, " ".join(argv))
     return 0
