@@ -15,10 +15,9 @@ from common.atomic import write_json
 from common.errors import CheckFailed, UserError
 from common.images import save_grid
 from common.workdir import WorkDir
-from engines.backends import resolve_backend
+from engines.backends import describe_groups, resolve_backend
 from engines.cpu_backend import CPU_NAMES, choose_cpu_backend, cpu_session, openvino_model, saturation_warning
 from engines.openvino_session import CACHE_FOLDER
-from engines.ort_session import OrtSession
 from engines.runner import clipped_output_hint
 from engines.schedulers import SCHEDULERS, make_scheduler
 from engines.trajectory_health import TrajectoryHealth
@@ -115,15 +114,17 @@ def main(argv: list[str]) -> int:
     report = work.report_dir
     feeds = trajectory_inputs(work.model, info, cfg, cond)
     inputs_json = report / "validate_inputs.json"
-    steps, polygraphy_ok = compare_steps(work.model, qpath, feeds, inputs_json, plan, args.verbose, openvino_cache)
-    for s in steps:
+    comparison = compare_steps(work.model, qpath, feeds, inputs_json, plan, args.verbose, openvino_cache)
+    steps, polygraphy_ok = comparison.metrics, comparison.polygraphy_passed
+    grouped = comparison.grouped
+    for s, graph in zip(steps, comparison.graphs, strict=True):
         print(f"  t={s.t:4d}  cosine {s.cosine:.5f}  PSNR {s.psnr_db:6.2f} dB  SNR {s.snr_db:6.2f} dB  "
-              f"mean|e| {s.mean_abs:.4g}  max|e| {s.max_abs:.4g}")
+              f"mean|e| {s.mean_abs:.4g}  max|e| {s.max_abs:.4g}" + (f"  ({graph})" if grouped else ""))
     images: dict[str, float] = {}
     if cfg.images > 0:
         health: list[TrajectoryHealth] = []
-        quantized_session = OrtSession if openvino_cache is None else (
-            lambda path: cpu_session(path, "openvino", cache_dir=openvino_cache))
+        # cpu_session routes each step to its time-step group's graph when quantize --timestep-groups wrote them
+        quantized_session = lambda path: cpu_session(path, image_backend, cache_dir=openvino_cache)  # noqa: E731
         ref, img = final_images(work.model, qpath, info, cfg, cond, health, quantized_session,
                                 latent_decoder(work.root, info))
         images = image_metrics(ref, img, args.classifier, args.inception_onnx)
@@ -146,13 +147,16 @@ def main(argv: list[str]) -> int:
         "schema_version": 1,
         "command": "python -m tools validate " + " ".join(argv),
         # the per-step comparison runs the engine when there is one; the final images come from the CPU backend
-        "backend": {"steps": f"TensorRT engine {plan.name}" if plan is not None else f"{CPU_NAMES[backend]} (CPU)",
-                    "final_images": f"{CPU_NAMES[image_backend]} (CPU), the Q/DQ model"},
+        "backend": {"steps": (f"TensorRT engine {plan.name}" if plan is not None else f"{CPU_NAMES[backend]} (CPU)")
+                    + (f", time-step group {'engines' if plan is not None else 'graphs'} (each step on its group's)"
+                       if grouped else ""),
+                    "final_images": f"{CPU_NAMES[image_backend]} (CPU), the Q/DQ model{describe_groups(qpath)}"},
         "quantized_model": qpath.name,
         "settings": {"steps": cfg.steps, "points": cfg.points, "num": cfg.num, "images": cfg.images,
                      "seed": cfg.seed, "scheduler": cfg.scheduler, "precision": cfg.precision,
                      "use_clipped_model_output": cfg.clipped_model_output},
-        "steps": [s.to_json() for s in steps],
+        # each compared step with the quantized graph (or TensorRT engine) that served it
+        "steps": [{**s.to_json(), "graph": graph} for s, graph in zip(steps, comparison.graphs, strict=True)],
         "polygraphy_simple_compare_passed": polygraphy_ok,
         "images": images,
         "grids": {"fp32": "fp32.png", "int8": f"{args.precision}.png"} if images else {},

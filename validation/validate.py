@@ -4,7 +4,9 @@ Inputs are the states the FP32 UNet sees on its real trajectory at several steps
 input JSON format so ``polygraphy run WORK/model.onnx --onnxrt --load-inputs WORK/report/validate_inputs.json``
 replays them. The FP32 model runs in an ``OnnxrtRunner``; the quantized model in an ``OnnxrtRunner`` (CPU) or a
 ``TrtRunner`` on a TensorRT engine (GPU). Per step: cosine, PSNR, SNR, mean/max absolute error; Polygraphy's own
-``CompareFunc.simple`` verdict is recorded beside them. Then final images over N seeds: PSNR, SSIM, and the
+``CompareFunc.simple`` verdict is recorded beside them. With time-step group graphs (``quantize --timestep-groups
+K``) or a grouped TensorRT build, each step is compared on the graph (engine) of its group, and ``validate.json``
+names it per step. Then final images over N seeds: PSNR, SSIM, and the
 digit-feature (or a user-supplied ONNX Inception) Fréchet distance.
 """
 
@@ -22,6 +24,7 @@ from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
+from engines.group_manifest import grouped_manifest_for
 from engines.ort_session import OrtSession, session_options
 from engines.conditioning import Conditioning
 from engines.runner import sample_images, seeded_noise
@@ -29,6 +32,7 @@ from engines.trajectory_health import TrajectoryHealth
 from engines.schedulers import make_scheduler
 from quantization.record import QuantizeRecord
 from engines.session import Session
+from engines.timestep_routed import group_index
 from validation.image_metrics import frechet_distance, psnr, ssim
 from validation.step_metrics import StepMetrics, step_metrics
 from validation.trajectory_inputs import spread_steps, trajectory_feeds
@@ -95,15 +99,66 @@ def _input_shapes(path: Path) -> dict[str, list[int | None]]:
             for i in model.graph.input}
 
 
+@dataclass(frozen=True)
+class QuantizedGraph:
+    """A quantized graph the per-step comparison runs: its file name in the work folder (an ONNX graph, or a TensorRT
+    engine) and the inclusive diffusion time steps it serves (None: every step)."""
+
+    name: str
+    bounds: tuple[int, int] | None = None
+
+
+@dataclass(frozen=True)
+class StepComparison:
+    """Per compared step (in feed order): our metrics and the graph that served it; Polygraphy's verdict."""
+
+    metrics: list[StepMetrics]
+    graphs: list[str]
+    polygraphy_passed: bool
+    grouped: bool = False  # the quantized side is a set of time-step group graphs (or engines)
+
+
+def quantized_graphs(quantized: Path, plan: Path | None = None) -> list[QuantizedGraph]:
+    """The graphs the quantized side runs: a grouped TensorRT build's group engines (``plan``'s ``.plan.json``),
+    else ``quantized``'s time-step group graphs (``quantize --timestep-groups K``), else the one graph."""
+    if plan is not None:
+        from engines.trt_plan import read_plan_info
+
+        info = read_plan_info(plan)
+        if info.timestep_groups:
+            return [QuantizedGraph(g.plan, (g.first_t, g.last_t)) for g in info.timestep_groups]
+        return [QuantizedGraph(plan.name)]
+    manifest = grouped_manifest_for(quantized)
+    if manifest is None:
+        return [QuantizedGraph(quantized.name)]
+    return [QuantizedGraph(g.model, (g.first_t, g.last_t)) for g in manifest.groups]
+
+
+def serving_graph(graphs: list[QuantizedGraph], feed: dict[str, np.ndarray]) -> int:
+    """Index in ``graphs`` of the graph that serves ``feed`` (by its time step, as TimestepGroupedSession routes)."""
+    if graphs[0].bounds is None:
+        return 0
+    t = np.asarray(feed["timestep"], dtype=np.float64).reshape(-1)
+    bounds = [g.bounds for g in graphs if g.bounds is not None]
+    first, last = (group_index(bounds, float(v)) for v in (t.min(), t.max()))
+    if first != last:
+        raise ValueError(f"one compared step mixes time steps of groups {first} and {last}: {np.unique(t)}")
+    return first
+
+
 def compare_steps(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]], inputs_json: Path,
                   plan: Path | None = None, verbose: bool = False,
-                  openvino_cache: Path | None = None) -> tuple[list[StepMetrics], bool]:
+                  openvino_cache: Path | None = None) -> StepComparison:
     """Polygraphy Comparator: FP32 OnnxrtRunner against the quantized runner on ``feeds`` (one iteration per
     step): the TensorRT engine ``plan``, else OpenVINO when ``openvino_cache`` (its model cache folder) is given, else
-    ONNX Runtime. Returns our per-step metrics and Polygraphy's ``CompareFunc.simple`` verdict (rtol/atol 5e-2)."""
+    ONNX Runtime. With time-step groups (``quantized_graphs``) each step is compared on its group's graph or engine
+    (one ``Comparator.run`` per group, over that group's steps). Returns our per-step metrics, the graph of each step
+    and Polygraphy's ``CompareFunc.simple`` verdict (rtol/atol 5e-2, every group). The feeds are saved to
+    ``inputs_json`` in Polygraphy's format (``polygraphy run --load-inputs``)."""
     import onnxruntime as ort
     from polygraphy.backend.onnxrt import OnnxrtRunner
     from polygraphy.comparator import Comparator, CompareFunc
+    from polygraphy.json import save_json
     from polygraphy.logger import G_LOGGER
 
     if not verbose:
@@ -112,24 +167,34 @@ def compare_steps(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]
     def cpu_session(path: Path) -> Any:  # our session options (exact INT8 kernels on CPUs without VNNI)
         return lambda: ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
 
-    runners = [OnnxrtRunner(cpu_session(fp32), name="fp32")]
-    if plan is not None:  # the quantized model as a TensorRT engine (GPU)
-        from engines.trt_polygraphy import trt_runner
+    graphs = quantized_graphs(quantized, plan)
+    grouped = graphs[0].bounds is not None
 
-        runners.append(trt_runner(plan))
-    elif openvino_cache is not None:
-        from engines.openvino_polygraphy import openvino_runner
+    def quantized_runner(index: int) -> Any:
+        if plan is not None:  # the quantized model as a TensorRT engine (GPU)
+            from engines.trt_polygraphy import trt_runner
 
-        runners.append(openvino_runner(quantized, openvino_cache))
-    else:
-        runners.append(OnnxrtRunner(cpu_session(quantized), name="quantized"))
+            return trt_runner(plan, group=index if grouped else None)
+        path = quantized.parent / graphs[index].name
+        if openvino_cache is not None:
+            from engines.openvino_polygraphy import openvino_runner
+
+            return openvino_runner(path, openvino_cache)
+        return OnnxrtRunner(cpu_session(path), name="quantized")
+
+    served = [serving_graph(graphs, f) for f in feeds]
+    metrics: list[StepMetrics | None] = [None] * len(feeds)
+    passed = True
+    for index in sorted(set(served)):
+        steps = [i for i, g in enumerate(served) if g == index]
+        runners = [OnnxrtRunner(cpu_session(fp32), name="fp32"), quantized_runner(index)]
+        results = Comparator.run(runners, data_loader=[feeds[i] for i in steps])
+        passed &= bool(Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(rtol=5e-2, atol=5e-2)))
+        for i, r, q in zip(steps, results[0][1], results[1][1], strict=True):
+            metrics[i] = step_metrics(r["out"], q["out"], int(feeds[i]["timestep"][0]))
     inputs_json.parent.mkdir(parents=True, exist_ok=True)
-    results = Comparator.run(runners, data_loader=feeds, save_inputs_path=str(inputs_json))
-    accuracy = Comparator.compare_accuracy(results, compare_func=CompareFunc.simple(rtol=5e-2, atol=5e-2))
-    ref_iters, q_iters = results[0][1], results[1][1]
-    metrics = [step_metrics(r["out"], q["out"], int(f["timestep"][0]))
-               for r, q, f in zip(ref_iters, q_iters, feeds, strict=True)]
-    return metrics, bool(accuracy)
+    save_json(list(feeds), str(inputs_json), description="validate inputs")
+    return StepComparison([m for m in metrics if m is not None], [graphs[g].name for g in served], passed, grouped)
 
 
 def final_images(fp32: Path, quantized: Path, info: dict[str, Any], cfg: ValidateConfig,
