@@ -161,3 +161,50 @@ def test_class_conditional_guided_validate_runs(tiny_cond_dir: Path, tmp_path: P
     assert code in (0, 1), capsys.readouterr().err
     report = json.loads((work / "report" / "validate.json").read_text())
     assert len(report["steps"]) == 3 and "psnr" in report["images"]
+
+
+@pytest.mark.parametrize("backend", ["ort", "openvino"])
+def test_each_step_is_compared_on_its_time_step_groups_graph(tiny_grouped: Path, tmp_path: Path,
+                                                             backend: str) -> None:
+    """With ``quantize --timestep-groups 4``: every compared step runs on its group's graph, named in validate.json,
+    and its metrics are those of that graph (not the global one)."""
+    if backend == "openvino":
+        pytest.importorskip("openvino", reason="openvino is not installed (pip install -r requirements.txt)")
+    from polygraphy.json import load_json
+
+    from engines.group_manifest import grouped_manifest_for
+    from engines.ort_session import OrtSession
+    from engines.timestep_routed import group_index
+
+    work = tmp_path / "w"
+    shutil.copytree(tiny_grouped, work, ignore=shutil.ignore_patterns("report", ".openvino_cache"))
+    assert run_cli("validate", work, *FAST, "--backend", backend, "--min-cosine", "-1", "--min-snr", "-1",
+                   "--min-psnr", "-1") == 0
+    report = json.loads((work / "report" / "validate.json").read_text())
+    graph = "model.int8.ort.onnx" if backend == "ort" else "model.int8.trt.onnx"  # OpenVINO: the tensorrt target
+    manifest = grouped_manifest_for(work / graph)
+    assert manifest is not None and report["quantized_model"] == graph
+    assert "time-step group graphs (each step on its group's)" in report["backend"]["steps"]
+    assert "4 time-step groups" in report["backend"]["final_images"]
+    served = [s["graph"] for s in report["steps"]]
+    want = [manifest.groups[group_index(manifest.bounds, s["t"])].model for s in report["steps"]]
+    assert served == want and len(set(served)) >= 3  # 5 steps spread over the schedule reach at least 3 of 4 groups
+    # the recorded metrics are those of the serving group graph (ONNX Runtime: bit-exact rerun)
+    if backend == "ort":
+        feeds = load_json(str(work / "report" / "validate_inputs.json"))
+        global_cosines = []
+        for step, feed, name in zip(report["steps"], feeds, served, strict=True):
+            with OrtSession(work / "model.onnx") as fp32, OrtSession(work / name) as group, \
+                    OrtSession(work / graph) as glob:
+                ref = fp32.run(dict(feed))["out"]
+                assert step_metrics(ref, group.run(dict(feed))["out"], step["t"]).cosine == step["cosine"]
+                global_cosines.append(step_metrics(ref, glob.run(dict(feed))["out"], step["t"]).cosine)
+        assert global_cosines != [s["cosine"] for s in report["steps"]]  # the global graph would have given others
+
+
+def test_without_groups_every_step_names_the_one_graph(quantized: Path) -> None:
+    assert run_cli("validate", quantized, *FAST, "--backend", "ort", "--min-cosine", "-1", "--min-snr", "-1",
+                   "--min-psnr", "-1") == 0
+    report = json.loads((quantized / "report" / "validate.json").read_text())
+    assert {s["graph"] for s in report["steps"]} == {report["quantized_model"]}
+    assert "group" not in report["backend"]["steps"]
