@@ -208,3 +208,45 @@ def test_without_groups_every_step_names_the_one_graph(quantized: Path) -> None:
     report = json.loads((quantized / "report" / "validate.json").read_text())
     assert {s["graph"] for s in report["steps"]} == {report["quantized_model"]}
     assert "group" not in report["backend"]["steps"]
+
+
+def test_tensorrt_group_engines_serve_their_steps(tiny_grouped: Path, tmp_path: Path,
+                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """``validate --backend trt`` on a grouped build: each step goes to ``trt_runner(plan, group=g)`` of its group
+    (TensorRT mocked: the runner of group g is ONNX Runtime on group g's graph)."""
+    from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
+
+    import engines.trt_polygraphy
+    from engines.group_manifest import grouped_manifest_for
+    from engines.trt_plan import GpuInfo, GroupEngine, PlanInfo, write_plan_info
+    from validation.validate import compare_steps, quantized_graphs, serving_graph
+
+    manifest = grouped_manifest_for(tiny_grouped / "model.int8.ort.onnx")
+    assert manifest is not None
+    plan = tmp_path / "model.int8.plan"
+    plan.write_bytes(b"engine")
+    groups = tuple(GroupEngine(a, b, f"model.int8.g{g}.plan", "0" * 64, 1, f"model.int8.trt.g{g}.onnx",
+                               "model.int8.trt.groups.data", "0" * 64) for g, (a, b) in enumerate(manifest.bounds))
+    write_plan_info(plan, PlanInfo("int8", "10.13.0.35", GpuInfo("GPU", "9.0"), [], "model.int8.trt.onnx",
+                                   "0" * 64, True, timestep_groups=groups))
+    graphs = quantized_graphs(tiny_grouped / "model.int8.trt.onnx", plan)
+    assert [g.name for g in graphs] == [f"model.int8.g{g}.plan" for g in range(4)]
+    asked: list[int | None] = []
+
+    def fake_trt_runner(p: Path, name: str = "quantized", group: int | None = None) -> object:
+        assert p == plan
+        asked.append(group)
+        return OnnxrtRunner(SessionFromOnnx(str(manifest.model_paths(tiny_grouped)[group or 0])), name=name)
+
+    monkeypatch.setattr(engines.trt_polygraphy, "trt_runner", fake_trt_runner)
+    x = np.random.default_rng(0).standard_normal((2, 1, 16, 16)).astype(np.float32)
+    ts = [manifest.bounds[3][1], manifest.bounds[3][0], manifest.bounds[1][0], manifest.bounds[0][0]]
+    feeds = [{"sample": x, "timestep": np.full(2, t, np.float32)} for t in ts]
+    assert [serving_graph(graphs, f) for f in feeds] == [3, 3, 1, 0]
+    with pytest.raises(ValueError, match="mixes time steps of groups 0 and 3"):
+        serving_graph(graphs, {"timestep": np.array(ts[::3], np.float32)})
+    result = compare_steps(tiny_grouped / "model.onnx", tiny_grouped / "model.int8.trt.onnx", feeds,
+                           tmp_path / "inputs.json", plan=plan)
+    assert asked == [0, 1, 3] and result.grouped  # one Comparator run per group that has steps
+    assert result.graphs == ["model.int8.g3.plan", "model.int8.g3.plan", "model.int8.g1.plan", "model.int8.g0.plan"]
+    assert [m.t for m in result.metrics] == ts  # in feed order
