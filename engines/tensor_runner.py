@@ -130,6 +130,11 @@ class TensorDenoiseRunner:
 def device_of(session: Any) -> str | None:
     """The CUDA device a session runs on, for ``TensorDenoiseRunner`` ("cuda:<n>"), or None (use the CPU loop):
     a TensorRT session, or an active ONNX Runtime session whose first provider is CUDA or TensorRT."""
+    from engines.timestep_routed import TimestepGroupedSession
+
+    if isinstance(session, TimestepGroupedSession):  # time-step groups: their common device, if they share one
+        devices = {device_of(s) for s in session.sessions}
+        return devices.pop() if len(devices) == 1 else None
     if not _runs_tensors(session):
         return None
     if type(session).__name__ == "TrtSession":

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -70,15 +71,31 @@ class TimestepGroupedSession(ManagedSession):
         t = np.asarray(feeds["timestep"], dtype=np.float64).reshape(-1)
         if not t.size:
             raise ValueError("empty timestep feed")
-        lo, hi = group_index(self.bounds, float(t.min())), group_index(self.bounds, float(t.max()))
+        return self._group_of(float(t.min()), float(t.max()))
+
+    def _group_of(self, t_min: float, t_max: float) -> int:
+        lo, hi = group_index(self.bounds, t_min), group_index(self.bounds, t_max)
         if lo != hi:
-            raise ValueError(f"one call mixes time steps of groups {lo} and {hi}: {np.unique(t)}")
+            raise ValueError(f"one call mixes time steps of groups {lo} and {hi}: t {t_min}..{t_max}")
         return lo
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         g = self.group_for(feeds)
         self.calls[g] += 1
         return self.sessions[g].run(feeds)
+
+    def run_tensors(self, feeds: dict[str, Any]) -> dict[str, Any]:
+        """The tensor protocol (engines/tensor_runner.py) routed the same way, for groups whose sessions have it
+        (TensorRT, ONNX Runtime). The time step is read on the host: one device synchronization per call."""
+        t = feeds["timestep"]
+        if not t.numel():
+            raise ValueError("empty timestep feed")
+        g = self._group_of(float(t.min()), float(t.max()))
+        session = self.sessions[g]
+        if not callable(getattr(session, "run_tensors", None)):
+            raise TypeError(f"group {g}'s {type(session).__name__} has no run_tensors")
+        self.calls[g] += 1
+        return session.run_tensors(feeds)  # type: ignore[attr-defined, no-any-return]
 
 
 def grouped_session(path: Path, open_one: Callable[[Path], ManagedSession]) -> ManagedSession:

@@ -137,3 +137,24 @@ def test_device_of_picks_the_loop_from_what_the_session_runs_on(tiny_work: Path)
     with OrtSession(tiny_work / "model.onnx", providers=["CPUExecutionProvider"]) as s:
         assert device_of(s) is None  # the CPU provider: the numpy loop, as before
     assert device_of(object()) is None
+
+
+def test_time_step_groups_run_in_the_tensor_loop(tiny_grouped: Path) -> None:
+    """A TimestepGroupedSession runs the device loop (TensorRT groups on a GPU): the same samples as the CPU loop,
+    every call through its group's ``run_tensors``."""
+    from engines.backends import onnx_session
+    from engines.timestep_routed import TimestepGroupedSession
+
+    model = tiny_grouped / "model.int8.ort.onnx"
+    with onnx_session(model) as grouped:
+        assert isinstance(grouped, TimestepGroupedSession)
+        cpu = DenoiseRunner(grouped, _sched(tiny_grouped, "ddim"), batch_size=2)
+        noise = cpu.initial_noise((2, 1, 16, 16), seed=1)
+        expected = cpu.sample(noise, 6, seed=1)
+        host_calls = list(grouped.calls)
+        spies = [_NoHostRuns(s) for s in grouped.sessions]  # type: ignore[arg-type]
+        routed = TimestepGroupedSession(spies, grouped.bounds)  # type: ignore[arg-type]
+        got = TensorDenoiseRunner(routed, _sched(tiny_grouped, "ddim"), device="cpu", batch_size=2).sample(
+            noise, 6, seed=1)
+    np.testing.assert_allclose(got, expected, rtol=0, atol=1e-5)
+    assert [s.tensor_calls for s in spies] == host_calls and sum(1 for c in host_calls if c) >= 3

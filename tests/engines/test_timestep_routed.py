@@ -74,3 +74,38 @@ def test_grouped_session_routes_by_bounds() -> None:
         TimestepGroupedSession(recorders[:2], [(0, 10), (5, 20)])
     with pytest.raises(ValueError, match="sessions for"):
         TimestepGroupedSession(recorders, bounds[:2])
+
+
+class TensorRecorder(Recorder):
+    """A Recorder with the tensor protocol (torch tensors in and out)."""
+
+    def run_tensors(self, feeds: dict[str, object]) -> dict[str, object]:
+        import torch
+
+        t = feeds["timestep"]
+        assert isinstance(t, torch.Tensor)
+        self.seen.append(float(t[0]))
+        return {"out": torch.full_like(feeds["sample"], self.value)}  # type: ignore[arg-type]
+
+
+def test_grouped_session_routes_device_tensors_too() -> None:
+    import torch
+
+    from engines.tensor_runner import device_of
+    from engines.timestep_routed import TimestepGroupedSession
+    from engines.trt_session import TrtSession
+
+    low, high = TensorRecorder(1.0), TensorRecorder(2.0)
+    grouped = TimestepGroupedSession([low, high], [(0, 499), (500, 999)])
+    out = grouped.run_tensors({"sample": torch.zeros(2, 1, 4, 4), "timestep": torch.full((2,), 700.0)})
+    assert high.seen == [700.0] and not low.seen and float(out["out"].max()) == 2.0 and grouped.calls == [0, 1]
+    with pytest.raises(ValueError, match="mixes time steps of groups 0 and 1"):
+        grouped.run_tensors({"sample": torch.zeros(2, 1, 4, 4), "timestep": torch.tensor([10.0, 900.0])})
+    no_tensors = TimestepGroupedSession([low, Recorder(3.0)], [(0, 499), (500, 999)])
+    with pytest.raises(TypeError, match="group 1's Recorder has no run_tensors"):
+        no_tensors.run_tensors({"sample": torch.zeros(1, 1, 4, 4), "timestep": torch.full((1,), 600.0)})
+    # the device loop's device: the groups' common one (TensorRT engines on cuda:0), else the CPU loop
+    engines = TimestepGroupedSession([TrtSession("a.plan"), TrtSession("b.plan")], [(0, 499), (500, 999)])
+    assert device_of(engines) == "cuda:0"
+    assert device_of(grouped) is None and device_of(TimestepGroupedSession([TrtSession("a.plan"), low],
+                                                                           [(0, 499), (500, 999)])) is None
