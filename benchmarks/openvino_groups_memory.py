@@ -78,11 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     body = "\n".join([
         *section_head(f"Time-step-grouped graphs on OpenVINO: memory of K = {k} compiled models", command,
                       f"1-minute load average {min(load):.1f}-{max(load):.1f}; "),
-        f"- Work folder `{args.work}`, graph `{model.name}`, OpenVINO {openvino.__version__}; group bounds (t): "
-        + ", ".join(f"[{a}, {b}]" for a, b in manifest.bounds),
-        "- Peak RSS (MiB) of a fresh process (1 inference thread, no model cache) that opens the sessions as "
-        "`sample --backend openvino` does and runs one call on each: the global graph alone, and the K group graphs "
-        "(one compiled model and infer request per group). Per extra group = (K groups - global) / (K - 1).",
+        (f"- Work folder `{args.work}`, graph `{model.name}`, OpenVINO {openvino.__version__}; group bounds (t): "
+         + ", ".join(f"[{a}, {b}]" for a, b in manifest.bounds)),
+        ("- Peak RSS (MiB) of a fresh process (1 inference thread, no model cache) that opens the sessions as "
+         "`sample --backend openvino` does and runs one call on each: the global graph alone, and the K group graphs "
+         "(one compiled model and infer request per group). Per extra group = (K groups - global) / (K - 1)."),
         "",
         markdown_table(["batch", "global MiB", f"{k} groups MiB", "per extra group MiB"], rows),
     ])

@@ -20,6 +20,7 @@ from engines.cpu_backend import CPU_NAMES, choose_cpu_backend, cpu_session, open
 from engines.openvino_session import CACHE_FOLDER
 from engines.runner import clipped_output_hint
 from engines.schedulers import SCHEDULERS, make_scheduler
+from engines.session import ManagedSession
 from engines.trajectory_health import TrajectoryHealth
 from tools.cli_parser import CliParser, add_clipped_model_output
 from engines.text2image import latent_decoder
@@ -123,8 +124,10 @@ def main(argv: list[str]) -> int:
     images: dict[str, float] = {}
     if cfg.images > 0:
         health: list[TrajectoryHealth] = []
-        # cpu_session routes each step to its time-step group's graph when quantize --timestep-groups wrote them
-        quantized_session = lambda path: cpu_session(path, image_backend, cache_dir=openvino_cache)  # noqa: E731
+        def quantized_session(path: Path) -> ManagedSession:
+            """cpu_session: each step on its time-step group's graph when quantize --timestep-groups wrote them."""
+            return cpu_session(path, image_backend, cache_dir=openvino_cache)
+
         ref, img = final_images(work.model, qpath, info, cfg, cond, health, quantized_session,
                                 latent_decoder(work.root, info))
         images = image_metrics(ref, img, args.classifier, args.inception_onnx)
