@@ -22,7 +22,6 @@ from calibrators.range_estimation import ranges_from_stats
 from calibrators.ranges import TensorRanges
 from calibrators.sample import CalibSample
 from calibrators.sources import SourceConfig, TrajectorySource
-from common.errors import UserError
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
@@ -63,9 +62,9 @@ def cached_samples_for(calib_dir: Path, ranges: TensorRanges) -> list[CalibSampl
 def generate_samples(work: WorkDir, info: dict[str, Any], cfg: CalibrateConfig, model_sha: str,
                      cond: Conditioning | None = None, progress: bool = True) -> list[CalibSample]:
     """Calibration samples for ``cfg.source``: from ``calib/`` when cached for the same settings, else generated
-    with the FP32 model through the runner's scheduler loop and cached."""
-    if cond is not None and cond.added:  # CalibSample carries encoder_hidden_states only
-        raise UserError("calibrating a UNet with added conditions (SDXL's text_embeds/time_ids) is not supported yet")
+    with the FP32 model through the runner's scheduler loop and cached. Each sample carries every conditioning
+    input the UNet takes (``Conditioning.unet_feeds``: ``encoder_hidden_states``, SDXL's ``text_embeds`` and
+    ``time_ids``)."""
     settings = {"model_sha256": model_sha, "source": cfg.source.to_json(),
                 "cond_sha": None if cond is None else conditioning_key(cond)}
     cached = load_cached(work.calib_dir, settings)
@@ -87,9 +86,14 @@ def generate_samples(work: WorkDir, info: dict[str, Any], cfg: CalibrateConfig, 
 
 
 def conditioning_key(cond: Conditioning) -> str:
-    """Cache key of given conditioning (its rows and guidance), so samples made with other embeddings are not reused."""
+    """Cache key of given conditioning (its rows, added conditions and guidance), so samples made with other
+    embeddings are not reused. Without added conditions the key is the one written before they existed."""
     arrays = [cond.cond, cond.uncond if cond.uncond is not None else np.zeros(0)]
-    return settings_key({"c": [a.round(6).tolist() for a in arrays], "w": cond.guidance_scale})
+    key: dict[str, Any] = {"c": [a.round(6).tolist() for a in arrays], "w": cond.guidance_scale}
+    if cond.added:
+        key["a"] = {k: np.asarray(v).round(6).tolist() for k, v in sorted(cond.added.items())}
+        key["au"] = {k: np.asarray(v).round(6).tolist() for k, v in sorted(cond.added_uncond.items())}
+    return settings_key(key)
 
 
 def tap_groups(model: onnx.ModelProto, tensors: list[str], rows: int, budget_bytes: int) -> list[list[str]]:

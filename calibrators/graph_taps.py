@@ -45,11 +45,11 @@ def tapped_session(model: onnx.ModelProto, tensors: list[str], scratch_dir: Path
 
 
 def sample_feeds(sample: CalibSample) -> dict[str, np.ndarray]:
-    """UNet feeds for one calibration sample: x (B×C×H×W), t broadcast to B, conditioning if any."""
+    """UNet feeds for one calibration sample: x (B×C×H×W), t broadcast to B, every conditioning input it carries
+    (``encoder_hidden_states``; SDXL's ``text_embeds`` and ``time_ids``)."""
     x = np.ascontiguousarray(sample.x, dtype=np.float32)
     feeds = {"sample": x, "timestep": np.full((x.shape[0],), float(sample.t), dtype=np.float32)}
-    if sample.cond is not None:
-        feeds["encoder_hidden_states"] = np.ascontiguousarray(sample.cond, dtype=np.float32)
+    feeds.update(sample.conditioning_feeds())
     return feeds
 
 

@@ -180,5 +180,6 @@ class TrajectorySource:
         """Attach conditioning: with guidance the sample is the (uncond, cond) pair the UNet really sees."""
         if self.cond is None:
             return CalibSample(x, t, step, None)
-        rows = self.cond.unet_feeds(row, 1)[HIDDEN_STATES]
-        return CalibSample(np.concatenate([x, x]) if self.cond.guided else x, t, step, rows)
+        feeds = self.cond.unet_feeds(row, 1)  # every conditioning input of the UNet, rows as the runner feeds them
+        hidden = feeds.pop(HIDDEN_STATES)
+        return CalibSample(np.concatenate([x, x]) if self.cond.guided else x, t, step, hidden, feeds)

@@ -103,7 +103,7 @@ def resolve_conditioning(work_root: Path, info: dict[str, Any], inputs: Conditio
         if not prompts:
             raise UserError(f"'{work_root}' is a text-to-image model: give --prompt TEXT or --prompts FILE")
         return _encode(work_root, info, list(prompts), inputs, threads)
-    if "text_embeds" in info["inputs"]:
+    if "text_embeds" in info["inputs"] and inputs.cond is not None:
         raise UserError("--cond embeddings cannot drive an SDXL-type UNet (it also takes pooled text embeddings and "
                         "size ids): use --prompt/--prompts")
     cond = None if inputs.cond is None else _check_rows(inputs.cond, "--cond", length, dim)
@@ -114,9 +114,10 @@ def resolve_conditioning(work_root: Path, info: dict[str, Any], inputs: Conditio
     if uncond is None and cond is not None and text:  # the real unconditional row: the (empty) negative prompt's
         uncond = _encode(work_root, info, [inputs.negative_prompt or ""], ConditioningInputs(guidance_scale=1.0),
                          threads).cond
+    result = conditioning_for(info["inputs"], cond, uncond, inputs.guidance_scale, inputs.random_seed)
     if cond is None:
         print("no --cond given: using seeded random N(0,1) text embeddings, as for a random-weight model")
-    return conditioning_for(info["inputs"], cond, uncond, inputs.guidance_scale, inputs.random_seed)
+    return result
 
 
 def _check_rows(arr: np.ndarray, flag: str, length: int, dim: int) -> np.ndarray:

@@ -15,6 +15,7 @@ from calibrators.estimators import ESTIMATORS, EstimatorConfig
 from calibrators.sources import METHODS, SourceConfig
 from common.errors import UserError
 from common.workdir import WorkDir
+from engines.conditioning import Conditioning
 from engines.schedulers import SCHEDULERS
 from tools.cli_parser import CliParser, add_clipped_model_output
 from tools.cli_inputs import add_conditioning_args, conditioning_from_args
@@ -73,6 +74,18 @@ def config_from_args(args: argparse.Namespace) -> CalibrateConfig:
                            threads=args.threads, attention=args.attention_matmul, tap_budget_gb=args.tap_budget_gb)
 
 
+def unconditional_row(cond: Conditioning, args: argparse.Namespace) -> str:
+    """What the unconditional half of the calibration rows is, in words."""
+    if not cond.guided:
+        return "no unconditional row"
+    if args.negative_prompt:
+        return "the negative prompt"
+    assert cond.uncond is not None
+    if not cond.uncond.any():  # SDXL pipelines with force_zeros_for_empty_prompt, as the runner samples them
+        return "zero unconditional embeddings (the pipeline's force_zeros_for_empty_prompt)"
+    return "the empty prompt"
+
+
 def main(argv: list[str]) -> int:
     p = CliParser(prog="python -m tools calibrate", description=__doc__)
     p.add_argument("work", type=Path)
@@ -83,8 +96,8 @@ def main(argv: list[str]) -> int:
     cfg = config_from_args(args)
     cond = conditioning_from_args(args, info, args.seed, work_root=work.root)
     if cond is not None and args.prompts is not None:
-        print(f"calibrating with {cond.rows} prompts from {args.prompts} and the "
-              f"{'negative' if args.negative_prompt else 'empty'} prompt (guidance {args.guidance_scale:g})")
+        print(f"calibrating with {cond.rows} prompts from {args.prompts} and {unconditional_row(cond, args)} "
+              f"(guidance {args.guidance_scale:g})")
     start = time.perf_counter()
     ranges = calibrate(work, cfg, calibration_tensors, cond)
     ranges.save(work.ranges)

@@ -15,6 +15,9 @@ from tools.cli_inputs import add_conditioning_args
 from tools.cli_parser import CliParser, add_clipped_model_output
 
 
+COMPARED_STEPS = 5  # time steps validate and sensitivity compare (their --points default), at most --steps
+
+
 def parse(argv: list[str]) -> argparse.Namespace:
     """The pipeline's own flags: each takes the choices and defaults of the command it is passed to."""
     p = CliParser(prog="python -m tools pipeline", description=__doc__)
@@ -54,6 +57,7 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
     clipped = ["--use-clipped-model-output"] if args.use_clipped_model_output else []
     clipped += conditioning_argv(args)  # every sampling stage: the same sampler options and conditioning
     sample = [work, "--steps", str(args.steps), "--num", str(args.num), "--seed", str(args.seed), *clipped]
+    points = ["--points", str(min(COMPARED_STEPS, args.steps))]  # validate/sensitivity refuse more points than steps
     return [
         ("export", export),
         ("calibrate", [work, "--method", args.method, "--samples", str(args.samples), "--seed", str(args.seed),
@@ -63,8 +67,8 @@ def stages(args: argparse.Namespace) -> list[tuple[str, list[str]]]:
         ("sample", sample + ["--precision", "int8"]),
         ("validate", [work, "--steps", str(args.steps), "--images", str(args.num), "--seed", str(args.seed),
                       "--min-psnr", str(args.min_psnr), "--min-cosine", str(args.min_cosine),
-                      "--min-snr", str(args.min_snr), *clipped]),
-        ("sensitivity", [work, "--steps", str(args.steps), *clipped]),
+                      "--min-snr", str(args.min_snr), *points, *clipped]),
+        ("sensitivity", [work, "--steps", str(args.steps), *points, *clipped]),
         ("report", [work]),
     ]
 

@@ -115,3 +115,48 @@ def test_tap_groups_respect_the_budget(tiny_work: Path) -> None:
     groups = tap_groups(model, tensors, 4, budget)
     assert len(groups) > 3 and sum(groups, []) == tensors
     assert max(len(g) for g in groups) < len(tensors) / 3
+
+
+def test_sdxl_samples_carry_added_conditions_that_reach_the_graph(tiny_sdxl_work: Path, tmp_path: Path) -> None:
+    """On an SDXL-structured folder, calibration samples carry text_embeds (pooled, from the second encoder) and
+    time_ids (from the image size) beside encoder_hidden_states, and the statistics see them: the add-embedding's
+    tensors change when either is zeroed, while the time embedding (timestep only) does not."""
+    from dataclasses import replace
+
+    import numpy as np
+    import onnx
+
+    from calibrators.aggregation import AggregationConfig
+    from calibrators.calibrate import CalibrateConfig, collect, generate_samples
+    from calibrators.estimators import EstimatorConfig
+    from calibrators.sources import SourceConfig
+    from common.hashing import onnx_model_sha256
+    from common.workdir import WorkDir
+    from engines.conditioning_inputs import ConditioningInputs, resolve_conditioning
+    from quantization.qdq_rules import calibration_tensors
+
+    work = tmp_path / "xl"
+    shutil.copytree(tiny_sdxl_work, work, ignore=shutil.ignore_patterns("calib", "ranges.json", "*.int8.*"))
+    info = WorkDir(work).load_export_info()
+    cond = resolve_conditioning(work, info, ConditioningInputs(prompts=("a photo of 3", "digit seven"),
+                                                               guidance_scale=2.0))
+    assert cond is not None and sorted(cond.added) == ["text_embeds", "time_ids"]
+    cfg = CalibrateConfig(SourceConfig(method="uniform", samples=4, steps=4, guidance_scale=2.0),
+                          EstimatorConfig(method="max"), AggregationConfig(method="global"))
+    samples = generate_samples(WorkDir(work), info, cfg, onnx_model_sha256(work / "model.onnx"), cond, progress=False)
+    assert len(samples) == 4
+    for s in samples:  # (unconditional, conditional) rows, as the runner feeds them
+        assert s.x.shape == (2, 4, 8, 8) and s.cond is not None and s.cond.shape == (2, 24, 32)
+        assert s.added["text_embeds"].shape == (2, 16) and s.added["time_ids"].shape == (2, 6)
+        np.testing.assert_array_equal(s.added["time_ids"], [[16, 16, 0, 0, 16, 16]] * 2)
+        assert not s.added["text_embeds"][0].any() and s.added["text_embeds"][1].any()  # force_zeros_for_empty_prompt
+    model = onnx.load(str(work / "model.onnx"))
+    names = [n for n in calibration_tensors(model, False) if "/add_embedding/" in n or "/time_embedding/" in n]
+    assert any("/add_embedding/" in n for n in names) and any("/time_embedding/" in n for n in names)
+    real = collect(model, work, samples, names, cfg, progress=False)
+    for zeroed in ("text_embeds", "time_ids"):
+        other = collect(model, work, [replace(s, added={**s.added, zeroed: np.zeros_like(s.added[zeroed])})
+                                      for s in samples], names, cfg, progress=False)
+        for name in names:
+            same = np.array_equal(real[name].absmax, other[name].absmax)
+            assert same == ("/time_embedding/" in name), (zeroed, name)

@@ -46,3 +46,11 @@ def test_conditioning_for_follows_the_model_inputs() -> None:
     assert conditioning_for({"sample": {"shape": ["batch", 1, 8, 8]}}) is None
     with pytest.raises(UserError, match="unconditional UNet"):
         conditioning_for({"sample": {"shape": ["batch", 1, 8, 8]}}, cond=c.cond)
+
+
+def test_conditioning_for_refuses_sdxl_added_inputs() -> None:
+    """Random rows cannot stand in for SDXL's pooled embedding and size ids: those come from the text encoders."""
+    spec = {"sample": {"shape": ["batch", 4, 8, 8]}, HIDDEN_STATES: {"shape": ["batch", 5, 12]},
+            "text_embeds": {"shape": ["batch", 16]}, "time_ids": {"shape": ["batch", 6]}}
+    with pytest.raises(UserError, match="text_embeds and time_ids .*--prompt"):
+        conditioning_for(spec, seed=3)

@@ -42,3 +42,13 @@ def test_pipeline_flags_take_the_commands_choices(tmp_path: Path, flag: str, val
     err = capsys.readouterr().err.strip()
     assert flag in err and "invalid choice" in err and len(err.splitlines()) == 1
     assert not (tmp_path / "w").exists()
+
+
+def test_compared_points_never_exceed_the_steps() -> None:
+    """validate and sensitivity refuse --points above --steps: a short pipeline run compares every step."""
+    from tools.pipeline_cmd import parse, stages
+
+    for steps, points in (("4", "4"), ("50", "5")):
+        argv = dict(stages(parse(["--model", "m", "w", "--steps", steps])))
+        for name in ("validate", "sensitivity"):
+            assert argv[name][argv[name].index("--points") + 1] == points, (name, steps)
