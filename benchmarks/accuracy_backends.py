@@ -51,6 +51,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--samples", type=int, default=256, help="calibration samples")
     p.add_argument("--section", default="accuracy-backends")
+    p.add_argument("--graphs", nargs="+", default=None, metavar="GRAPH",
+                   help="measure only these graphs (onnxruntime, tensorrt, 'onnxruntime, reduce-range', "
+                        "'tensorrt, reduce-range') on both backends")
     args = p.parse_args(argv)
     command = command_line("benchmarks.accuracy_backends", argv)
     work = ensure_export(args.model, args.work)
@@ -83,6 +86,11 @@ def main(argv: list[str] | None = None) -> int:
             ("tensorrt", "OpenVINO"), ("onnxruntime, reduce-range", "ONNX Runtime"),
             ("onnxruntime, reduce-range", "OpenVINO"), ("tensorrt, reduce-range", "ONNX Runtime"),
             ("tensorrt, reduce-range", "OpenVINO")]
+    if args.graphs:
+        unknown = set(args.graphs) - {g for g, _ in runs}
+        if unknown:
+            raise SystemExit(f"--graphs: unknown {sorted(unknown)}; known: {sorted({g for g, _ in runs})}")
+        runs = [(g, b) for g, b in runs if g in args.graphs]
     rows: list[list[object]] = []
     results: dict[str, dict[str, float]] = {}
     ref_off: dict[str, int] = {}
