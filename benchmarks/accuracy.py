@@ -177,6 +177,15 @@ def variant_policy(v: Variant) -> QDQPolicy:
     return replace(policy, smoothquant=v.smoothquant)
 
 
+def benchmark_inputs(model: Path, work_dir: Path, num: int) -> tuple[WorkDir, dict, DigitFeatures, np.ndarray]:  # type: ignore[type-arg]
+    """What every accuracy benchmark starts from: the exported work folder, its export info, the digit classifier's
+    features, and x_T of seeds 0..num-1 (num×C×H×W)."""
+    work = ensure_export(model, work_dir)
+    info = work.load_export_info()
+    c, h, w = info["inputs"]["sample"]["shape"][1:]
+    return work, info, DigitFeatures(CLASSIFIER), seeded_noise((c, h, w), range(num))
+
+
 def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, TensorRanges],  # type: ignore[type-arg]
                   samples_for: dict[str, list], out_dir: Path,  # type: ignore[type-arg]
                   rounding_seconds: dict[str, float]) -> Path:
@@ -248,11 +257,7 @@ def main(argv: list[str] | None = None) -> int:
                    "accuracy-groups / accuracy-peers with --rows groups / peers)")
     args = p.parse_args(argv)
     command = command_line("benchmarks.accuracy", argv)
-    work = ensure_export(args.model, args.work)
-    info = work.load_export_info()
-    features = DigitFeatures(CLASSIFIER)
-    c, h, w = info["inputs"]["sample"]["shape"][1:]
-    noise = seeded_noise((c, h, w), range(args.num))
+    work, info, features, noise = benchmark_inputs(args.model, args.work, args.num)
     variants = {"groups": GROUPS, "peers": PEERS}.get(args.rows) or W8 + ([] if args.no_w4 else W4)
     section = args.section or {"groups": "accuracy-groups", "peers": "accuracy-peers"}.get(args.rows, "accuracy")
     ranges: dict[str, TensorRanges] = {}

@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from benchmarks.accuracy import CLASSIFIER, W8, Sampler, build_variant, ensure_export, final_images
+from benchmarks.accuracy import W8, Sampler, benchmark_inputs, build_variant, final_images
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from calibrators.aggregation import AggregationConfig
 from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
@@ -34,10 +34,8 @@ from common.hashing import onnx_model_sha256
 from engines.cpu_backend import cpu_vnni_flags
 from engines.openvino_session import CACHE_FOLDER, OpenVinoSession
 from engines.ort_session import OrtSession
-from engines.runner import seeded_noise
 from engines.session import Session
 from engines.trajectory_health import TrajectoryHealth
-from validation.digit_classifier import DigitFeatures
 from validation.image_metrics import frechet_distance, psnr, ssim
 
 TARGETS = {"onnxruntime": "ndtc + split", "tensorrt": "ndtc + split, TensorRT graph"}
@@ -56,11 +54,7 @@ def main(argv: list[str] | None = None) -> int:
                         "'tensorrt, reduce-range') on both backends")
     args = p.parse_args(argv)
     command = command_line("benchmarks.accuracy_backends", argv)
-    work = ensure_export(args.model, args.work)
-    info = work.load_export_info()
-    features = DigitFeatures(CLASSIFIER)
-    c, h, w = info["inputs"]["sample"]["shape"][1:]
-    noise = seeded_noise((c, h, w), range(args.num))
+    work, info, features, noise = benchmark_inputs(args.model, args.work, args.num)
     # the accuracy benchmark's calibration of its ndtc rows
     cfg = CalibrateConfig(SourceConfig(method="ndtc", samples=args.samples, steps=50),
                           EstimatorConfig("mse"), AggregationConfig("groups", groups=4))
