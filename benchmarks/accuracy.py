@@ -62,7 +62,7 @@ class Variant:
     int4_scope: str = "all"
     groups: int = 0  # > 0: quantize --timestep-groups K (K graphs, each step routed to its group's graph)
     modelopt: bool = False  # ModelOpt's float set (shortcut convs, time embeddings); no residual-Add Q/DQ
-    reduce_range: bool = False  # 8-bit weights in [-64, 64] (quantize --reduce-range)
+    reduce_range: str = ""  # quantize --reduce-range: "all" (8-bit weights in [-64, 64]) or "pairs"
     smoothquant: float = 0.0  # > 0: SmoothQuant with this alpha on the quantized MatMul/Gemm inputs (modelopt rows)
 
 

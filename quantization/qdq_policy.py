@@ -19,6 +19,10 @@ TENSORRT_INT4_BLOCK_SIZES = (64, 128)
 DEFAULT_INT4_BLOCK_SIZE = {"tensorrt": 64, "onnxruntime": 32}
 # Largest weight code with reduce_range: ONNX Runtime's quant_utils.get_qmin_qmax_for_qType gives INT8 (-64, 64).
 REDUCED_RANGE_QMAX = 64
+# reduce_range modes: "all" (every 8-bit weight in [-64, 64]); "pairs" (convolutions keep 8 bits with per-channel
+# scales coarse enough that codes of input channels 2k and 2k+1 at each kernel tap sum to at most 128 in magnitude;
+# MatMul/Gemm weights in [-64, 64]).
+REDUCE_RANGE_MODES = ("all", "pairs")
 
 # Default exclusions, by node-name pattern (fnmatch), chosen by measurement on the reference model
 # (docs/benchmarks.md, "Default exclusions and estimator": 16 seeds, DDIM 50, W8A8, max ranges): every layer
@@ -49,10 +53,15 @@ class QDQPolicy:
         (``tensorrt`` target only: ONNX Runtime's CPU provider has no such fusion, the Q/DQ would only cost time).
     exclude: fnmatch patterns of node names to leave in float; keep_float: exact node names to leave in float
         (e.g. the most sensitive layers).
-    reduce_range: 8-bit weights use 7 bits of range, codes in [-64, 64] (ONNX Runtime's ``reduce_range``): on x86
-        CPUs without VNNI (AVX2 ``vpmaddubsw``) a u8 activation times an s8 weight, summed in pairs, saturates int16
-        with full-range weights (255·127·2 > 32767) and cannot with these (255·64·2 = 32640). OpenVINO has no other
-        way around it on such CPUs (docs/cpu-backends.md); VNNI/AMX CPUs and GPUs do not need it.
+    reduce_range: "" (full range), ``all`` or ``pairs``. On x86 CPUs without VNNI (AVX2 ``vpmaddubsw``) a u8
+        activation times an s8 weight, summed in pairs, saturates int16 with full-range weights (255·127·2 > 32767).
+        ``all``: every 8-bit weight uses 7 bits of range, codes in [-64, 64] (ONNX Runtime's ``reduce_range``;
+        255·64·2 = 32640 cannot saturate). ``pairs``: convolutions keep 8-bit codes on per-channel scales raised
+        until the codes of input channels 2k and 2k+1 at every kernel tap (the pairs oneDNN's AVX2 kernels add) sum
+        to at most 128 in magnitude (255·128 = 32640), costing far less precision than halving every range;
+        MatMul/Gemm weights as ``all`` (OpenVINO's AVX2 matrix-product kernels pair other elements; measured in
+        docs/cpu-backends.md). OpenVINO has no other way around saturation on such CPUs; VNNI/AMX CPUs and GPUs do
+        not need it. Old records' ``true``/``false`` load as ``all``/"".
     smoothquant: SmoothQuant's alpha for the inputs of the quantized MatMul/Gemm layers, 0 for none
         (quantization/smoothquant.py; ``quantize`` then needs the calibration samples; INT8 weights only).
     """
@@ -68,7 +77,7 @@ class QDQPolicy:
     weight_rounding: str = ""
     int4_scope: str = "all"
     int4_block_size: int = 0  # 0: the target's default (DEFAULT_INT4_BLOCK_SIZE)
-    reduce_range: bool = False
+    reduce_range: str = ""
     smoothquant: float = 0.0
 
     def __post_init__(self) -> None:
@@ -90,6 +99,10 @@ class QDQPolicy:
         if bs < 16 or bs & (bs - 1):
             raise UserError(f"--int4-block-size must be a power of two >= 16 (ONNX Runtime's MatMulNBits), got {bs}")
 
+        if isinstance(self.reduce_range, bool):  # records written before the modes: true meant "all"
+            object.__setattr__(self, "reduce_range", "all" if self.reduce_range else "")
+        if self.reduce_range and self.reduce_range not in REDUCE_RANGE_MODES:
+            raise UserError(f"unknown --reduce-range '{self.reduce_range}'; known: {', '.join(REDUCE_RANGE_MODES)}")
         if not 0.0 <= self.smoothquant <= 1.0:
             raise UserError(f"--smoothquant alpha must be in [0, 1] (0: off), got {self.smoothquant}")
         if self.smoothquant and self.weight_bits != 8:
@@ -118,13 +131,20 @@ class QDQPolicy:
         """0 for int8; 128 for uint8, the same symmetric grid shifted (q_u8 = q_s8 + 128)."""
         return 128 if self.target == "onnxruntime" else 0
 
-    @property
-    def container_qmax(self) -> int:
-        """Largest code of weights stored in INT8 containers (convolutions; linear layers that cannot be blocked):
-        7 for 4-bit values (``int4_scope`` all), 64 with ``reduce_range``, else 127."""
+    def weight_qmax(self, op: str) -> int:
+        """Largest code of ``op``'s weight stored in an INT8 container (convolutions; linear layers that cannot be
+        blocked): 7 for 4-bit values (``int4_scope`` all); 64 with ``reduce_range`` all, and for MatMul/Gemm with
+        ``pairs``; else 127."""
         if self.weight_bits == 4 and self.int4_scope == "all":
             return 7
-        return REDUCED_RANGE_QMAX if self.reduce_range else 127
+        if self.reduce_range == "all" or (self.reduce_range == "pairs" and op != "Conv"):
+            return REDUCED_RANGE_QMAX
+        return 127
+
+    def pair_safe(self, op: str) -> bool:
+        """``op``'s 8-bit weight scales are raised so input-channel pairs of codes sum to at most 128 in magnitude
+        (``reduce_range`` pairs, convolutions)."""
+        return self.reduce_range == "pairs" and op == "Conv" and self.weight_qmax(op) == 127
 
     @property
     def blocked_int4(self) -> bool:

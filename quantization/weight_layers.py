@@ -137,7 +137,7 @@ def weighted_layers(model: onnx.ModelProto, weights: dict[tuple[str, str], int],
         if node.op_type == "Conv" and geometry is None:
             continue
         is_blocked = name in blocked
-        qmax = 7 if is_blocked else policy.container_qmax
+        qmax = 7 if is_blocked else policy.weight_qmax(node.op_type)
         out.append(WeightedLayer(name, node.op_type, trans_b, to_matrix(node.op_type, w, trans_b), tuple(w.shape),
                                  node.input[0], None if is_blocked else amax_for(node.input[0], name), geometry,
                                  policy.int4_block_size if is_blocked else 0, qmax))
@@ -157,5 +157,5 @@ def weighted_layers(model: onnx.ModelProto, weights: dict[tuple[str, str], int],
                 offset += width
                 branch_node = f"{conv_name}/split{i}"
                 out.append(WeightedLayer(branch_node, "Conv", False, to_matrix("Conv", wi), tuple(wi.shape), branch,
-                                         amax_for(branch, f"{conv_name}/split"), geometry, 0, policy.container_qmax))
+                                         amax_for(branch, f"{conv_name}/split"), geometry, 0, policy.weight_qmax("Conv")))
     return out

@@ -56,6 +56,30 @@ def channel_scales(w: np.ndarray, axis: int, qmax: int, method: str = "max", gri
     return (best / qmax).astype(np.float32)
 
 
+# int16 bound of oneDNN's AVX2 u8×s8 pair sums: u8 codes reach 255, so same-sign weight pairs must stay within
+# 128 in magnitude (255·128 = 32640 <= 32767).
+PAIR_SUM_QMAX = 128
+
+
+def pair_sums(w: np.ndarray, reduce_axis: int = 1) -> np.ndarray:
+    """Sums of neighbouring elements 2k and 2k+1 along ``reduce_axis`` (an odd last element stands alone), that
+    axis moved last: for a Conv weight O×I×kh×kw, O×kh×kw×ceil(I/2) — the pairs oneDNN's AVX2 INT8 kernels add in
+    int16 (input channels in blocks of 4, ``vpmaddubsw`` sums adjacent bytes)."""
+    m = np.moveaxis(w.astype(np.int32) if w.dtype.kind in "iu" else w, reduce_axis, -1)
+    if m.shape[-1] % 2:
+        m = np.concatenate([m, np.zeros(m.shape[:-1] + (1,), m.dtype)], axis=-1)
+    return m[..., 0::2] + m[..., 1::2]
+
+
+def pair_safe_scales(w: np.ndarray, scale: np.ndarray, slack: int = 1) -> np.ndarray:
+    """Per-output-channel ``scale`` (float32, axis 0 of a Conv weight O×I×kh×kw) raised where needed so the codes
+    of every input-channel pair sum to at most ``PAIR_SUM_QMAX`` in magnitude: s >= max |w_2k + w_2k+1| /
+    (PAIR_SUM_QMAX - slack). Rounding to nearest moves a pair sum by at most 1 (``slack`` 1); learned rounding
+    (floor or ceil of each) by at most 2 (``slack`` 2). Channels already safe keep their scale."""
+    worst = np.abs(pair_sums(w, 1)).reshape(w.shape[0], -1).max(axis=1)
+    return np.maximum(scale.reshape(-1), worst / (PAIR_SUM_QMAX - slack)).astype(np.float32).reshape(scale.shape)
+
+
 # INT4 blocks take amax scales whatever the rounding: in an ad-hoc run on 2026-11-22 (not a benchmark; reference
 # model, INT8 convolutions + INT4 linear layers, 32 seeds, DDIM 50, PSNR against FP32 images), MSE-searched block
 # scales gave 22.8 dB and amax

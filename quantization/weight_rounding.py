@@ -25,7 +25,7 @@ from calibrators.sample import CalibSample
 from quantization.qdq_insert import QDQPlan, RoundedWeights
 from quantization.qdq_policy import QDQPolicy
 from quantization.weight_layers import WeightedLayer
-from quantization.weight_quant import block_scales, channel_scales
+from quantization.weight_quant import block_scales, channel_scales, pair_safe_scales
 
 
 @dataclass(frozen=True)
@@ -46,11 +46,15 @@ class RoundingConfig:
                 "adaround": self.adaround.to_json(), "batch_rows": self.batch_rows}
 
 
-def layer_scales(layer: WeightedLayer, method: str) -> np.ndarray:
-    """Cout×G scales of a layer in matrix form: per channel (G = 1, ``method``) or per INT4 block (amax)."""
+def layer_scales(layer: WeightedLayer, policy: QDQPolicy) -> np.ndarray:
+    """Cout×G scales of a layer in matrix form: per channel (G = 1, the policy's method; pair-safe when the policy
+    says so, with room for learned rounding) or per INT4 block (amax)."""
     if layer.block_size:
         return block_scales(layer.w, layer.block_size, layer.qmax)
-    return channel_scales(layer.w, 0, layer.qmax, method)[:, None]
+    scale = channel_scales(layer.w, 0, layer.qmax, policy.scale_method)
+    if policy.pair_safe(layer.op):
+        scale = pair_safe_scales(layer.w.reshape(layer.shape), scale, slack=2)
+    return scale[:, None]
 
 
 def spread(samples: list[CalibSample], count: int) -> list[CalibSample]:
@@ -77,7 +81,7 @@ def learn_rounding(model: onnx.ModelProto, plan: QDQPlan, policy: QDQPolicy, sam
     rounded: RoundedWeights = {}
     per_layer = []
     for layer in tqdm(layers, desc="adaround", file=sys.stderr, disable=not progress, mininterval=2):
-        scale = layer_scales(layer, policy.scale_method)
+        scale = layer_scales(layer, policy)
         result = adaround(inputs.pop(layer.node), layer.input_amax, layer.w, scale, layer.qmax, cfg.adaround)
         rounded[layer.node] = (result.codes, scale.astype(np.float32))
         per_layer.append({"node": layer.node, "mse_nearest": result.mse_nearest, "mse_learned": result.mse_learned,

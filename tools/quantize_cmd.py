@@ -17,7 +17,8 @@ from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from quantization.adaround import AdaRoundConfig
-from quantization.qdq_policy import DEFAULT_EXCLUDE, INT4_SCOPES, SHORTCUT_MODES, TARGETS, WEIGHT_ROUNDINGS, QDQPolicy
+from quantization.qdq_policy import (DEFAULT_EXCLUDE, INT4_SCOPES, REDUCE_RANGE_MODES, SHORTCUT_MODES, TARGETS,
+                                     WEIGHT_ROUNDINGS, QDQPolicy)
 from quantization.quantize import quantize, save_quantized
 from quantization.timestep_groups import quantize_groups, save_grouped
 from quantization.weight_rounding import RoundingConfig
@@ -44,9 +45,11 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                    help="nearest (amax scales), mse (searched per-channel scales), adaround (searched scales, learned "
                         "rounding on the calibration set); default nearest for 8-bit, mse for 4-bit weights; INT4 "
                         "blocks always take amax scales")
-    g.add_argument("--reduce-range", action="store_true",
-                   help="8-bit weights in [-64, 64] (7 bits, ONNX Runtime's reduce_range): for OpenVINO on x86 CPUs "
-                        "without VNNI/AMX, whose INT8 kernels otherwise saturate (docs/cpu-backends.md)")
+    g.add_argument("--reduce-range", nargs="?", const="all", default="", choices=list(REDUCE_RANGE_MODES),
+                   help="for OpenVINO on x86 CPUs without VNNI/AMX, whose INT8 kernels otherwise saturate int16 pair "
+                        "sums (docs/cpu-backends.md): 'all' (the bare flag) puts every 8-bit weight in [-64, 64] "
+                        "(ONNX Runtime's reduce_range); 'pairs' keeps 8-bit convolution weights on scales that make "
+                        "input-channel pairs safe, MatMul/Gemm in [-64, 64] (more accurate)")
     g.add_argument("--shortcut", default="split", choices=list(SHORTCUT_MODES))
     g.add_argument("--attention-matmul", action="store_true", help="also quantize QK^T and softmax·V")
     g.add_argument("--no-residual-add", action="store_true", help="leave residual Add inputs in float")

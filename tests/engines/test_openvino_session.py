@@ -32,11 +32,14 @@ def tiny_int8(tiny_calibrated: Path, tmp_path_factory: pytest.TempPathFactory) -
     return out
 
 
-@pytest.fixture(scope="module")
-def tiny_int8_reduced(tiny_calibrated: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The same graph quantized with ``--reduce-range`` (8-bit weights in [-64, 64])."""
-    out = tmp_path_factory.mktemp("ov") / "model.int8.reduced.onnx"
-    assert run_cli("quantize", tiny_calibrated, "--target", "onnxruntime", "--reduce-range", "--out", out) == 0
+@pytest.fixture(scope="module", params=["all", "pairs"])
+def tiny_int8_reduced(request: pytest.FixtureRequest, tiny_calibrated: Path,
+                      tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The same graph quantized with ``--reduce-range all`` (8-bit weights in [-64, 64]) and ``pairs``
+    (convolution codes whose input-channel pairs sum to at most 128 in magnitude)."""
+    out = tmp_path_factory.mktemp("ov") / f"model.int8.{request.param}.onnx"
+    assert run_cli("quantize", tiny_calibrated, "--target", "onnxruntime", "--reduce-range", request.param,
+                   "--out", out) == 0
     return out
 
 
@@ -73,8 +76,8 @@ def test_threads_and_f32_precision_are_explicit(tiny_work: Path) -> None:
 
 def test_int8_qdq_model_computes_the_graph_meaning(tiny_int8_reduced: Path) -> None:
     """OpenVINO's INT8 kernels against the Q/DQ graph run unfused (ONNX Runtime, basic optimisations: the graph's
-    exact meaning). ``--reduce-range`` weights, so that CPUs without VNNI (int16 pair sums, docs/cpu-backends.md)
-    compute it too."""
+    exact meaning). ``--reduce-range`` weights (all or pairs), so that CPUs without VNNI (int16 pair sums,
+    docs/cpu-backends.md) compute it too."""
     import onnxruntime
 
     from engines.ort_session import session_options
