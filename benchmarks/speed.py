@@ -4,7 +4,9 @@
     python -m benchmarks.speed [--arch ddpm-cifar10] [--model models/digits-ddpm] [--batches 1 8] [--repeats 15]
     python -m benchmarks.speed --openvino --core-rows --threads 1 2 --batches 8 --section speed-cpu-backends
 
-``--openvino`` adds OpenVINO rows (FP32 and our INT8 graphs of both targets, ``INFERENCE_PRECISION_HINT`` f32);
+``--openvino`` adds OpenVINO rows (FP32, our INT8 graphs of both targets and the ``--reduce-range pairs`` graph,
+``INFERENCE_PRECISION_HINT`` f32); our INT8 graph also runs with ONNX Runtime's saturating U8S8 kernels
+(``session.x64quantprecision`` 0) to show what the exact default costs on CPUs without VNNI;
 ``--core-rows`` keeps only ONNX Runtime FP32, our INT8 on ONNX Runtime and the OpenVINO rows; ``--threads`` takes
 several counts (a sweep; 0 = all cores), each timed in its own interleaved rounds.
 
@@ -48,9 +50,15 @@ from quantization.weight_memory import weight_memory
 
 
 TRT_GRAPH = "ours INT8 (tensorrt target)"
-CORE = ("ORT FP32", "ours INT8 (onnxruntime target)")
-OPENVINO = {"OpenVINO FP32": "ORT FP32", "OpenVINO ours INT8 (onnxruntime target)": "ours INT8 (onnxruntime target)",
-            "OpenVINO ours INT8 (tensorrt target)": TRT_GRAPH}
+PAIRS_GRAPH = "ours INT8 (onnxruntime target, --reduce-range pairs)"
+OURS = "ours INT8 (onnxruntime target)"
+# ONNX Runtime's U8S8 kernels without the exact-U8U8 session option: what that option costs on CPUs without VNNI
+U8S8 = "ours INT8 (onnxruntime target), x64quantprecision 0 (saturating)"
+CORE = ("ORT FP32", OURS, U8S8)
+OPENVINO = {"OpenVINO FP32": "ORT FP32", "OpenVINO ours INT8 (onnxruntime target)": OURS,
+            "OpenVINO ours INT8 (tensorrt target)": TRT_GRAPH,
+            "OpenVINO ours INT8 (onnxruntime target, --reduce-range pairs)": PAIRS_GRAPH}
+NOT_ON_ORT = (TRT_GRAPH, PAIRS_GRAPH)  # ONNX Runtime runs the tensorrt graph unfused; pairs times as ours
 
 
 def open_rows(paths: dict[str, Path], threads: int, openvino: bool, core_rows: bool,
@@ -58,7 +66,8 @@ def open_rows(paths: dict[str, Path], threads: int, openvino: bool, core_rows: b
     """Active sessions by row label: ONNX Runtime on every prepared model (but the tensorrt-target graph, which it
     runs unfused in float), or only CORE; plus the OpenVINO rows."""
     rows: dict[str, Any] = {k: OrtSession(p, options=session_options(threads)).activate() for k, p in paths.items()
-                            if k != TRT_GRAPH and (not core_rows or k in CORE)}
+                            if k not in NOT_ON_ORT and (not core_rows or k in CORE)}
+    rows[U8S8] = OrtSession(paths[OURS], options=session_options(threads, exact_u8s8=False)).activate()
     if openvino:
         rows.update({k: OpenVinoSession(paths[src], threads=threads, cache_dir=cache).activate()
                      for k, src in OPENVINO.items()})
@@ -83,7 +92,11 @@ def prepare(work: WorkDir, source: list[str], calib_samples: int, core_rows: boo
     paths = {"ORT FP32": work.model}
     ours = out / "ours_int8.onnx"
     onnx.save(quantize(onnx.load(str(work.model)), ranges, QDQPolicy(target="onnxruntime"))[0], str(ours))
-    paths["ours INT8 (onnxruntime target)"] = ours
+    paths[OURS] = ours
+    pairs = out / "ours_int8_pairs.onnx"
+    policy = QDQPolicy(target="onnxruntime", reduce_range="pairs")
+    onnx.save(quantize(onnx.load(str(work.model)), ranges, policy)[0], str(pairs))
+    paths[PAIRS_GRAPH] = pairs
     trt = out / "ours_int8_trt.onnx"
     onnx.save(quantize(onnx.load(str(work.model)), ranges, QDQPolicy(target="tensorrt"))[0], str(trt))
     paths[TRT_GRAPH] = trt
@@ -124,6 +137,7 @@ def bench(work: WorkDir, source: list[str], paths: dict[str, Path], batches: lis
     rows: list[list[object]] = []
     mib = {k: weight_memory(onnx.load(str(p))).total / 2**20 for k, p in paths.items()}
     mib.update({k: mib[src] for k, src in OPENVINO.items()})
+    mib[U8S8] = mib[OURS]
     for batch in batches:
         rng = np.random.default_rng(0)
         feeds = {"sample": rng.standard_normal((batch, c, h, w)).astype(np.float32),
@@ -181,8 +195,9 @@ def main(argv: list[str] | None = None) -> int:
     load = []
     for name, source in ((args.arch, ["--arch", args.arch]), ("digits-ddpm", ["--model", str(args.model)])):
         work = WorkDir(REPO / "work" / f"speed-{name}")
-        paths = {"ORT FP32": work.model, "ours INT8 (onnxruntime target)": work.root / "speed-models" / "ours_int8.onnx",
-                 TRT_GRAPH: work.root / "speed-models" / "ours_int8_trt.onnx"}
+        models = work.root / "speed-models"
+        paths = {"ORT FP32": work.model, OURS: models / "ours_int8.onnx", TRT_GRAPH: models / "ours_int8_trt.onnx",
+                 PAIRS_GRAPH: models / "ours_int8_pairs.onnx"}
         if not (args.reuse_models and args.core_rows and all(p.is_file() for p in paths.values())):
             paths = prepare(work, source, args.calib_samples, args.core_rows)
         for threads in args.threads:

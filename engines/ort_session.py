@@ -47,8 +47,10 @@ def resolve_providers(providers: str | list[Provider] = "auto") -> list[Provider
     return wanted
 
 
-def session_options(threads: int = 0, optimized_model_path: Path | None = None, profile: bool = False) -> Any:
-    """SessionOptions with full graph optimisation; ``threads`` 0 = all cores."""
+def session_options(threads: int = 0, optimized_model_path: Path | None = None, profile: bool = False,
+                    exact_u8s8: bool = True) -> Any:
+    """SessionOptions with full graph optimisation; ``threads`` 0 = all cores. ``exact_u8s8`` False leaves ONNX
+    Runtime its faster U8S8 kernels on x64 CPUs without VNNI, whose int16 pair sums saturate (benchmarks only)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -63,7 +65,7 @@ def session_options(threads: int = 0, optimized_model_path: Path | None = None, 
     # QLinearMatMul outputs are wrong (measured on an AMD EPYC with AVX2: UNet-output cosine 0.897 against FP32,
     # 0.998 with this option, equal to the graph run unfused). "session.x64quantprecision" = 1 makes ONNX Runtime use
     # its exact U8U8 path there; it changes nothing on VNNI/AMX CPUs (they accumulate in int32).
-    so.add_session_config_entry("session.x64quantprecision", "1")
+    so.add_session_config_entry("session.x64quantprecision", "1" if exact_u8s8 else "0")
     if optimized_model_path is not None:
         so.optimized_model_filepath = str(optimized_model_path)
     if profile:
