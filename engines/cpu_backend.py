@@ -79,8 +79,8 @@ def openvino_model(work: WorkDir, precision: str) -> Path:
 def saturation_warning(work: WorkDir, path: Path, cpuinfo: Path = CPUINFO) -> str | None:
     """A one-line warning when OpenVINO is about to run the INT8 graph ``path`` with full-range 8-bit weights on a CPU
     without VNNI/AMX, where its u8×s8 kernels saturate int16 pair sums (docs/cpu-backends.md: 21.6 dB instead of
-    45.5 dB on the reference model); None when the graph was quantized with ``--reduce-range``, is not INT8, or the
-    CPU has VNNI/AMX."""
+    45.5 dB on the reference model); None when the graph was quantized with ``--reduce-range`` (all or pairs), is not
+    INT8, or the CPU has VNNI/AMX."""
     if cpu_vnni_flags(cpuinfo) or path == work.model:
         return None
     from common.jsonfile import read_json
@@ -89,4 +89,4 @@ def saturation_warning(work: WorkDir, path: Path, cpuinfo: Path = CPUINFO) -> st
     if record.get("policy", {}).get("reduce_range"):
         return None
     return (f"warning: OpenVINO on a CPU without VNNI/AMX saturates INT8 sums with full-range weights ({path.name}); "
-            f"python -m tools quantize {work.root} --reduce-range writes a graph it computes exactly")
+            f"python -m tools quantize {work.root} --reduce-range pairs writes a graph it computes exactly")
