@@ -26,7 +26,7 @@ import numpy as np
 
 from benchmarks.profile_ops import random_feeds
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
-from benchmarks.profile_ops import profile
+from benchmarks.profile_ops import kernel_events
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession, session_options
 
@@ -52,6 +52,32 @@ def grouped(per_op: collections.Counter[str]) -> dict[str, float]:
     for op, us in per_op.items():
         out[group_of(op)] += us
     return dict(out)
+
+
+CONV_OPS = GROUPS["convolutions"]
+
+
+def output_resolution(event: dict[str, Any]) -> str:
+    """``H×W`` of a convolution kernel event's 4-D output (NCHW, or NHWC for channels-last QLinearConv; the UNets
+    here have square feature maps), "?" when the profiler recorded no 4-D shape."""
+    shapes = event["args"].get("output_type_shape") or [{}]
+    dims = next(iter(shapes[0].values()), [])
+    if len(dims) != 4:
+        return "?"
+    h, w = (dims[2], dims[3]) if dims[2] == dims[3] else (dims[1], dims[2])
+    return f"{h}×{w}"
+
+
+def per_run(events: list[dict[str, Any]], runs: int) -> tuple[collections.Counter[str], collections.Counter[str]]:
+    """Microseconds per run by op type, and of the convolution kernels by output resolution (the warm-up run is in
+    the trace too)."""
+    per_op: collections.Counter[str] = collections.Counter()
+    per_res: collections.Counter[str] = collections.Counter()
+    for e in events:
+        per_op[e["args"]["op_name"]] += e["dur"] / (runs + 1)
+        if e["args"]["op_name"] in CONV_OPS:
+            per_res[output_resolution(e)] += e["dur"] / (runs + 1)
+    return per_op, per_res
 
 
 def option_variants(threads: int) -> dict[str, Any]:
@@ -108,9 +134,10 @@ def main(argv: list[str] | None = None) -> int:
     load = [os.getloadavg()[0]]
     prof: dict[tuple[str, int], dict[str, float]] = {}
     ops: dict[int, collections.Counter[str]] = {}
+    by_res: dict[tuple[str, int], collections.Counter[str]] = {}
     for threads in args.threads:
         for label, path in (("FP32", work.model), ("INT8", int8_path)):
-            per_op = profile(path, feeds, args.runs, threads)
+            per_op, by_res[(label, threads)] = per_run(kernel_events(path, feeds, args.runs, threads), args.runs)
             prof[(label, threads)] = grouped(per_op)
             if label == "INT8":
                 ops[threads] = per_op
@@ -132,6 +159,16 @@ def main(argv: list[str] | None = None) -> int:
     top = sorted(ops[first], key=lambda k: -ops[first][k])[:12]
     op_rows = [[op, group_of(op)] + [f"{ops[t].get(op, 0) / 1000:.1f}" for t in args.threads]
                + [f"{ops[first][op] / max(ops[args.threads[-1]].get(op, 0), 1e-9):.2f}x"] for op in top]
+    resolutions = sorted({r for c in by_res.values() for r in c}, key=lambda r: -int(r.split("×")[0])
+                         if r != "?" else 0)
+    res_rows = []
+    for r in resolutions:
+        row = [r]
+        for label in ("FP32", "INT8"):
+            row += [f"{by_res[(label, t)].get(r, 0) / 1000:.1f}" for t in args.threads]
+            last_us = by_res[(label, args.threads[-1])].get(r, 0)
+            row.append(f"{by_res[(label, first)].get(r, 0) / last_us:.2f}x" if last_us > 0 else "–")
+        res_rows.append(row)
     medians = {t: option_medians(int8_path, feeds, t, args.option_repeats) for t in args.threads}
     load.append(os.getloadavg()[0])
     opt_rows = []
@@ -154,6 +191,12 @@ def main(argv: list[str] | None = None) -> int:
         "INT8 op types (the largest at the first thread count):",
         "",
         markdown_table(["op type", "group"] + [f"ms @{t}" for t in args.threads] + [f"{first}→{last}"], op_rows),
+        "",
+        "Convolution kernels by output resolution (ms per UNet call; FP32: Conv/NCHWc Conv, INT8: QLinearConv and "
+        "any float Conv):",
+        "",
+        markdown_table(["output H×W"] + [f"FP32 ms @{t}" for t in args.threads] + [f"FP32 {first}→{last}"]
+                       + [f"INT8 ms @{t}" for t in args.threads] + [f"INT8 {first}→{last}"], res_rows),
         "",
         f"Session options on the INT8 model (median ms per UNet call over {args.option_repeats} interleaved rounds; "
         "in brackets: this option's time / the default's at the same thread count, below 1 = faster):",

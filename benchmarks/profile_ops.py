@@ -13,6 +13,7 @@ import collections
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -23,6 +24,16 @@ from engines.ort_session import session_options
 
 def profile(path: Path, feeds: dict[str, np.ndarray], runs: int, threads: int) -> collections.Counter[str]:
     """Microseconds per run of each op type."""
+    per_op: collections.Counter[str] = collections.Counter()
+    for e in kernel_events(path, feeds, runs, threads):
+        per_op[e["args"]["op_name"]] += e["dur"]
+    # the warm-up run is in the trace too
+    return collections.Counter({k: v / (runs + 1) for k, v in per_op.items()})
+
+
+def kernel_events(path: Path, feeds: dict[str, np.ndarray], runs: int, threads: int) -> list[dict[str, Any]]:
+    """ONNX Runtime profiler events of every node kernel over one warm-up run and ``runs`` runs (``dur`` in
+    microseconds; ``args`` has ``op_name`` and ``output_type_shape``)."""
     import onnxruntime as ort
 
     so = session_options(threads, profile=True)
@@ -34,12 +45,7 @@ def profile(path: Path, feeds: dict[str, np.ndarray], runs: int, threads: int) -
     trace = Path(sess.end_profiling())
     events = json.loads(trace.read_text())
     trace.unlink()
-    per_op: collections.Counter[str] = collections.Counter()
-    for e in events:
-        if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time"):
-            per_op[e["args"]["op_name"]] += e["dur"]
-    # the warm-up run is in the trace too
-    return collections.Counter({k: v / (runs + 1) for k, v in per_op.items()})
+    return [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
 
 
 def random_feeds(info: dict, batch: int, t: float = 500.0) -> dict[str, np.ndarray]:  # type: ignore[type-arg]
