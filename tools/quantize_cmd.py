@@ -187,6 +187,11 @@ def main(argv: list[str]) -> int:
     for line in record.kernels:
         print(f"  {line}")
     print(f"  activation scales: {record.activation_scales}")
+    if policy.reduce_range == "all":
+        print("  --reduce-range all: every 8-bit weight in [-64, 64] (no int16 saturation on CPUs without VNNI/AMX)")
+    elif policy.reduce_range == "pairs":
+        print("  --reduce-range pairs: 8-bit convolution weights whose input-channel pairs sum to at most 128, "
+              "MatMul/Gemm weights in [-64, 64] (no int16 saturation on CPUs without VNNI/AMX)")
     if record.timestep_groups is not None:
         tg = record.timestep_groups
         for g in tg["groups"]:
