@@ -9,7 +9,8 @@ quantized, the same variant quantized with ``--reduce-range`` (8-bit weights in 
 ``reduce_range``) shows whether a gap comes from the int16 saturation of u8×s8 products on CPUs without VNNI (AVX2's
 ``vpmaddubsw`` adds two products into a saturating int16: with full-range INT8 weights the sum can exceed 32767;
 VNNI's ``vpdpbusd`` adds into int32 and does not saturate), and gives both runtimes one graph each computes exactly;
-``--reduce-range pairs`` does the same at less cost in precision (8-bit codes whose pairs cannot saturate).
+``--reduce-range pairs`` does the same at less cost in precision (convolutions keep 8-bit codes whose input-channel
+pairs cannot saturate).
 """
 
 from __future__ import annotations
@@ -135,8 +136,8 @@ def section(args: argparse.Namespace, command: str, calib_seconds: float, ref_of
         "reference: " + "; ".join(f"{k}: {v}" for k, v in ref_off.items()) + ".",
         "- reduce-range: the same variant quantized with `--reduce-range` (8-bit weights in [-64, 64]: no int16 "
         "saturation of u8×s8 pair sums on CPUs without VNNI); reduce-range pairs: with `--reduce-range pairs` "
-        "(8-bit codes on per-channel scales raised until every pair a kernel adds sums to at most 128 in magnitude: "
-        "input channels 2k and 2k+1 of a convolution, any two weights of a MatMul/Gemm channel). ONNX Runtime fuses none of the `tensorrt` "
+        "(8-bit convolution codes on per-channel scales raised until every input-channel pair sums to at most 128 "
+        "in magnitude, MatMul/Gemm weights in [-64, 64]). ONNX Runtime fuses none of the `tensorrt` "
         "graph's convolutions (no output Q; its optimised graph has Conv and no QLinearConv): it runs that graph in "
         "float with Q/DQ, i.e. the graph's exact meaning.",
         "",

@@ -48,8 +48,8 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--reduce-range", nargs="?", const="all", default="", choices=list(REDUCE_RANGE_MODES),
                    help="for OpenVINO on x86 CPUs without VNNI/AMX, whose INT8 kernels otherwise saturate int16 pair "
                         "sums (docs/cpu-backends.md): 'all' (the bare flag) puts every 8-bit weight in [-64, 64] "
-                        "(ONNX Runtime's reduce_range); 'pairs' keeps 8-bit weights on per-channel scales that make every "
-                        "pair the kernels add safe (more accurate)")
+                        "(ONNX Runtime's reduce_range); 'pairs' keeps 8-bit convolution weights on scales that make "
+                        "input-channel pairs safe, MatMul/Gemm in [-64, 64] (more accurate)")
     g.add_argument("--shortcut", default="split", choices=list(SHORTCUT_MODES))
     g.add_argument("--attention-matmul", action="store_true", help="also quantize QK^T and softmax·V")
     g.add_argument("--no-residual-add", action="store_true", help="leave residual Add inputs in float")
@@ -190,8 +190,8 @@ def main(argv: list[str]) -> int:
     if policy.reduce_range == "all":
         print("  --reduce-range all: every 8-bit weight in [-64, 64] (no int16 saturation on CPUs without VNNI/AMX)")
     elif policy.reduce_range == "pairs":
-        print("  --reduce-range pairs: 8-bit weights whose pairs sum to at most 128 (convolutions: input channels "
-              "2k and 2k+1; MatMul/Gemm: any two of a channel), no int16 saturation on CPUs without VNNI/AMX")
+        print("  --reduce-range pairs: 8-bit convolution weights whose input-channel pairs sum to at most 128, "
+              "MatMul/Gemm weights in [-64, 64] (no int16 saturation on CPUs without VNNI/AMX)")
     if record.timestep_groups is not None:
         tg = record.timestep_groups
         for g in tg["groups"]:
