@@ -33,8 +33,7 @@ from exporter.shortcut_split import SplitConv, branch_output, shortcut_convs, sp
 from quantization.qdq_rules import RULES, ActivationMark, Mark, OutputMark, WeightMark
 from exporter.shape_info import PROTOBUF_LIMIT, infer_value_info, model_bytes, upgrade_opset
 from quantization.weight_layers import WeightedLayer, from_matrix, int4_block_problem, to_matrix, weighted_layers
-from quantization.weight_quant import (any_pair_safe_scales, block_scales, channel_scales, nearest_codes,
-                                      pair_safe_scales, quantize_codes)
+from quantization.weight_quant import block_scales, channel_scales, nearest_codes, pair_safe_scales, quantize_codes
 
 INT4_OPSET = 21  # blocked DequantizeLinear and the INT4 type
 INT4_IR_VERSION = 10
@@ -226,11 +225,8 @@ class _Rewriter:
             scale = scale_m.reshape(-1).astype(np.float32)
         else:
             scale = channel_scales(w, axis, qmax, method=self.policy.scale_method)
-            pairs = self.policy.pair_safe(node.op)
-            if pairs == "adjacent" and axis == 0:
+            if self.policy.pair_safe(node.op) and axis == 0:
                 scale = pair_safe_scales(w, scale)
-            elif pairs:
-                scale = any_pair_safe_scales(w, scale, axis)
             codes = quantize_codes(w, scale, axis, qmax)
         bits = 4 if qmax == 7 else 8
         self._weight_dq(node, idx, tensor, codes, scale, {"axis": axis}, f"int{bits}")

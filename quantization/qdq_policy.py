@@ -19,9 +19,9 @@ TENSORRT_INT4_BLOCK_SIZES = (64, 128)
 DEFAULT_INT4_BLOCK_SIZE = {"tensorrt": 64, "onnxruntime": 32}
 # Largest weight code with reduce_range: ONNX Runtime's quant_utils.get_qmin_qmax_for_qType gives INT8 (-64, 64).
 REDUCED_RANGE_QMAX = 64
-# reduce_range modes: "all" (every 8-bit weight in [-64, 64]); "pairs" (8-bit codes on per-channel scales coarse
-# enough that no pair a CPU kernel adds sums beyond 128 in magnitude: for convolutions input channels 2k and 2k+1 at
-# each kernel tap, for MatMul/Gemm any two weights of a channel).
+# reduce_range modes: "all" (every 8-bit weight in [-64, 64]); "pairs" (convolutions keep 8 bits with per-channel
+# scales coarse enough that codes of input channels 2k and 2k+1 at each kernel tap sum to at most 128 in magnitude;
+# MatMul/Gemm weights in [-64, 64]).
 REDUCE_RANGE_MODES = ("all", "pairs")
 
 # Default exclusions, by node-name pattern (fnmatch), chosen by measurement on the reference model
@@ -56,13 +56,12 @@ class QDQPolicy:
     reduce_range: "" (full range), ``all`` or ``pairs``. On x86 CPUs without VNNI (AVX2 ``vpmaddubsw``) a u8
         activation times an s8 weight, summed in pairs, saturates int16 with full-range weights (255·127·2 > 32767).
         ``all``: every 8-bit weight uses 7 bits of range, codes in [-64, 64] (ONNX Runtime's ``reduce_range``;
-        255·64·2 = 32640 cannot saturate). ``pairs``: 8-bit codes on per-channel scales raised only as far as needed
-        for the pairs a kernel adds to sum to at most 128 in magnitude (255·128 = 32640): for convolutions input
-        channels 2k and 2k+1 at every kernel tap (the pairs oneDNN's AVX2 convolutions add), for MatMul/Gemm any two
-        weights of a channel (OpenVINO's AVX2 matrix-product kernels pair other elements; measured in
-        docs/cpu-backends.md); far less precision lost than by halving every range. OpenVINO has no other way around
-        saturation on such CPUs; VNNI/AMX CPUs and GPUs do not need it. Old records' ``true``/``false`` load as
-        ``all``/"".
+        255·64·2 = 32640 cannot saturate). ``pairs``: convolutions keep 8-bit codes on per-channel scales raised
+        until the codes of input channels 2k and 2k+1 at every kernel tap (the pairs oneDNN's AVX2 kernels add) sum
+        to at most 128 in magnitude (255·128 = 32640), costing far less precision than halving every range;
+        MatMul/Gemm weights as ``all`` (OpenVINO's AVX2 matrix-product kernels pair other elements; measured in
+        docs/cpu-backends.md). OpenVINO has no other way around saturation on such CPUs; VNNI/AMX CPUs and GPUs do
+        not need it. Old records' ``true``/``false`` load as ``all``/"".
     smoothquant: SmoothQuant's alpha for the inputs of the quantized MatMul/Gemm layers, 0 for none
         (quantization/smoothquant.py; ``quantize`` then needs the calibration samples; INT8 weights only).
     """
@@ -134,17 +133,18 @@ class QDQPolicy:
 
     def weight_qmax(self, op: str) -> int:
         """Largest code of ``op``'s weight stored in an INT8 container (convolutions; linear layers that cannot be
-        blocked): 7 for 4-bit values (``int4_scope`` all); 64 with ``reduce_range`` all; else 127."""
+        blocked): 7 for 4-bit values (``int4_scope`` all); 64 with ``reduce_range`` all, and for MatMul/Gemm with
+        ``pairs``; else 127."""
         if self.weight_bits == 4 and self.int4_scope == "all":
             return 7
-        return REDUCED_RANGE_QMAX if self.reduce_range == "all" else 127
+        if self.reduce_range == "all" or (self.reduce_range == "pairs" and op != "Conv"):
+            return REDUCED_RANGE_QMAX
+        return 127
 
-    def pair_safe(self, op: str) -> str:
-        """How ``op``'s 8-bit weight scales are raised (``reduce_range`` pairs): "adjacent" (Conv: input channels 2k
-        and 2k+1), "any" (MatMul/Gemm: any two weights of a channel), or "" (not raised)."""
-        if self.reduce_range != "pairs" or self.weight_qmax(op) != 127:
-            return ""
-        return "adjacent" if op == "Conv" else "any"
+    def pair_safe(self, op: str) -> bool:
+        """``op``'s 8-bit weight scales are raised so input-channel pairs of codes sum to at most 128 in magnitude
+        (``reduce_range`` pairs, convolutions)."""
+        return self.reduce_range == "pairs" and op == "Conv" and self.weight_qmax(op) == 127
 
     @property
     def blocked_int4(self) -> bool:

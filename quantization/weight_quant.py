@@ -80,19 +80,6 @@ def pair_safe_scales(w: np.ndarray, scale: np.ndarray, slack: int = 1) -> np.nda
     return np.maximum(scale.reshape(-1), worst / (PAIR_SUM_QMAX - slack)).astype(np.float32).reshape(scale.shape)
 
 
-def any_pair_safe_scales(w: np.ndarray, scale: np.ndarray, axis: int, slack: int = 1) -> np.ndarray:
-    """Per-channel ``scale`` (float32, along ``axis`` of ``w``) raised where needed so that no two weights of a
-    channel, whichever pairs a kernel adds, have codes summing beyond ``PAIR_SUM_QMAX`` in magnitude: s >= (sum of
-    the two largest same-sign magnitudes) / (PAIR_SUM_QMAX - slack). For MatMul/Gemm weights, whose pairing inside
-    OpenVINO's AVX2 kernels is not adjacent along K (docs/cpu-backends.md); ``slack`` as in ``pair_safe_scales``."""
-    m = np.moveaxis(w, axis, 0).reshape(w.shape[axis], -1).astype(np.float64)
-    top = 2 if m.shape[1] >= 2 else 1
-    pos = np.sort(np.maximum(m, 0.0), axis=1)[:, -top:].sum(axis=1)
-    neg = np.sort(np.maximum(-m, 0.0), axis=1)[:, -top:].sum(axis=1)
-    worst = np.maximum(pos, neg)
-    return np.maximum(scale.reshape(-1), worst / (PAIR_SUM_QMAX - slack)).astype(np.float32).reshape(scale.shape)
-
-
 # INT4 blocks take amax scales whatever the rounding: in an ad-hoc run on 2026-11-22 (not a benchmark; reference
 # model, INT8 convolutions + INT4 linear layers, 32 seeds, DDIM 50, PSNR against FP32 images), MSE-searched block
 # scales gave 22.8 dB and amax

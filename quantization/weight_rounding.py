@@ -25,7 +25,7 @@ from calibrators.sample import CalibSample
 from quantization.qdq_insert import QDQPlan, RoundedWeights
 from quantization.qdq_policy import QDQPolicy
 from quantization.weight_layers import WeightedLayer
-from quantization.weight_quant import any_pair_safe_scales, block_scales, channel_scales, pair_safe_scales
+from quantization.weight_quant import block_scales, channel_scales, pair_safe_scales
 
 
 @dataclass(frozen=True)
@@ -52,11 +52,8 @@ def layer_scales(layer: WeightedLayer, policy: QDQPolicy) -> np.ndarray:
     if layer.block_size:
         return block_scales(layer.w, layer.block_size, layer.qmax)
     scale = channel_scales(layer.w, 0, layer.qmax, policy.scale_method)
-    pairs = policy.pair_safe(layer.op)
-    if pairs == "adjacent":
+    if policy.pair_safe(layer.op):
         scale = pair_safe_scales(layer.w.reshape(layer.shape), scale, slack=2)
-    elif pairs:
-        scale = any_pair_safe_scales(layer.w, scale, 0, slack=2)
     return scale[:, None]
 
 
