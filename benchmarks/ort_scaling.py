@@ -26,7 +26,7 @@ import numpy as np
 
 from benchmarks.profile_ops import random_feeds
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
-from benchmarks.profile_ops import kernel_events
+from benchmarks.profile_ops import kernel_events, per_run_by
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession, session_options
 
@@ -69,15 +69,9 @@ def output_resolution(event: dict[str, Any]) -> str:
 
 
 def per_run(events: list[dict[str, Any]], runs: int) -> tuple[collections.Counter[str], collections.Counter[str]]:
-    """Microseconds per run by op type, and of the convolution kernels by output resolution (the warm-up run is in
-    the trace too)."""
-    per_op: collections.Counter[str] = collections.Counter()
-    per_res: collections.Counter[str] = collections.Counter()
-    for e in events:
-        per_op[e["args"]["op_name"]] += e["dur"] / (runs + 1)
-        if e["args"]["op_name"] in CONV_OPS:
-            per_res[output_resolution(e)] += e["dur"] / (runs + 1)
-    return per_op, per_res
+    """Microseconds per run by op type, and of the convolution kernels by output resolution."""
+    convs = [e for e in events if e["args"]["op_name"] in CONV_OPS]
+    return per_run_by(events, runs, lambda e: e["args"]["op_name"]), per_run_by(convs, runs, output_resolution)
 
 
 def option_variants(threads: int) -> dict[str, Any]:

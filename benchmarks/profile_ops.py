@@ -12,6 +12,7 @@ import argparse
 import collections
 import json
 import sys
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -24,11 +25,15 @@ from engines.ort_session import session_options
 
 def profile(path: Path, feeds: dict[str, np.ndarray], runs: int, threads: int) -> collections.Counter[str]:
     """Microseconds per run of each op type."""
-    per_op: collections.Counter[str] = collections.Counter()
-    for e in kernel_events(path, feeds, runs, threads):
-        per_op[e["args"]["op_name"]] += e["dur"]
-    # the warm-up run is in the trace too
-    return collections.Counter({k: v / (runs + 1) for k, v in per_op.items()})
+    return per_run_by(kernel_events(path, feeds, runs, threads), runs, lambda e: e["args"]["op_name"])
+
+
+def per_run_by(events: list[dict[str, Any]], runs: int, key: Callable[[dict[str, Any]], str]) -> collections.Counter[str]:
+    """Kernel microseconds per run of ``events`` summed by ``key(event)`` (the warm-up run is in the trace too)."""
+    out: collections.Counter[str] = collections.Counter()
+    for e in events:
+        out[key(e)] += e["dur"] / (runs + 1)
+    return out
 
 
 def kernel_events(path: Path, feeds: dict[str, np.ndarray], runs: int, threads: int) -> list[dict[str, Any]]:
