@@ -52,8 +52,8 @@ test-gpu:
 # Type-check the TensorRT layer without TensorRT: against tensorrt-stubs (installed without its tensorrt dependency,
 # then patched so mypy can parse it) and Polygraphy's sources (pyproject.toml: follow_untyped_imports).
 TRT_STUBS := tensorrt-stubs==10.13.0.35.1
-TYPECHECKED := engines/trt_plan.py engines/trt_build.py engines/trt_session.py engines/trt_graph.py engines/fp16_convert.py \
-	engines/tensor_runner.py engines/trt_components.py engines/trt_groups.py engines/trt_polygraphy.py \
+TYPECHECKED := engines/tensorrt/plan.py engines/tensorrt/build.py engines/tensorrt/session.py engines/tensorrt/graph.py engines/tensorrt/fp16_convert.py \
+	pipelines/tensor_runner.py engines/tensorrt/components.py engines/tensorrt/groups.py engines/tensorrt/polygraphy_loaders.py \
 	engines/backends.py tools/build_cmd.py tools/build_checks.py benchmarks/gpu_bench.py \
 	benchmarks/gpu_check.py
 typecheck: setup

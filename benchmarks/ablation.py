@@ -23,7 +23,7 @@ from quantization.qdq_rules import calibration_tensors
 from calibrators.estimators import EstimatorConfig
 from calibrators.ranges import TensorRanges
 from calibrators.sources import SourceConfig
-from engines.runner import seeded_noise
+from pipelines.runner import seeded_noise
 from quantization.qdq_insert import QDQPlan, plan_qdq, rewrite
 from quantization.qdq_policy import QDQPolicy
 from validation.image_metrics import psnr

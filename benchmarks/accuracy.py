@@ -32,10 +32,10 @@ from calibrators.ranges import TensorRanges
 from calibrators.sources import SourceConfig
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
-from engines.runner import sample_images, seeded_noise
-from engines.schedulers import make_scheduler
+from pipelines.runner import sample_images, seeded_noise
+from pipelines.schedulers import make_scheduler
 from engines.session import Session
-from engines.trajectory_health import ABS_LIMIT, TrajectoryHealth
+from pipelines.trajectory_health import ABS_LIMIT, TrajectoryHealth
 from quantization.quantize import quantize
 from quantization.weight_memory import weight_memory
 from quantization.qdq_policy import DEFAULT_EXCLUDE, QDQPolicy
@@ -357,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
             "perturbation-floor row rounds the FP32 weights to FP16 (about 1000x smaller than INT8 rounding) and shows "
             "how much the sampler amplifies any change of the UNet.",
             "- off-range: trajectories (of " + str(args.num) + ") whose UNet input left the training range "
-            f"(|x_t| > {ABS_LIMIT:g}; engines/trajectory_health.py). The FP32 reference: "
+            f"(|x_t| > {ABS_LIMIT:g}; pipelines/trajectory_health.py). The FP32 reference: "
             + "; ".join(f"{label}: {h['images_off_distribution']} (peak |x_t| {h['peak_abs']:.1f})"
                         for label, h in ref_health.items())
             + ". An off-range trajectory runs the UNet outside what it was trained on, in FP32 too (its digit comes "

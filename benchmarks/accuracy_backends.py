@@ -37,7 +37,7 @@ from engines.cpu_backend import cpu_vnni_flags
 from engines.openvino_session import CACHE_FOLDER, OpenVinoSession
 from engines.ort_session import OrtSession
 from engines.session import Session
-from engines.trajectory_health import TrajectoryHealth
+from pipelines.trajectory_health import TrajectoryHealth
 from validation.image_metrics import frechet_distance, psnr, psnr_per_image, ssim
 
 TARGETS = {"onnxruntime": "ndtc + split", "tensorrt": "ndtc + split, TensorRT graph"}

@@ -24,8 +24,8 @@ from quantization.qdq_rules import calibration_tensors
 from calibrators.estimators import EstimatorConfig
 from calibrators.sources import SourceConfig
 from engines.ort_session import OrtSession
-from engines.runner import sample_images, seeded_noise
-from engines.schedulers import make_scheduler
+from pipelines.runner import sample_images, seeded_noise
+from pipelines.schedulers import make_scheduler
 from engines.session import Session
 from engines.timestep_routed import TimestepRoutedSession
 from quantization.quantize import quantize

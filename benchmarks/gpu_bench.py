@@ -24,11 +24,11 @@ import numpy as np
 from common.atomic import write_json
 from common.errors import UserError
 from common.workdir import WorkDir
-from engines.conditioning import Conditioning
-from engines.runner import DenoiseRunner
-from engines.schedulers import make_scheduler
-from engines.trt_plan import PRECISIONS, plan_path, read_plan_info
-from engines.trt_session import TrtSession
+from pipelines.conditioning import Conditioning
+from pipelines.runner import DenoiseRunner
+from pipelines.schedulers import make_scheduler
+from engines.tensorrt.plan import PRECISIONS, plan_path, read_plan_info
+from engines.tensorrt.session import TrtSession
 
 HEADER = ("| engine | CUDA graph | batch | steps | UNet call median (ms) | p90 (ms) | end-to-end median (s) | "
           "runs | TensorRT | GPU |\n|---|---|---|---|---|---|---|---|---|---|")

@@ -7,7 +7,7 @@ WORK is an exported work folder (the reference model: ``make demo`` leaves work/
 says why (a missing file, TensorRT not installed) instead of a number:
 
 * Accuracy, PSNR of the final images against the CPU FP32 loop (ONNX Runtime's CPU provider, DDIM ``--steps``,
-  clipped eps, ``--images`` seeds): the FP16 rewrite (``engines.fp16_convert``) and the tensorrt-target INT8 graph
+  clipped eps, ``--images`` seeds): the FP16 rewrite (``engines.tensorrt.fp16_convert``) and the tensorrt-target INT8 graph
   with its FP16 rewrite (exactly what a TensorRT INT8 build is made from) on the CUDA provider (TF32 off); the
   TensorRT FP16/INT8 engines ``WORK/model.<precision>.plan`` when TensorRT and the engines are here.
 * Latency of one UNet call at ``--batch`` images (median over ``--runs`` after warm-up, the device synchronized
@@ -38,9 +38,9 @@ from common.atomic import write_json
 from common.errors import UserError
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
-from engines.runner import DenoiseRunner, to_images
-from engines.schedulers import make_scheduler
-from engines.tensor_runner import TensorDenoiseRunner
+from pipelines.runner import DenoiseRunner, to_images
+from pipelines.schedulers import make_scheduler
+from pipelines.tensor_runner import TensorDenoiseRunner
 
 CUDA_FP32 = ("CUDAExecutionProvider", {"use_tf32": "0"})
 NEEDS_CUDA = ("benchmarks.gpu_check needs CUDA: an NVIDIA GPU visible to torch and onnxruntime-gpu's "
@@ -97,7 +97,7 @@ def _ddim(work: WorkDir, runner_for: Callable[[Any], Any], noise: np.ndarray, st
 
 
 def accuracy_rows(work: WorkDir, images: int, steps: int, tmp: Path) -> list[_Row]:
-    from engines.fp16_convert import convert_file
+    from engines.tensorrt.fp16_convert import convert_file
 
     c, h, w = work.load_export_info()["inputs"]["sample"]["shape"][1:]
     with OrtSession(work.model, providers=["CPUExecutionProvider"]) as cpu:
@@ -122,8 +122,8 @@ def accuracy_rows(work: WorkDir, images: int, steps: int, tmp: Path) -> list[_Ro
 
     def engine(precision: str) -> Callable[[], float]:
         def run() -> float:
-            from engines.trt_plan import plan_path, require_tensorrt
-            from engines.trt_session import TrtSession
+            from engines.tensorrt.plan import plan_path, require_tensorrt
+            from engines.tensorrt.session import TrtSession
 
             require_tensorrt()
             plan = plan_path(work.root, precision)
@@ -155,7 +155,7 @@ def _median_ms(torch: Any, fn: Callable[[], object], runs: int, warmup: int = 5)
 
 
 def latency_rows(torch: Any, work: WorkDir, batch: int, runs: int, tmp: Path) -> list[_Row]:
-    from engines.fp16_convert import convert_file
+    from engines.tensorrt.fp16_convert import convert_file
 
     info = work.load_export_info()
     c, h, w = info["inputs"]["sample"]["shape"][1:]
@@ -211,8 +211,8 @@ def latency_rows(torch: Any, work: WorkDir, batch: int, runs: int, tmp: Path) ->
 
     def engine(precision: str, graph: bool) -> Callable[[], float]:
         def run() -> float:
-            from engines.trt_plan import plan_path, require_tensorrt
-            from engines.trt_session import TrtSession
+            from engines.tensorrt.plan import plan_path, require_tensorrt
+            from engines.tensorrt.session import TrtSession
 
             require_tensorrt()
             plan = plan_path(work.root, precision)

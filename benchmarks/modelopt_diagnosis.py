@@ -29,7 +29,7 @@ from calibrators.modelopt_recipe import FLOAT_PATTERNS, linear_inputs, modelopt_
 from calibrators.range_estimation import ranges_from_stats
 from calibrators.ranges import TensorRanges
 from calibrators.sources import SourceConfig
-from engines.runner import seeded_noise
+from pipelines.runner import seeded_noise
 from quantization.qdq_policy import DEFAULT_EXCLUDE, QDQPolicy
 from quantization.qdq_rules import ActivationMark, OutputMark, calibration_tensors, mark_graph
 from quantization.quantize import quantize

@@ -30,8 +30,8 @@ from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
-from engines.runner import sample_images, seeded_noise
-from engines.schedulers import make_scheduler
+from pipelines.runner import sample_images, seeded_noise
+from pipelines.schedulers import make_scheduler
 from quantization.qdq_policy import QDQPolicy
 from tools.__main__ import main as cli
 from validation.image_metrics import psnr, ssim

@@ -39,11 +39,11 @@ import numpy as np
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
 from common.workdir import WorkDir
 from engines.backends import open_session
-from engines.runner import initial_noise, sample_images
+from pipelines.runner import initial_noise, sample_images
 from engines.session import Session
-from engines.conditioning_inputs import default_prompts
-from engines.text2image import TextToImage, is_text_to_image, open_text_to_image
-from engines.schedulers import make_scheduler
+from pipelines.conditioning_inputs import default_prompts
+from pipelines.text2image import TextToImage, is_text_to_image, open_text_to_image
+from pipelines.schedulers import make_scheduler
 from serving.client import ImageClient, ImageRequest, request_images
 from serving.config import ServeConfig
 from serving.server import serve_until_signal

@@ -56,11 +56,11 @@ def generate(work: Path, precision: str, prompts: list[str], seeds: list[int], s
              guidance: float) -> np.ndarray:
     """Images N×3×H×W in [0, 1]: image i from prompt i and x_T of seed i, through the library's TextToImage."""
     from common.workdir import WorkDir
-    from engines.conditioning_inputs import ConditioningInputs, resolve_conditioning
+    from pipelines.conditioning_inputs import ConditioningInputs, resolve_conditioning
     from engines.ort_session import OrtSession
-    from engines.runner import seeded_noise
-    from engines.schedulers import make_scheduler
-    from engines.text2image import open_text_to_image
+    from pipelines.runner import seeded_noise
+    from pipelines.schedulers import make_scheduler
+    from pipelines.text2image import open_text_to_image
 
     wd = WorkDir(work)
     info = wd.load_export_info()

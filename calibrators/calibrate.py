@@ -25,9 +25,9 @@ from calibrators.sources import SourceConfig, TrajectorySource
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
-from engines.conditioning import Conditioning, conditioning_for
-from engines.runner import DenoiseRunner
-from engines.schedulers import make_scheduler
+from pipelines.conditioning import Conditioning, conditioning_for
+from pipelines.runner import DenoiseRunner
+from pipelines.schedulers import make_scheduler
 from exporter.shortcut_split import split_shortcuts
 from exporter.shape_info import infer_value_info
 

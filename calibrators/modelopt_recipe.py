@@ -43,7 +43,7 @@ from calibrators.sample import CalibSample
 from calibrators.sources import SourceConfig
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
-from engines.conditioning import Conditioning
+from pipelines.conditioning import Conditioning
 
 CALIB_SIZE = 32  # README: --calib-size 32 (INT8)
 N_STEPS = 20  # README: --n-steps 20

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from engines.conditioning import HIDDEN_STATES
+from pipelines.conditioning import HIDDEN_STATES
 
 
 @dataclass(frozen=True)

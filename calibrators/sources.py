@@ -22,9 +22,9 @@ import numpy as np
 
 from calibrators.sample import CalibSample
 from common.errors import UserError
-from engines.conditioning import HIDDEN_STATES, Conditioning
-from engines.runner import DenoiseRunner
-from engines.schedulers import set_timesteps
+from pipelines.conditioning import HIDDEN_STATES, Conditioning
+from pipelines.runner import DenoiseRunner
+from pipelines.schedulers import set_timesteps
 
 METHODS = ("ndtc", "uniform", "noise", "single-step")
 
@@ -34,12 +34,12 @@ class SourceConfig:
     """Every parameter that decides the calibration inputs (the cache key of ``calib/``).
 
     samples: number of CalibSamples (x_t states; with guidance each holds the cond/uncond pair).
-    steps: sampler steps of the trajectories; scheduler: sampler name (engines.schedulers).
+    steps: sampler steps of the trajectories; scheduler: sampler name (pipelines.schedulers).
     mu_frac/sigma_frac: NDTC's N(mu, sigma) as fractions of T (PTQ4DM's released script: 0.4 and 0.4; paper: 0.5 sigma).
     every: ``uniform`` keeps every k-th sampler step (default: steps // 10, i.e. 10 states per trajectory).
     single_step: sampler step index for ``single-step`` (default: the middle of the schedule).
     clipped_model_output: passed to ``scheduler.step`` as ``use_clipped_model_output`` unless None (calibrate along
-    the trajectory you will sample: see engines/trajectory_health.py for why it matters with clip_sample).
+    the trajectory you will sample: see pipelines/trajectory_health.py for why it matters with clip_sample).
     """
 
     method: str = "ndtc"

@@ -21,7 +21,7 @@ ORT_GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUE
 
 def tensorrt_missing() -> str:
     """Why TensorRT cannot run here ("" when it can): the words ``--backend auto`` and ``--backend trt`` use."""
-    from engines.trt_plan import tensorrt_installed
+    from engines.tensorrt.plan import tensorrt_installed
 
     if importlib.util.find_spec("tensorrt") is None or not tensorrt_installed():
         return "TensorRT is not installed"
@@ -126,8 +126,8 @@ def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) 
     if not tensorrt_available():
         raise UserError(f"--backend trt needs TensorRT and an NVIDIA GPU ({tensorrt_missing()}): pip install -r "
                         "requirements-gpu.txt, or run in the Docker image (see README)")
-    from engines.trt_groups import describe_engine_groups, trt_unet_session
-    from engines.trt_plan import plan_path
+    from engines.tensorrt.groups import describe_engine_groups, trt_unet_session
+    from engines.tensorrt.plan import plan_path
 
     plan = plan_path(Path(work.root), precision)
     # missing engine or metadata: UserError; version/GPU (and each group engine's sha256) checked on activate
@@ -139,7 +139,7 @@ def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) 
 
 def _has_int8_groups(work: WorkDir) -> bool:
     """True when the tensorrt-target Q/DQ graph of ``work`` has time-step group graphs beside it."""
-    from engines.trt_groups import source_groups
+    from engines.tensorrt.groups import source_groups
 
     try:
         return source_groups(work, "int8") is not None

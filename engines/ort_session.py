@@ -22,7 +22,7 @@ if TYPE_CHECKING:
     import torch
 
 # Execution providers in order of preference for "auto". The TensorRT EP is only used when asked for by name,
-# since it builds engines on first run (use the native TensorRT backend for that: engines/trt_session.py).
+# since it builds engines on first run (use the native TensorRT backend for that: engines/tensorrt/session.py).
 AUTO_PROVIDERS = ("CUDAExecutionProvider", "CPUExecutionProvider")
 
 

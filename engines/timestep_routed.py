@@ -6,7 +6,7 @@
 below. At the first (high-noise) steps a sampler that predicts x0 divides the UNet's error by sqrt(alpha_bar) (about
 0.006 at t = 990 for the DDPM schedule). How much routing those steps to FP32 buys is measured by
 ``benchmarks.float_steps`` (on the reference model: 32.1 -> 33.8 dB at DDIM 50 with 10 FP32 steps; nothing at DDIM 100
-with clip_sample, where the loss comes from trajectories leaving the training range: engines/trajectory_health.py)."""
+with clip_sample, where the loss comes from trajectories leaving the training range: pipelines/trajectory_health.py)."""
 
 from __future__ import annotations
 
@@ -85,7 +85,7 @@ class TimestepGroupedSession(ManagedSession):
         return self.sessions[g].run(feeds)
 
     def run_tensors(self, feeds: dict[str, Any]) -> dict[str, Any]:
-        """The tensor protocol (engines/tensor_runner.py) routed the same way, for groups whose sessions have it
+        """The tensor protocol (pipelines/tensor_runner.py) routed the same way, for groups whose sessions have it
         (TensorRT, ONNX Runtime). The time step is read on the host: one device synchronization per call."""
         t = feeds["timestep"]
         if not t.numel():

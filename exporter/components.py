@@ -157,7 +157,7 @@ def export_vae_decoder(vae_dir: Path, latent_shape: tuple[int, int, int], out_di
 def export_components(pipe: PipelineSource, latent_shape: tuple[int, int, int], out_dir: Path,
                       cond_len: int | None, tolerance: float, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
     """Export every text encoder and the VAE decoder of ``pipe`` into ``out_dir``; the ``components`` record."""
-    from engines.tokenizers import load_tokenizer
+    from pipelines.tokenizers import load_tokenizer
 
     records: dict[str, Any] = {}
     for enc in pipe.text_encoders:

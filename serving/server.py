@@ -18,7 +18,7 @@ from typing import Any
 from common.errors import UserError
 from common.lazy import lazy_import
 from common.workdir import WorkDir
-from engines.text2image import is_text_to_image
+from pipelines.text2image import is_text_to_image
 from serving.binding import ModelBinding
 from serving.config import ServeConfig
 from serving.stub_env import check_stub_env, server_environment

@@ -8,7 +8,7 @@ pipeline's default unconditional row, as ``sample`` without ``--negative-prompt`
 (same scheduler and precision as the server).
 
 One Triton batch may hold requests with different ``steps`` or ``guidance_scale``: rows are grouped per
-(steps, guidance_scale) value and each group is one lockstep loop over batched UNet calls (``engines/lockstep.py``);
+(steps, guidance_scale) value and each group is one lockstep loop over batched UNet calls (``pipelines/lockstep.py``);
 different prompts and negative prompts share a group (their embeddings are rows of one conditioning).
 """
 
@@ -23,11 +23,11 @@ import numpy as np
 from common.errors import UserError
 from common.workdir import WorkDir
 from engines.backends import open_session, resolve_backend
-from engines.conditioning import Conditioning
-from engines.lockstep import sample_lockstep, to_uint8_hwc
-from engines.runner import _accepted
-from engines.schedulers import make_scheduler
-from engines.text2image import TextToImage, TextToImageSpec, open_text_to_image
+from pipelines.conditioning import Conditioning
+from pipelines.lockstep import sample_lockstep, to_uint8_hwc
+from pipelines.runner import _accepted
+from pipelines.schedulers import make_scheduler
+from pipelines.text2image import TextToImage, TextToImageSpec, open_text_to_image
 from serving.binding import InferFn, request_data, split_rows
 from serving.config import ServeConfig
 from serving.fields import RequestError, float_rows, int_rows, rows_of, text_rows

@@ -16,9 +16,9 @@ import numpy as np
 from common.errors import UserError
 from common.workdir import WorkDir
 from engines.backends import open_session
-from engines.lockstep import sample_lockstep, to_uint8_hwc
-from engines.runner import _accepted, to_images
-from engines.schedulers import make_scheduler
+from pipelines.lockstep import sample_lockstep, to_uint8_hwc
+from pipelines.runner import _accepted, to_images
+from pipelines.schedulers import make_scheduler
 from serving.binding import InferFn, request_data, split_rows
 from serving.config import ServeConfig
 from serving.fields import RequestError, int_rows, rows_of

@@ -62,7 +62,7 @@ def _missing_ort_gpu() -> str:
 
 
 def _missing_tensorrt() -> str:
-    from engines.trt_plan import tensorrt_installed
+    from engines.tensorrt.plan import tensorrt_installed
 
     if not tensorrt_installed():
         return "needs TensorRT (not installed: pip install -r requirements-gpu.txt, or the Docker image)"

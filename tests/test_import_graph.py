@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-LAYERS = ("common", "engines", "exporter", "calibrators", "quantization", "validation", "serving", "tools",
+LAYERS = ("common", "engines", "pipelines", "exporter", "calibrators", "quantization", "validation", "serving", "tools",
           "benchmarks")
 
 

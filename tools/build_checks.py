@@ -2,7 +2,7 @@
 
 A Q/DQ graph is written for one target: ``onnxruntime`` (UINT8 activations with zero point 128, INT32 bias
 dequantization, output Q/DQ for QLinearConv) or ``tensorrt`` (TensorRT's placement and types). TensorRT rejects or
-mis-builds the former. ``build`` takes ``model.int8.trt.onnx`` (``engines.trt_build.source_onnx``; with only an
+mis-builds the former. ``build`` takes ``model.int8.trt.onnx`` (``engines.tensorrt.build.source_onnx``; with only an
 ``onnxruntime`` graph in the folder that already fails, naming ``quantize --target tensorrt``); here it refuses a
 graph whose quantize record (``QuantizeRecord``) names another target, then runs the TensorRT lint
 (``quantization.trt_lint``) on it: each says which ``quantize --target`` to run.

@@ -7,9 +7,9 @@ engine, ``model.<precision>.plan.json`` records the TensorRT version, GPU, profi
 Engines are built on the device that runs them (a datacenter GPU, or a Jetson: see README "TensorRT (GPU)").
 With time-step group graphs beside the int8 source (``quantize --target tensorrt --timestep-groups K``), one more
 engine per group (``model.int8.g<k>.plan``, same profile and options), all recorded in ``model.int8.plan.json``
-(engines/trt_groups.py); ``sample``/``validate --backend trt`` then route each step to its group's engine.
+(engines/tensorrt/groups.py); ``sample``/``validate --backend trt`` then route each step to its group's engine.
 A text-to-image work folder also gets one FP16 engine per other component (text encoder(s), VAE decoder:
-``<component>.fp16.plan`` + ``.plan.json``, engines/trt_components.py) unless ``--unet-only``.
+``<component>.fp16.plan`` + ``.plan.json``, engines/tensorrt/components.py) unless ``--unet-only``.
 """
 
 from __future__ import annotations
@@ -21,9 +21,9 @@ from typing import Any
 
 from common.errors import UserError
 from common.workdir import WorkDir
-from engines.trt_build import BuildOptions, profiles_from_export, source_onnx
-from engines.trt_groups import source_groups
-from engines.trt_plan import PRECISIONS, current_gpu, require_tensorrt
+from engines.tensorrt.build import BuildOptions, profiles_from_export, source_onnx
+from engines.tensorrt.groups import source_groups
+from engines.tensorrt.plan import PRECISIONS, current_gpu, require_tensorrt
 from tools.build_checks import check_int8_source
 from tools.cli_parser import CliParser
 
@@ -74,7 +74,7 @@ def main(argv: list[str]) -> int:
     # Everything about the input is checked: now the machine. Both raise a UserError with the install hint.
     require_tensorrt()
     current_gpu()
-    from engines.trt_groups import build_grouped_engines
+    from engines.tensorrt.groups import build_grouped_engines
 
     more = f" and one per time-step group ({len(groups.groups)} group graphs)" if groups is not None else ""
     print(f"building a {args.precision} engine from {source.name}{more}; profile "
@@ -93,8 +93,8 @@ def main(argv: list[str]) -> int:
 
 def build_components(work: WorkDir, info: dict[str, Any], args: argparse.Namespace, argv: str) -> None:
     """One FP16 engine per text encoder and the VAE decoder, each with its own profile from export.json."""
-    from engines.trt_build import build_engine
-    from engines.trt_components import COMPONENT_PRECISION, component_names, component_plan_path, component_profile
+    from engines.tensorrt.build import build_engine
+    from engines.tensorrt.components import COMPONENT_PRECISION, component_names, component_plan_path, component_profile
 
     for name in component_names(info):
         profile = component_profile(info, name, args.min_batch, args.opt_batch, args.max_batch)

@@ -15,8 +15,8 @@ from calibrators.estimators import ESTIMATORS, EstimatorConfig
 from calibrators.sources import METHODS, SourceConfig
 from common.errors import UserError
 from common.workdir import WorkDir
-from engines.conditioning import Conditioning
-from engines.schedulers import SCHEDULERS
+from pipelines.conditioning import Conditioning
+from pipelines.schedulers import SCHEDULERS
 from tools.cli_parser import CliParser, add_clipped_model_output
 from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 

@@ -1,6 +1,6 @@
 """Inputs that several commands read from files: float arrays (``--init-noise``) and the conditioning flags
 (``--prompt``, ``--prompts``, ``--negative-prompt`` for text-to-image folders; ``--cond``, ``--uncond``;
-``--guidance-scale``), turned into the one ``Conditioning`` every stage uses (engines/conditioning_inputs.py)."""
+``--guidance-scale``), turned into the one ``Conditioning`` every stage uses (pipelines/conditioning_inputs.py)."""
 
 from __future__ import annotations
 
@@ -11,8 +11,8 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError
-from engines.conditioning import HIDDEN_STATES, Conditioning
-from engines.conditioning_inputs import ConditioningInputs, prompts_from_flags, resolve_conditioning
+from pipelines.conditioning import HIDDEN_STATES, Conditioning
+from pipelines.conditioning_inputs import ConditioningInputs, prompts_from_flags, resolve_conditioning
 
 
 def load_array(path: Path, flag: str, shape: tuple[int | None, ...]) -> np.ndarray:
@@ -61,7 +61,7 @@ def conditioning_inputs(args: argparse.Namespace, seed: int) -> ConditioningInpu
 
 def conditioning_from_args(args: argparse.Namespace, info: dict[str, Any], seed: int, images: int | None = None,
                            work_root: Path | None = None) -> Conditioning | None:
-    """The conditioning the flags ask for (engines.conditioning_inputs.resolve_conditioning: prompts through the
+    """The conditioning the flags ask for (pipelines.conditioning_inputs.resolve_conditioning: prompts through the
     work folder's text encoder(s), or --cond/--uncond, or seeded random rows); with ``images``, a ``--cond`` file
     must have 1 row or one row per image."""
     inputs = conditioning_inputs(args, seed)

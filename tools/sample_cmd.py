@@ -20,12 +20,12 @@ from common.errors import UserError
 from common.images import save_grid
 from common.workdir import WorkDir
 from engines.backends import BACKENDS, open_session, resolve_backend
-from engines.conditioning_inputs import default_prompts, prompts_from_flags
-from engines.tensor_runner import TensorDenoiseRunner, device_of
-from engines.text2image import is_text_to_image, open_text_to_image
+from pipelines.conditioning_inputs import default_prompts, prompts_from_flags
+from pipelines.tensor_runner import TensorDenoiseRunner, device_of
+from pipelines.text2image import is_text_to_image, open_text_to_image
 from engines.timestep_routed import TimestepRoutedSession
-from engines.runner import DenoiseRunner, clipped_output_hint, to_images
-from engines.schedulers import SCHEDULERS, make_scheduler, unet_calls
+from pipelines.runner import DenoiseRunner, clipped_output_hint, to_images
+from pipelines.schedulers import SCHEDULERS, make_scheduler, unet_calls
 from tools.cli_inputs import add_conditioning_args, conditioning_from_args, load_array
 from tools.cli_parser import CliParser, add_clipped_model_output
 
@@ -86,7 +86,7 @@ def main(argv: list[str]) -> int:
             noise = load_array(args.init_noise, "--init-noise", (args.num, c, h, w))
         else:
             noise = runner.initial_noise((args.num, c, h, w), args.seed)
-        device = device_of(session)  # a GPU session: the loop stays on the device (engines/tensor_runner.py)
+        device = device_of(session)  # a GPU session: the loop stays on the device (pipelines/tensor_runner.py)
         if device is not None:
             described += f"; loop on {device}"
         print(f"sampling {args.num} images, {args.scheduler} {args.steps} steps, {args.precision} on {described}")

@@ -15,13 +15,13 @@ from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
-from engines.conditioning import Conditioning
+from pipelines.conditioning import Conditioning
 from engines.cpu_backend import choose_cpu_backend
-from engines.text2image import latent_decoder
+from pipelines.text2image import latent_decoder
 from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 from engines.ort_session import OrtSession
-from engines.runner import DenoiseRunner
-from engines.schedulers import SCHEDULERS, make_scheduler
+from pipelines.runner import DenoiseRunner
+from pipelines.schedulers import SCHEDULERS, make_scheduler
 from quantization.qdq_policy import QDQPolicy
 from quantization.record import QuantizeRecord
 from tools.cli_parser import CliParser, add_clipped_model_output

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from engines.backends import BACKENDS
-from engines.schedulers import SCHEDULERS
+from pipelines.schedulers import SCHEDULERS
 from serving.config import DEFAULT_MODEL_NAME, ServeConfig
 from serving.server import serve_until_signal
 from tools.cli_parser import CliParser, add_clipped_model_output

@@ -18,12 +18,12 @@ from common.workdir import WorkDir
 from engines.backends import describe_groups, resolve_backend
 from engines.cpu_backend import CPU_NAMES, choose_cpu_backend, cpu_session, openvino_model, saturation_warning
 from engines.openvino_session import CACHE_FOLDER
-from engines.runner import clipped_output_hint
-from engines.schedulers import SCHEDULERS, make_scheduler
+from pipelines.runner import clipped_output_hint
+from pipelines.schedulers import SCHEDULERS, make_scheduler
 from engines.session import ManagedSession
-from engines.trajectory_health import TrajectoryHealth
+from pipelines.trajectory_health import TrajectoryHealth
 from tools.cli_parser import CliParser, add_clipped_model_output
-from engines.text2image import latent_decoder
+from pipelines.text2image import latent_decoder
 from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 from validation.validate import (
     Thresholds,
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> int:
     backend = resolve_backend(args.backend)
     plan = None
     if backend == "trt":
-        from engines.trt_plan import plan_path
+        from engines.tensorrt.plan import plan_path
 
         plan = plan_path(work.root, args.precision)
         if not plan.is_file():

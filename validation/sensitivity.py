@@ -30,8 +30,8 @@ import onnx
 from calibrators.ranges import TensorRanges
 from common.errors import UserError
 from engines.ort_session import resolve_providers, session_options
-from engines.conditioning import Conditioning
-from engines.runner import sample_images, to_images
+from pipelines.conditioning import Conditioning
+from pipelines.runner import sample_images, to_images
 from engines.session import Session
 from quantization.qdq_insert import insert_qdq, plan_qdq
 from quantization.qdq_policy import QDQPolicy

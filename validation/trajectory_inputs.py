@@ -8,9 +8,9 @@ from typing import Any
 import numpy as np
 
 from engines.ort_session import OrtSession
-from engines.conditioning import Conditioning
-from engines.runner import DenoiseRunner
-from engines.schedulers import make_scheduler
+from pipelines.conditioning import Conditioning
+from pipelines.runner import DenoiseRunner
+from pipelines.schedulers import make_scheduler
 
 
 def spread_steps(num_steps: int, count: int) -> list[int]:

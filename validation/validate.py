@@ -26,10 +26,10 @@ from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.group_manifest import grouped_manifest_for
 from engines.ort_session import OrtSession, session_options
-from engines.conditioning import Conditioning
-from engines.runner import sample_images, seeded_noise
-from engines.trajectory_health import TrajectoryHealth
-from engines.schedulers import make_scheduler
+from pipelines.conditioning import Conditioning
+from pipelines.runner import sample_images, seeded_noise
+from pipelines.trajectory_health import TrajectoryHealth
+from pipelines.schedulers import make_scheduler
 from quantization.record import QuantizeRecord
 from engines.session import Session
 from engines.timestep_routed import group_index
@@ -122,7 +122,7 @@ def quantized_graphs(quantized: Path, plan: Path | None = None) -> list[Quantize
     """The graphs the quantized side runs: a grouped TensorRT build's group engines (``plan``'s ``.plan.json``),
     else ``quantized``'s time-step group graphs (``quantize --timestep-groups K``), else the one graph."""
     if plan is not None:
-        from engines.trt_plan import read_plan_info
+        from engines.tensorrt.plan import read_plan_info
 
         info = read_plan_info(plan)
         if info.timestep_groups:
@@ -172,7 +172,7 @@ def compare_steps(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]
 
     def quantized_runner(index: int) -> Any:
         if plan is not None:  # the quantized model as a TensorRT engine (GPU)
-            from engines.trt_polygraphy import trt_runner
+            from engines.tensorrt.polygraphy_loaders import trt_runner
 
             return trt_runner(plan, group=index if grouped else None)
         path = quantized.parent / graphs[index].name
@@ -205,7 +205,7 @@ def final_images(fp32: Path, quantized: Path, info: dict[str, Any], cfg: Validat
     """FP32 (ONNX Runtime) and quantized (``quantized_session``, default ONNX Runtime) final images in [0, 1] from the
     same ``cfg.images`` seeds (image i: seed cfg.seed+i); the two runs' trajectory health is appended to ``health``
     when given. ``decode``: final samples -> images (a text-to-image folder's VAE decoder:
-    engines.text2image.latent_decoder); default diffusers' post-processing."""
+    pipelines.text2image.latent_decoder); default diffusers' post-processing."""
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     noise = seeded_noise((c, h, w), range(cfg.seed, cfg.seed + cfg.images))
     out = []

@@ -132,7 +132,7 @@ def test_sdxl_samples_carry_added_conditions_that_reach_the_graph(tiny_sdxl_work
     from calibrators.sources import SourceConfig
     from common.hashing import onnx_model_sha256
     from common.workdir import WorkDir
-    from engines.conditioning_inputs import ConditioningInputs, resolve_conditioning
+    from pipelines.conditioning_inputs import ConditioningInputs, resolve_conditioning
     from quantization.qdq_rules import calibration_tensors
 
     work = tmp_path / "xl"

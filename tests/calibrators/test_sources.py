@@ -12,8 +12,8 @@ from scipy import stats
 from calibrators.sources import SourceConfig, TrajectorySource, nearest_steps, ndtc_timesteps
 from common.errors import UserError
 from engines.ort_session import OrtSession
-from engines.runner import DenoiseRunner
-from engines.schedulers import make_scheduler
+from pipelines.runner import DenoiseRunner
+from pipelines.schedulers import make_scheduler
 
 
 def test_ndtc_timesteps_follow_floored_clamped_normal() -> None:

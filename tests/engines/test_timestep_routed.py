@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from engines.ort_session import OrtSession
-from engines.runner import DenoiseRunner, seeded_noise
-from engines.schedulers import make_scheduler
+from pipelines.runner import DenoiseRunner, seeded_noise
+from pipelines.schedulers import make_scheduler
 from engines.timestep_routed import TimestepRoutedSession
 
 
@@ -91,9 +91,9 @@ class TensorRecorder(Recorder):
 def test_grouped_session_routes_device_tensors_too() -> None:
     import torch
 
-    from engines.tensor_runner import device_of
+    from pipelines.tensor_runner import device_of
     from engines.timestep_routed import TimestepGroupedSession
-    from engines.trt_session import TrtSession
+    from engines.tensorrt.session import TrtSession
 
     low, high = TensorRecorder(1.0), TensorRecorder(2.0)
     grouped = TimestepGroupedSession([low, high], [(0, 499), (500, 999)])

@@ -22,8 +22,8 @@ import numpy as np
 import pytest
 
 from common.errors import CheckFailed
-from engines.lockstep import to_uint8_hwc
-from engines.runner import to_images
+from pipelines.lockstep import to_uint8_hwc
+from pipelines.runner import to_images
 from serving.client import ImageRequest, request_images
 from tests.conftest import REPO, run_cli
 

@@ -63,8 +63,8 @@ def test_clipped_model_output_trajectories_are_compared(quantized: Path) -> None
     from polygraphy.json import load_json
 
     from engines.ort_session import OrtSession
-    from engines.runner import DenoiseRunner
-    from engines.schedulers import make_scheduler
+    from pipelines.runner import DenoiseRunner
+    from pipelines.schedulers import make_scheduler
 
     assert run_cli("validate", quantized, *FAST, "--use-clipped-model-output", "--min-psnr", "5") == 0
     report = json.loads((quantized / "report" / "validate.json").read_text())
@@ -128,7 +128,7 @@ def test_step_metrics_closed_forms() -> None:
 def test_off_range_trajectories_are_counted_and_warned(reference_work: Path, tmp_path: Path,
                                                        capsys: pytest.CaptureFixture[str]) -> None:
     """The reference model at DDIM 100 with its clip_sample config: validate counts the FP32 trajectories that leave
-    the training range (engines/trajectory_health.py) and says how to keep them in."""
+    the training range (pipelines/trajectory_health.py) and says how to keep them in."""
     work = tmp_path / "ref"
     shutil.copytree(reference_work, work, ignore=shutil.ignore_patterns("report", "samples"))
     assert run_cli("calibrate", work, "--samples", "16", "--method", "uniform") == 0
@@ -216,9 +216,9 @@ def test_tensorrt_group_engines_serve_their_steps(tiny_grouped: Path, tmp_path: 
     (TensorRT mocked: the runner of group g is ONNX Runtime on group g's graph)."""
     from polygraphy.backend.onnxrt import OnnxrtRunner, SessionFromOnnx
 
-    import engines.trt_polygraphy
+    import engines.tensorrt.polygraphy_loaders
     from engines.group_manifest import grouped_manifest_for
-    from engines.trt_plan import GpuInfo, GroupEngine, PlanInfo, write_plan_info
+    from engines.tensorrt.plan import GpuInfo, GroupEngine, PlanInfo, write_plan_info
     from validation.validate import compare_steps, quantized_graphs, serving_graph
 
     manifest = grouped_manifest_for(tiny_grouped / "model.int8.ort.onnx")
@@ -238,7 +238,7 @@ def test_tensorrt_group_engines_serve_their_steps(tiny_grouped: Path, tmp_path: 
         asked.append(group)
         return OnnxrtRunner(SessionFromOnnx(str(manifest.model_paths(tiny_grouped)[group or 0])), name=name)
 
-    monkeypatch.setattr(engines.trt_polygraphy, "trt_runner", fake_trt_runner)
+    monkeypatch.setattr(engines.tensorrt.polygraphy_loaders, "trt_runner", fake_trt_runner)
     x = np.random.default_rng(0).standard_normal((2, 1, 16, 16)).astype(np.float32)
     ts = [manifest.bounds[3][1], manifest.bounds[3][0], manifest.bounds[1][0], manifest.bounds[0][0]]
     feeds = [{"sample": x, "timestep": np.full(2, t, np.float32)} for t in ts]

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from engines.trt_plan import Profile, ShapeRange
+from engines.tensorrt.plan import Profile, ShapeRange
 
 COMPONENT_PRECISION = "fp16"  # text encoders and VAE stay float: FP16 engines
 

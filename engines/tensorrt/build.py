@@ -2,7 +2,7 @@
 
 TensorRT 10 and 11: a strongly typed network (``NetworkFromOnnxPath(..., strongly_typed=True)``; TensorRT 11 is
 always strongly typed and accepts the flag), so every precision comes from the graph: INT8 where the Q/DQ
-nodes are, FP16 where ``engines.fp16_convert`` rewrote the float parts, FP32 at the I/O. No precision builder flag
+nodes are, FP16 where ``engines.tensorrt.fp16_convert`` rewrote the float parts, FP32 at the I/O. No precision builder flag
 is set (TensorRT 11 has none: ``BuilderFlag.INT8`` no longer exists).
 
 TensorRT 8.5 / 8.6 (JetPack 5 and 6.0) have no strongly typed networks: the same Q/DQ ONNX (not converted) is
@@ -28,8 +28,8 @@ from common.atomic import atomic_path
 from common.errors import UserError
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
-from engines.trt_graph import check_for_tensorrt, float_conv_transpose
-from engines.trt_plan import (
+from engines.tensorrt.graph import check_for_tensorrt, float_conv_transpose
+from engines.tensorrt.plan import (
     PRECISIONS,
     PlanInfo,
     Profile,
@@ -101,7 +101,7 @@ class BuildMode:
     convert_fp16: bool  # rewrite the float parts of the ONNX to FP16 before the build
     fp16_flag: bool  # BuilderFlag.FP16 (weakly typed TensorRT < 10 only)
     int8_flag: bool  # BuilderFlag.INT8 (weakly typed TensorRT < 10 only)
-    float_conv_transpose: bool = False  # TensorRT 8.x: quantized ConvTranspose back to float (engines.trt_graph)
+    float_conv_transpose: bool = False  # TensorRT 8.x: quantized ConvTranspose back to float (engines.tensorrt.graph)
 
 
 def build_mode(trt_version: str, precision: str) -> BuildMode:
@@ -218,8 +218,8 @@ def precision_summary(layers: list[LayerInfo]) -> dict[str, int]:
 def build_engine(work: WorkDir, options: BuildOptions, command: str = "", source: Path | None = None,
                  plan: Path | None = None, write_info: bool = True) -> tuple[Path, PlanInfo]:
     """Build ``WORK/model.<precision>.plan`` (+ ``.plan.json``) on this machine's GPU; both written atomically.
-    ``source``/``plan``: another component's ONNX and engine path (engines/trt_components.py), or a time-step
-    group's graph and engine (engines/trt_groups.py). ``write_info=False``: the engine only, its PlanInfo returned
+    ``source``/``plan``: another component's ONNX and engine path (engines/tensorrt/components.py), or a time-step
+    group's graph and engine (engines/tensorrt/groups.py). ``write_info=False``: the engine only, its PlanInfo returned
     for the caller to record (a group engine is recorded in the global engine's ``.plan.json``)."""
     require_tensorrt()
     gpu = current_gpu()
@@ -228,7 +228,7 @@ def build_engine(work: WorkDir, options: BuildOptions, command: str = "", source
     from polygraphy.backend.trt import Profile as PolygraphyProfile
     from polygraphy.exception import PolygraphyException
 
-    from engines.fp16_convert import convert_file
+    from engines.tensorrt.fp16_convert import convert_file
 
     source = source or source_onnx(work, options.precision)
     mode = build_mode(trt.__version__, options.precision)

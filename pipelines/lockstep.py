@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 
 from common.lazy import lazy_import
-from engines.conditioning import Conditioning
-from engines.schedulers import set_timesteps
-from engines.runner import DenoiseRunner, _accepted, initial_noise
+from pipelines.conditioning import Conditioning
+from pipelines.schedulers import set_timesteps
+from pipelines.runner import DenoiseRunner, _accepted, initial_noise
 from engines.session import Session
 
 # () -> a fresh diffusers scheduler (one per image: multistep schedulers keep per-trajectory state)

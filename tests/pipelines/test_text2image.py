@@ -11,9 +11,9 @@ import pytest
 import torch
 
 from engines.ort_session import OrtSession
-from engines.runner import initial_noise
-from engines.schedulers import make_scheduler
-from engines.text2image import open_text_to_image
+from pipelines.runner import initial_noise
+from pipelines.schedulers import make_scheduler
+from pipelines.text2image import open_text_to_image
 
 PROMPTS = ["a photo of 3", "digit seven, thin"]
 
@@ -81,7 +81,7 @@ def test_long_prompt_is_truncated_with_a_warning(tiny_sd_work: Path, capsys: pyt
 
 def test_unconditional_work_folder_is_refused(tiny_work: Path) -> None:
     from common.errors import UserError
-    from engines.text2image import TextToImageSpec
+    from pipelines.text2image import TextToImageSpec
 
     info = json.loads((tiny_work / "export.json").read_text())
     with pytest.raises(UserError, match="no text encoder"):

@@ -10,7 +10,7 @@ import onnxruntime as ort
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from engines.fp16_convert import PRECISION_OPS, _toposort, convert_file, convert_to_fp16
+from engines.tensorrt.fp16_convert import PRECISION_OPS, _toposort, convert_file, convert_to_fp16
 
 
 def _session(model: onnx.ModelProto) -> ort.InferenceSession:
@@ -185,7 +185,7 @@ def test_the_quantize_stage_output_for_tensorrt(tiny_work: Path, tmp_path: Path)
 
 def test_blocked_int4_matmul_computes_in_fp16_w4a16() -> None:
     """TensorRT's INT4 weight-only GEMM takes FP16 activations: FP16 block scales, the MatMul in FP16."""
-    from tests.engines.test_trt_graph import int4_matmul_model
+    from tests.engines.tensorrt.test_graph import int4_matmul_model
 
     model = int4_matmul_model(k=128, n=8, block=64)
     fp16, report = convert_to_fp16(model, keep_fp32_inputs=())

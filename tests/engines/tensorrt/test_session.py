@@ -11,13 +11,15 @@ from common.errors import UserError
 from common.workdir import WorkDir
 from engines import backends
 from engines.backends import open_session
+from engines.cpu_backend import choose_cpu_backend
+from engines.openvino_session import OpenVinoSession
 from engines.ort_session import OrtSession
-from engines.runner import DenoiseRunner, to_images
-from engines.schedulers import make_scheduler
+from pipelines.runner import DenoiseRunner, to_images
+from pipelines.schedulers import make_scheduler
 from engines.session import Session
-from engines.trt_plan import GpuInfo, PlanInfo, ShapeRange, tensorrt_installed, write_plan_info
-from engines.trt_session import TrtSession
-from tests.engines.test_trt_build import quantized_reference
+from engines.tensorrt.plan import GpuInfo, PlanInfo, ShapeRange, tensorrt_installed, write_plan_info
+from engines.tensorrt.session import TrtSession
+from tests.engines.tensorrt.test_build import quantized_reference
 
 
 def psnr(reference: np.ndarray, test: np.ndarray) -> float:
@@ -65,23 +67,25 @@ def test_open_session_trt_branch_with_tensorrt_present(tiny_work: Path, tmp_path
     assert described == "TensorRT 10.13.0.35 (model.int8.plan, CUDA graphs)"
     # auto: TensorRT and a GPU, but no fp32 engine -> ONNX Runtime, saying why
     session, described = open_session(work, "fp32", "auto")
-    assert isinstance(session, OrtSession) and "no engine model.fp32.plan" in described
+    cpu_backend = choose_cpu_backend()[0]  # ONNX Runtime, or OpenVINO on a VNNI/AMX CPU
+    assert (isinstance(session, OpenVinoSession) if cpu_backend == "openvino" else isinstance(session, OrtSession))
+    assert "no engine model.fp32.plan" in described
     session, described = open_session(work, "int8", "auto")
     assert isinstance(session, TrtSession)
 
 
-def test_auto_without_tensorrt_uses_onnx_runtime_and_says_why(tiny_work: Path) -> None:
-    session, described = open_session(WorkDir(tiny_work), "fp32", "auto")
+def test_auto_without_tensorrt_uses_the_cpu_backend_and_says_why(tiny_work: Path) -> None:
     if backends.tensorrt_available():
         pytest.skip("TensorRT and a GPU are here")
-    assert isinstance(session, OrtSession)
-    from engines.cpu_backend import choose_cpu_backend
-
-    cpu, cpu_why = choose_cpu_backend()
-    if cpu != "ort":
-        pytest.skip(f"--backend auto takes {cpu} on this CPU")
-    assert described == ("ONNX Runtime on CPUExecutionProvider (model.onnx; --backend auto: "
-                         f"{backends.tensorrt_missing()}; {cpu_why})")
+    session, described = open_session(WorkDir(tiny_work), "fp32", "auto")
+    cpu, cpu_why = choose_cpu_backend()  # ONNX Runtime, or OpenVINO on a VNNI/AMX CPU
+    if cpu == "ort":
+        assert isinstance(session, OrtSession)
+        assert described == ("ONNX Runtime on CPUExecutionProvider (model.onnx; --backend auto: "
+                             f"{backends.tensorrt_missing()}; {cpu_why})")
+    else:
+        assert isinstance(session, OpenVinoSession)
+        assert described == f"OpenVINO (model.onnx; --backend auto: {backends.tensorrt_missing()}; {cpu_why})"
     assert backends.tensorrt_missing() in ("TensorRT is not installed", ) or "no CUDA device" in described
     with pytest.raises(UserError, match="fp16 runs on TensorRT engines only"):
         open_session(WorkDir(tiny_work), "fp16", "auto")
@@ -101,7 +105,7 @@ def test_ort_gpu_backend_needs_onnxruntime_gpu(tiny_work: Path) -> None:
 # --- GPU -------------------------------------------------------------------------------------------------------------
 def _ddim(work: Path, session: Session, noise: np.ndarray, steps: int = 50) -> np.ndarray:
     """DDIM with eps re-derived from the clipped x0: under the reference model's clip_sample config the default step
-    lets some FP32 trajectories leave the training range (engines/trajectory_health.py), which would make the
+    lets some FP32 trajectories leave the training range (pipelines/trajectory_health.py), which would make the
     comparison measure those, not the engine. Asserts that every trajectory stayed in range."""
     scheduler = make_scheduler("ddim", WorkDir(work).load_export_info()["scheduler"])
     runner = DenoiseRunner(session, scheduler, batch_size=noise.shape[0])
@@ -259,7 +263,7 @@ def test_cuda_graph_contexts_share_one_user_managed_activation_buffer(monkeypatc
 
 def test_failed_enqueue_during_capture_keeps_no_graph_and_raises(monkeypatch: pytest.MonkeyPatch,
                                                                  tmp_path: Path) -> None:
-    from engines.trt_session import _Binding
+    from engines.tensorrt.session import _Binding
 
     session, _ = _mocked_session(monkeypatch, tmp_path)
     good = _Binding(context=_FakeContext(True), inputs={}, outputs={})  # type: ignore[arg-type]
@@ -275,7 +279,7 @@ def test_runtime_takes_the_process_wide_logger() -> None:
     """TensorRT keeps one logger per process: the session's Runtime gets Polygraphy's, never a new trt.Logger."""
     import inspect
 
-    import engines.trt_session as module
+    import engines.tensorrt.session as module
 
     source = inspect.getsource(module)
     assert "trt.Runtime(trt_logger())" in source and "trt.Logger(" not in source

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from engines.conditioning import HIDDEN_STATES, RANDOM_ROWS, Conditioning, conditioning_for
+from pipelines.conditioning import HIDDEN_STATES, RANDOM_ROWS, Conditioning, conditioning_for
 
 
 def _cond(rows: int, guided: bool = True) -> Conditioning:

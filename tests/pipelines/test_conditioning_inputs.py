@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from common.errors import UserError
-from engines.conditioning_inputs import ConditioningInputs, read_prompts, resolve_conditioning
-from engines.conditioning import Conditioning
+from pipelines.conditioning_inputs import ConditioningInputs, read_prompts, resolve_conditioning
+from pipelines.conditioning import Conditioning
 
 
 def test_read_prompts_skips_blank_lines(tmp_path: Path) -> None:

@@ -20,14 +20,15 @@ import pytest
 from common.errors import UserError
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
-from engines import backends, trt_groups
+from engines import backends
+from engines.tensorrt import groups as trt_groups
 from engines.group_manifest import GroupManifest, manifest_path
-from engines.runner import DenoiseRunner, seeded_noise
-from engines.schedulers import make_scheduler
+from pipelines.runner import DenoiseRunner, seeded_noise
+from pipelines.schedulers import make_scheduler
 from engines.timestep_routed import TimestepGroupedSession, group_index
-from engines.trt_build import BuildOptions, profiles_from_export, source_onnx
-from engines.trt_groups import build_grouped_engines, trt_unet_session
-from engines.trt_plan import (
+from engines.tensorrt.build import BuildOptions, profiles_from_export, source_onnx
+from engines.tensorrt.groups import build_grouped_engines, trt_unet_session
+from engines.tensorrt.plan import (
     GpuInfo,
     GroupEngine,
     PlanInfo,
@@ -37,7 +38,7 @@ from engines.trt_plan import (
     read_plan_info,
     write_plan_info,
 )
-from engines.trt_session import TrtSession
+from engines.tensorrt.session import TrtSession
 from tests.conftest import run_cli
 
 TRT_VERSION = "10.13.0.35"
@@ -52,7 +53,7 @@ def work(tiny_grouped: Path, tmp_path: Path) -> Path:
 
 
 class FakeBuild:
-    """Stands in for ``engines.trt_build.build_engine``: writes an "engine" naming its source, records each call."""
+    """Stands in for ``engines.tensorrt.build.build_engine``: writes an "engine" naming its source, records each call."""
 
     def __init__(self) -> None:
         self.calls: list[tuple[str, str, BuildOptions, bool]] = []
@@ -174,9 +175,9 @@ class RecordingTrtSession(TrtSession):
 
 def test_backend_trt_routes_each_step_to_its_group_engine(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     plan, info, _ = _build(work, monkeypatch)
-    import engines.trt_session
+    import engines.tensorrt.session
 
-    monkeypatch.setattr(engines.trt_session, "TrtSession", RecordingTrtSession)
+    monkeypatch.setattr(engines.tensorrt.session, "TrtSession", RecordingTrtSession)
     monkeypatch.setattr(backends, "tensorrt_available", lambda: True)
     session, described = backends.open_session(WorkDir(work), "int8", "trt")
     assert isinstance(session, TimestepGroupedSession)
@@ -200,9 +201,9 @@ def test_backend_trt_routes_each_step_to_its_group_engine(work: Path, monkeypatc
 def test_an_engine_built_before_the_groups_says_so(work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     fake = FakeBuild()
     fake(WorkDir(work), _options(work))  # build_engine alone: no group engines
-    import engines.trt_session
+    import engines.tensorrt.session
 
-    monkeypatch.setattr(engines.trt_session, "TrtSession", RecordingTrtSession)
+    monkeypatch.setattr(engines.tensorrt.session, "TrtSession", RecordingTrtSession)
     monkeypatch.setattr(backends, "tensorrt_available", lambda: True)
     session, described = backends.open_session(WorkDir(work), "int8", "trt")
     assert isinstance(session, RecordingTrtSession)

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError
-from engines.conditioning import Conditioning, conditioning_for
+from pipelines.conditioning import Conditioning, conditioning_for
 
 PROMPTS_FILE = "prompts.txt"
 
@@ -29,7 +29,7 @@ PROMPTS_FILE = "prompts.txt"
 @dataclass(frozen=True)
 class ConditioningInputs:
     """What the user gave. random_seed: seeds the random embeddings of a bare conditional UNet
-    (engines.conditioning.conditioning_for)."""
+    (pipelines.conditioning.conditioning_for)."""
 
     prompts: tuple[str, ...] = ()
     negative_prompt: str | None = None
@@ -130,7 +130,7 @@ def _check_rows(arr: np.ndarray, flag: str, length: int, dim: int) -> np.ndarray
 
 def _encode(work_root: Path, info: dict[str, Any], prompts: list[str], inputs: ConditioningInputs,
             threads: int) -> Conditioning:
-    from engines.text2image import TextToImageSpec, open_prompt_encoder, prompt_conditioning
+    from pipelines.text2image import TextToImageSpec, open_prompt_encoder, prompt_conditioning
 
     spec = TextToImageSpec.from_export_info(info, Path(work_root))
     with open_prompt_encoder(work_root, spec, threads) as encoder:

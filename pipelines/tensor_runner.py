@@ -1,6 +1,6 @@
 """The denoising loop kept on one torch device: latents, UNet inputs and outputs, guidance and the scheduler step.
 
-``DenoiseRunner`` (engines/runner.py) is the CPU loop: numpy in and out of the Session every step. On a GPU that
+``DenoiseRunner`` (pipelines/runner.py) is the CPU loop: numpy in and out of the Session every step. On a GPU that
 costs two host<->device copies and a synchronization per UNet call, and runs the scheduler on the CPU; for a small
 UNet the per-step host overhead dominates (issue 15: the ddpm-cifar10 UNet at batch 8 on an H200, 22.6 ms eager vs
 2.83 ms replayed as a CUDA graph). ``TensorDenoiseRunner`` is the same loop on torch tensors of one device:
@@ -25,10 +25,10 @@ import numpy as np
 
 from common.errors import UserError
 from common.lazy import lazy_import
-from engines.conditioning import Conditioning
-from engines.schedulers import set_timesteps
-from engines.runner import _accepted
-from engines.trajectory_health import TrajectoryHealth
+from pipelines.conditioning import Conditioning
+from pipelines.schedulers import set_timesteps
+from pipelines.runner import _accepted
+from pipelines.trajectory_health import TrajectoryHealth
 
 if TYPE_CHECKING:
     import torch

@@ -6,7 +6,7 @@ that routes each UNet call to its group's engine.
 that takes one engine) and then one engine per group graph (``model.int8.g<k>.plan``, from
 ``model.int8.trt.g<k>.onnx``), each through ``build_engine`` with the same profiles and options, and writes
 ``model.int8.plan.json`` last: the build options once, and per group its bounds in t, engine file, sha256 and size,
-source graph and layer counts (``engines.trt_plan.GroupEngine``). ``trt_unet_session`` opens that record: one
+source graph and layer counts (``engines.tensorrt.plan.GroupEngine``). ``trt_unet_session`` opens that record: one
 ``TrtSession`` per group engine behind a ``TimestepGroupedSession``, each checked against the record
 (``load_checked_group``) when activated; the global engine alone when the build had no groups.
 
@@ -25,8 +25,8 @@ from common.workdir import WorkDir
 from engines.group_manifest import GroupManifest, grouped_manifest_for
 from engines.session import ManagedSession
 from engines.timestep_routed import TimestepGroupedSession
-from engines.trt_build import BuildOptions, build_engine, source_onnx
-from engines.trt_plan import (
+from engines.tensorrt.build import BuildOptions, build_engine, source_onnx
+from engines.tensorrt.plan import (
     GroupEngine,
     PlanInfo,
     file_sha256,
@@ -95,7 +95,7 @@ def trt_unet_session(plan: Path) -> tuple[ManagedSession, PlanInfo]:
     """An inactive session on the UNet engine ``plan`` and its metadata: a TimestepGroupedSession of one TrtSession
     per group engine when ``plan``'s ``.plan.json`` records groups, else a TrtSession on ``plan``. Missing engine or
     metadata: UserError; TensorRT version, GPU, sha256 and stale sources are checked on activate."""
-    from engines.trt_session import TrtSession
+    from engines.tensorrt.session import TrtSession
 
     info = read_plan_info(plan)
     if not info.timestep_groups:

@@ -10,7 +10,7 @@ import pytest
 
 from common.errors import UserError
 from common.hashing import onnx_model_sha256
-from engines.trt_plan import (
+from engines.tensorrt.plan import (
     GpuInfo,
     PlanInfo,
     ShapeRange,

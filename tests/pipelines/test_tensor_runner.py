@@ -10,9 +10,9 @@ import pytest
 
 from common.errors import UserError
 from engines.ort_session import OrtSession
-from engines.runner import Conditioning, DenoiseRunner, to_images
-from engines.schedulers import SCHEDULERS, make_scheduler
-from engines.tensor_runner import TensorDenoiseRunner, TensorSession
+from pipelines.runner import Conditioning, DenoiseRunner, to_images
+from pipelines.schedulers import SCHEDULERS, make_scheduler
+from pipelines.tensor_runner import TensorDenoiseRunner, TensorSession
 from tests.conftest import TINY_COND_LEN
 
 
@@ -110,7 +110,7 @@ def test_gpu_resident_loop_on_the_cuda_provider_matches_the_cpu_loop(reference_w
 @pytest.mark.gpu("tensorrt")
 def test_gpu_resident_loop_on_a_tensorrt_engine_with_cuda_graphs_matches_the_cpu_loop(reference_work: Path) -> None:
     """FP16 engine replayed as CUDA graphs inside the device loop vs the same engine in the numpy loop: >= 40 dB."""
-    from engines.trt_session import TrtSession
+    from engines.tensorrt.session import TrtSession
     from tests.conftest import run_cli
 
     work = reference_work
@@ -130,8 +130,8 @@ def test_gpu_resident_loop_on_a_tensorrt_engine_with_cuda_graphs_matches_the_cpu
 
 
 def test_device_of_picks_the_loop_from_what_the_session_runs_on(tiny_work: Path) -> None:
-    from engines.tensor_runner import device_of
-    from engines.trt_session import TrtSession
+    from pipelines.tensor_runner import device_of
+    from engines.tensorrt.session import TrtSession
 
     assert device_of(TrtSession(tiny_work / "model.int8.plan", device=1)) == "cuda:1"
     with OrtSession(tiny_work / "model.onnx", providers=["CPUExecutionProvider"]) as s:

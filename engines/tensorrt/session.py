@@ -11,7 +11,7 @@ copy the inputs in and replay the graph. Those contexts share one activation buf
 sized ``device_memory_size_v2``; demo/Diffusion shares one buffer across engines the same way): they run one
 after another on one stream, so one buffer serves all. A capture whose enqueue fails leaves no graph behind and
 raises. Without CUDA graphs, one context serves every shape. The Runtime takes the process-wide logger
-(``engines.trt_plan.trt_logger``).
+(``engines.tensorrt.plan.trt_logger``).
 
 tensorrt and torch are imported on ``activate``; ``.plan.json`` is checked first (TensorRT version, GPU, source
 ONNX), so an engine from another TensorRT or GPU is a UserError naming the file, not a crash in deserialization.
@@ -30,7 +30,7 @@ import numpy as np
 from common.errors import UserError
 from engines.session import ManagedSession, check_feeds
 from common.lazy import lazy_import
-from engines.trt_plan import GpuInfo, PlanInfo, current_gpu, load_checked, require_tensorrt, trt_logger
+from engines.tensorrt.plan import GpuInfo, PlanInfo, current_gpu, load_checked, require_tensorrt, trt_logger
 
 if TYPE_CHECKING:  # typed against tensorrt-stubs and torch by `make typecheck`; imported lazily at run time
     import tensorrt as trt
@@ -59,7 +59,7 @@ class TrtSession(ManagedSession):
 
     ``checker``: how ``activate`` checks the engine before deserializing it (default: its own ``.plan.json``,
     ``load_checked``); a time-step group engine is checked against the global engine's ``.plan.json``
-    (``functools.partial(engines.trt_plan.load_checked_group, global_plan, index)``).
+    (``functools.partial(engines.tensorrt.plan.load_checked_group, global_plan, index)``).
     """
 
     def __init__(self, plan: Path | str, cuda_graph: bool = False, device: int = 0, check: bool = True,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from engines.trajectory_health import ABS_LIMIT, TrajectoryHealth
+from pipelines.trajectory_health import ABS_LIMIT, TrajectoryHealth
 
 
 def test_in_range_gaussian_inputs_are_not_flagged() -> None:

@@ -8,10 +8,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from engines.lockstep import sample_lockstep, to_uint8_hwc
+from pipelines.lockstep import sample_lockstep, to_uint8_hwc
 from engines.ort_session import OrtSession
-from engines.runner import DenoiseRunner, initial_noise
-from engines.schedulers import make_scheduler
+from pipelines.runner import DenoiseRunner, initial_noise
+from pipelines.schedulers import make_scheduler
 
 
 @pytest.mark.parametrize("name", ["ddim", "ddpm", "dpm"])

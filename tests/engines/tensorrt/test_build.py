@@ -11,7 +11,7 @@ import pytest
 
 from common.errors import UserError
 from common.workdir import WorkDir
-from engines.trt_build import (
+from engines.tensorrt.build import (
     BuildOptions,
     build_engine,
     build_mode,
@@ -20,7 +20,7 @@ from engines.trt_build import (
     profiles_from_export,
     source_onnx,
 )
-from engines.trt_plan import ShapeRange, read_plan_info, tensorrt_installed, trt_major
+from engines.tensorrt.plan import ShapeRange, read_plan_info, tensorrt_installed, trt_major
 from tests.conftest import run_cli
 
 
@@ -150,7 +150,7 @@ def test_tf32_is_always_set_explicitly() -> None:
     """Polygraphy's CreateConfig clears BuilderFlag.TF32 unless told; the build passes options.tf32 (default off)."""
     import inspect
 
-    import engines.trt_build as module
+    import engines.tensorrt.build as module
 
     assert BuildOptions(precision="int8", profiles=({},)).tf32 is False
     assert "tf32=options.tf32" in inspect.getsource(module.build_engine)
@@ -178,7 +178,7 @@ def quantized_conv_names(onnx_path: Path) -> list[str]:
 def test_int8_engine_runs_the_quantized_convolutions_in_int8(reference_work: Path) -> None:
     import tensorrt as trt
 
-    from engines.trt_session import TrtSession
+    from engines.tensorrt.session import TrtSession
 
     work = quantized_reference(reference_work)
     plan = work / "model.int8.plan"

@@ -8,7 +8,7 @@ import pytest
 from onnx import TensorProto, helper, numpy_helper
 
 from common.errors import UserError
-from engines.trt_graph import check_for_tensorrt, float_conv_transpose, int4_tensors
+from engines.tensorrt.graph import check_for_tensorrt, float_conv_transpose, int4_tensors
 
 
 def int4_matmul_model(k: int = 128, n: int = 8, block: int = 64) -> onnx.ModelProto:

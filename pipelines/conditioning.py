@@ -112,7 +112,7 @@ def conditioning_for(inputs: Mapping[str, dict], cond: np.ndarray | None = None,
             raise UserError(f"conditioning given but the model has no {HIDDEN_STATES} input (an unconditional UNet)")
         return None
     added = [name for name in ADDED_INPUTS if name in inputs]
-    if added:  # their rows come from the text encoders (engines.text2image.prompt_conditioning), not from here
+    if added:  # their rows come from the text encoders (pipelines.text2image.prompt_conditioning), not from here
         raise UserError(f"the UNet also takes {' and '.join(added)} (SDXL's added conditions), which only its text "
                         "encoders give: export the whole SDXL pipeline folder and give --prompt/--prompts")
     _, length, dim = spec["shape"]

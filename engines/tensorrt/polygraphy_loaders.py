@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-from engines.trt_plan import current_gpu, load_checked, load_checked_group, require_tensorrt
+from engines.tensorrt.plan import current_gpu, load_checked, load_checked_group, require_tensorrt
 
 
 def trt_runner(plan: Path, name: str = "quantized", group: int | None = None) -> Any:

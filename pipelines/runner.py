@@ -10,10 +10,10 @@ import numpy as np
 
 from common.lazy import lazy_import
 from common.errors import UserError
-from engines.conditioning import Conditioning
-from engines.schedulers import set_timesteps
+from pipelines.conditioning import Conditioning
+from pipelines.schedulers import set_timesteps
 from engines.session import Session
-from engines.trajectory_health import TrajectoryHealth
+from pipelines.trajectory_health import TrajectoryHealth
 
 # (step index, time step, model input x_t as fed to the UNet: B×C×H×W float32) -> None
 StepCallback = Callable[[int, int, np.ndarray], None]

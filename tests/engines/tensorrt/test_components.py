@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from common.errors import UserError
-from engines.trt_build import profiles_from_export
-from engines.trt_components import component_names, component_plan_path, component_profile
-from engines.trt_plan import ShapeRange
+from engines.tensorrt.build import profiles_from_export
+from engines.tensorrt.components import component_names, component_plan_path, component_profile
+from engines.tensorrt.plan import ShapeRange
 from tests.conftest import run_cli
 from tests.tiny_pipelines import SEQ_LEN
 

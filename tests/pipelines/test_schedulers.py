@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from common.errors import UserError
-from engines.schedulers import make_scheduler, set_timesteps, unet_calls
+from pipelines.schedulers import make_scheduler, set_timesteps, unet_calls
 from exporter.architectures import SD15_SCHEDULER
 
 

@@ -22,10 +22,10 @@ import numpy as np
 
 from common.errors import UserError
 from engines.ort_session import OrtSession
-from engines.conditioning import Conditioning
-from engines.runner import DenoiseRunner, StepCallback, to_images
+from pipelines.conditioning import Conditioning
+from pipelines.runner import DenoiseRunner, StepCallback, to_images
 from engines.session import Session
-from engines.tokenizers import load_tokenizer, tokenize
+from pipelines.tokenizers import load_tokenizer, tokenize
 
 
 @dataclass(frozen=True)
@@ -191,11 +191,11 @@ def component_session(work_root: Path, file: str, backend: str = "ort", threads:
     engine (``<name>.fp16.plan``, from ``build``) with ``backend`` "trt" when built, else ONNX Runtime FP32."""
     root = Path(work_root)
     if backend == "trt":
-        from engines.trt_components import component_plan_path
+        from engines.tensorrt.components import component_plan_path
 
         plan = component_plan_path(root, Path(file).stem)
         if plan.is_file():
-            from engines.trt_session import TrtSession
+            from engines.tensorrt.session import TrtSession
 
             return TrtSession(plan)
     return OrtSession(root / file, threads=threads)

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from engines.ort_session import OrtSession
-from engines.conditioning import Conditioning
-from engines.runner import DenoiseRunner, to_images
-from engines.schedulers import SCHEDULERS, make_scheduler
+from pipelines.conditioning import Conditioning
+from pipelines.runner import DenoiseRunner, to_images
+from pipelines.schedulers import SCHEDULERS, make_scheduler
 from tests.conftest import REFERENCE_MODEL, TINY_COND_LEN
 
 

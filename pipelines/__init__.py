@@ -1,0 +1,1 @@
+"""The denoising pipelines: loops, conditioning, tokenizers, schedulers, and one module per model family."""
