@@ -35,7 +35,7 @@ import numpy as np
 
 from benchmarks.common import command_line, markdown_table, section_head, write_section
 from common.atomic import write_json
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
 from pipelines.runner import DenoiseRunner, to_images
@@ -81,8 +81,7 @@ class _Row:
         except UserError as exc:
             self.note = f"not run: {exc}"
         except Exception as exc:  # a row that fails must not hide the others; its first line is reported
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            self.note = f"failed: {type(exc).__name__}: {first}"
+            self.note = f"failed: {type(exc).__name__}: {first_line(exc, 200)}"
         return self
 
     def to_json(self) -> dict[str, Any]:

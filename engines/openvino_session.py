@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.lazy import lazy_import
 from engines.session import ManagedSession, check_feeds
 
@@ -71,9 +71,8 @@ class OpenVinoSession(ManagedSession):
         try:
             compiled = ov.Core().compile_model(str(self.model_path), self.device,
                                                compile_config(self.threads, self.cache_dir))
-        except Exception as exc:  # OpenVINO raises RuntimeError/GeneralFailure for unreadable models
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"cannot load ONNX model '{self.model_path}' with OpenVINO: {first}") from exc
+        except RuntimeError as exc:  # OpenVINO raises RuntimeError (or its GeneralFailure) for unreadable models
+            raise UserError(f"cannot load ONNX model '{self.model_path}' with OpenVINO: {first_line(exc)}") from exc
         self.compile_seconds = time.perf_counter() - start
         try:
             self.loaded_from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))

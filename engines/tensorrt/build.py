@@ -25,7 +25,8 @@ from typing import Any
 import onnx
 
 from common.atomic import atomic_path
-from common.errors import UserError
+from common.errors import UserError, first_line
+from common.protobuf import fits_protobuf
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.tensorrt.graph import check_for_tensorrt, float_conv_transpose
@@ -253,7 +254,7 @@ def build_engine(work: WorkDir, options: BuildOptions, command: str = "", source
             adapted, floated = float_conv_transpose(onnx.load(str(source), load_external_data=True))
             if floated:
                 onnx_path = Path(tmp) / f"{source.stem}.trt8.onnx"
-                onnx.save_model(adapted, str(onnx_path), save_as_external_data=adapted.ByteSize() > 1_500_000_000,
+                onnx.save_model(adapted, str(onnx_path), save_as_external_data=not fits_protobuf(adapted),
                                 location=f"{onnx_path.name}.data")
                 builder["float_conv_transpose"] = floated
                 print(f"  TensorRT {trt.__version__}: {len(floated)} quantized ConvTranspose kept float (8.x INT8 "
@@ -290,8 +291,7 @@ def build_engine(work: WorkDir, options: BuildOptions, command: str = "", source
                 save_timing_cache=str(options.timing_cache) if options.timing_cache else None,
             )()
         except PolygraphyException as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"TensorRT could not build an engine from '{source}': {first}") from exc
+            raise UserError(f"TensorRT could not build an engine from '{source}': {first_line(exc)}") from exc
         inspector = engine.create_engine_inspector()
         layers = parse_engine_layers(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
         builder["layers"] = precision_summary(layers)
