@@ -41,16 +41,11 @@ from engines.ort_session import OrtSession
 from pipelines.runner import DenoiseRunner, to_images
 from pipelines.schedulers import make_scheduler
 from pipelines.tensor_runner import TensorDenoiseRunner
+from validation.image_metrics import psnr
 
 CUDA_FP32 = ("CUDAExecutionProvider", {"use_tf32": "0"})
 NEEDS_CUDA = ("benchmarks.gpu_check needs CUDA: an NVIDIA GPU visible to torch and onnxruntime-gpu's "
               "CUDAExecutionProvider (pip install -r requirements-gpu.txt, or the Docker image)")
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of images in [0, 1]."""
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def require_cuda() -> Any:

@@ -140,6 +140,12 @@ class OrtSession(ManagedSession):
         """The execution providers the session really runs on (``get_providers()`` after creation)."""
         return list(self.session.get_providers())
 
+    @property
+    def tensor_device(self) -> str | None:
+        """"cuda:0" when the first active provider is CUDA or TensorRT (IO binding on CUDA tensors), else None."""
+        providers = self.active_providers
+        return "cuda:0" if providers and providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else None
+
     def describe(self) -> str:
         """What runs, in the words every backend message uses: ``ONNX Runtime on CUDAExecutionProvider, ...``."""
         return f"ONNX Runtime on {', '.join(self.active_providers)}"

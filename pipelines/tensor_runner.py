@@ -108,21 +108,10 @@ class TensorDenoiseRunner:
 
 
 def device_of(session: Any) -> str | None:
-    """The CUDA device a session runs on, for ``TensorDenoiseRunner`` ("cuda:<n>"), or None (use the CPU loop):
-    a TensorRT session, or an active ONNX Runtime session whose first provider is CUDA or TensorRT."""
-    from engines.timestep_routed import TimestepGroupedSession
-
-    if isinstance(session, TimestepGroupedSession):  # time-step groups: their common device, if they share one
-        devices = {device_of(s) for s in session.sessions}
-        return devices.pop() if len(devices) == 1 else None
-    if not _runs_tensors(session):
-        return None
-    if type(session).__name__ == "TrtSession":
-        return f"cuda:{getattr(session, 'device', 0)}"
-    providers = getattr(session, "active_providers", [])
-    if providers and providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-        return "cuda:0"
-    return None
+    """The CUDA device a session runs on, for ``TensorDenoiseRunner`` ("cuda:<n>"), or None (use the CPU loop): what
+    the session says (``ManagedSession.tensor_device``: a TensorRT engine's GPU, ONNX Runtime's CUDA provider, the
+    common device of time-step groups); None for a session without ``run_tensors``."""
+    return getattr(session, "tensor_device", None) if _runs_tensors(session) else None
 
 
 def _runs_tensors(session: Any) -> bool:

@@ -34,13 +34,13 @@ from engines.tensorrt.plan import (
     PRECISIONS,
     PlanInfo,
     Profile,
-    ShapeRange,
     current_gpu,
     plan_path,
     require_tensorrt,
     trt_major,
     write_plan_info,
 )
+from engines.tensorrt.profile_ranges import axis_bounds, guided, profile_ranges, shape_range
 
 CONDITIONAL_INPUT = "encoder_hidden_states"
 MAX_OPT_LEVEL = 5
@@ -63,34 +63,12 @@ def profiles_from_export(
     inputs = info.get("inputs")
     if not isinstance(inputs, dict) or not inputs:
         raise UserError("export.json has no 'inputs': re-export the model")
-    ranges = dict(info.get("profile") or {})
-    for key, value in (("min_batch", min_batch), ("opt_batch", opt_batch), ("max_batch", max_batch)):
-        if value is not None:
-            ranges[key] = value
+    ranges = profile_ranges(info, min_batch, opt_batch, max_batch)
     axes = sorted({d for spec in inputs.values() for d in spec["shape"] if isinstance(d, str)})
-    for axis in axes:
-        got = [ranges.get(f"{k}_{axis}") for k in ("min", "opt", "max")]
-        if any(not isinstance(v, int) for v in got):
-            raise UserError(f"export.json 'profile' has no integer min/opt/max for dynamic axis '{axis}' "
-                            f"(got {got}); give --min-{axis}/--opt-{axis}/--max-{axis}")
-        lo, opt, hi = (int(v) for v in got)  # type: ignore[arg-type]
-        if not 1 <= lo <= opt <= hi:
-            raise UserError(f"profile for '{axis}' must satisfy 1 <= min <= opt <= max, got "
-                            f"min {lo}, opt {opt}, max {hi} (--min-{axis}/--opt-{axis}/--max-{axis})")
-    guided = CONDITIONAL_INPUT in inputs
-
-    def dims(shape: list[int | str], which: str) -> tuple[int, ...]:
-        out = []
-        for d in shape:
-            if isinstance(d, int):
-                out.append(d)
-                continue
-            v = int(ranges[f"{which}_{d}"])
-            out.append(v * 2 if guided and d == "batch" and which != "min" else v)
-        return tuple(out)
-
-    profile = {name: ShapeRange(dims(spec["shape"], "min"), dims(spec["shape"], "opt"), dims(spec["shape"], "max"))
-               for name, spec in inputs.items()}
+    bounds = {axis: axis_bounds(ranges, axis) for axis in axes}
+    if "batch" in bounds:
+        bounds["batch"] = guided(bounds["batch"], CONDITIONAL_INPUT in inputs)
+    profile = {name: shape_range(spec["shape"], bounds) for name, spec in inputs.items()}
     return [profile]
 
 
