@@ -146,7 +146,7 @@ def test_class_conditional_guided_validate_runs(tiny_cond_dir: Path, tmp_path: P
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """A class-conditional UNet2DConditionModel (sequence length 1) validated with 16 conditioning rows, an
     unconditional row and guidance: conditioning rows always follow the images fed (this crashed in ORT's Reshape
-    when the rows and the images disagreed)."""
+    when the rows and the images disagreed), seen in the saved inputs of every compared step."""
     work = tmp_path / "cls"
     assert run_cli("export", "--model", tiny_cond_dir, work, "--cond-len", "1") == 0
     dim = json.loads((work / "export.json").read_text())["inputs"]["encoder_hidden_states"]["shape"][2]
@@ -156,11 +156,20 @@ def test_class_conditional_guided_validate_runs(tiny_cond_dir: Path, tmp_path: P
     cond = ["--cond", tmp_path / "cond.npy", "--guidance-scale", "3"]
     assert run_cli("calibrate", work, "--samples", "8", "--steps", "6", *cond) == 0
     assert run_cli("quantize", work) == 0
-    code = run_cli("validate", work, "--steps", "6", "--points", "3", "--num", "3", "--images", "5", *cond,
-                   "--uncond", tmp_path / "uncond.npy", "--min-psnr", "-1")
-    assert code in (0, 1), capsys.readouterr().err
+    assert run_cli("validate", work, "--steps", "6", "--points", "3", "--num", "3", "--images", "5", *cond,
+                   "--uncond", tmp_path / "uncond.npy", "--min-psnr", "-1", "--min-cosine", "-1", "--min-snr", "-1",
+                   "--backend", "ort") == 0, capsys.readouterr().err
     report = json.loads((work / "report" / "validate.json").read_text())
-    assert len(report["steps"]) == 3 and "psnr" in report["images"]
+    assert report["passed"] and len(report["steps"]) == 3 and report["images"]["num"] == 5
+    assert all(np.isfinite(s["cosine"]) and s["cosine"] > 0.5 for s in report["steps"])
+    # every compared step fed the UNet the 3 trajectories twice (unconditional rows first) with their own rows
+    from polygraphy.json import load_json
+
+    classes = np.load(tmp_path / "cond.npy")
+    for feeds in load_json(str(work / "report" / "validate_inputs.json")):
+        assert feeds["sample"].shape[0] == 6 and np.array_equal(feeds["sample"][:3], feeds["sample"][3:])
+        np.testing.assert_array_equal(feeds["encoder_hidden_states"][:3], np.zeros((3, 1, dim), np.float32))
+        np.testing.assert_array_equal(feeds["encoder_hidden_states"][3:], classes[:3])
 
 
 @pytest.mark.parametrize("backend", ["ort", "openvino"])
