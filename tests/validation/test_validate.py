@@ -15,6 +15,10 @@ from tests.conftest import run_cli
 from validation.step_metrics import step_metrics
 
 FAST = ["--steps", "10", "--points", "5", "--num", "2", "--images", "4"]
+# Gates the tiny model's INT8 graph passes with FAST, a margin below what it reaches (2-core Xeon with AMX,
+# 2026-12-03: worst step cosine 0.996 / SNR 21.0 dB, final-image PSNR 11.4 dB over 4 images on ONNX Runtime; 0.995 /
+# 20.3 dB / 10.8 dB on OpenVINO with --reduce-range all). The ranges scaled by 0.5 fail them.
+GATES = ["--min-cosine", "0.99", "--min-snr", "18", "--min-psnr", "9"]
 
 
 @pytest.fixture()
@@ -26,9 +30,10 @@ def quantized(tiny_calibrated: Path, tmp_path: Path) -> Path:
 
 
 def test_validate_passes_and_writes_polygraphy_inputs(quantized: Path) -> None:
-    assert run_cli("validate", quantized, *FAST, "--min-cosine", "0.95", "--min-snr", "10", "--min-psnr", "5") == 0
+    assert run_cli("validate", quantized, *FAST, *GATES) == 0
     report = json.loads((quantized / "report" / "validate.json").read_text())
     assert report["passed"] and len(report["steps"]) == 5
+    assert report["thresholds"]["min_image_psnr"] == 9.0 and report["images"]["psnr"] >= 9.0
     ts = [s["t"] for s in report["steps"]]
     assert ts == sorted(ts, reverse=True) and ts[0] >= 900 and ts[-1] == 0  # spread over the whole schedule
     assert all(0.9 < s["cosine"] <= 1.0 for s in report["steps"])
@@ -45,14 +50,14 @@ def test_validate_passes_and_writes_polygraphy_inputs(quantized: Path) -> None:
 
 def test_validate_on_openvino(quantized: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("openvino", reason="openvino is not installed (pip install -r requirements.txt)")
-    # gates off: on CPUs without VNNI both runtimes' INT8 kernels saturate int16 sums (docs/cpu-backends.md), and
-    # the tiny model's error then depends on the CPU; the comparison itself must run on OpenVINO and be recorded
-    assert run_cli("validate", quantized, *FAST, "--backend", "openvino", "--min-cosine", "-1", "--min-snr", "-1",
-                   "--min-psnr", "-1") == 0
+    # --reduce-range all: on CPUs without VNNI OpenVINO's INT8 kernels saturate int16 sums of full-range weights
+    # (docs/cpu-backends.md); 7-bit weights do not, so the same gates hold on every CPU
+    assert run_cli("quantize", quantized, "--reduce-range", "all") == 0
+    assert run_cli("validate", quantized, *FAST, "--backend", "openvino", *GATES) == 0
     report = json.loads((quantized / "report" / "validate.json").read_text())
     assert report["backend"]["steps"] == "OpenVINO (CPU)" and report["backend"]["final_images"].startswith("OpenVINO")
     assert report["passed"] and len(report["steps"]) == 5
-    assert all(0.5 < s["cosine"] <= 1.0 for s in report["steps"])
+    assert all(0.99 <= s["cosine"] <= 1.0 for s in report["steps"])
     assert {"psnr", "ssim"} <= set(report["images"])
     assert "on OpenVINO" in capsys.readouterr().out
     assert any((quantized / ".openvino_cache").iterdir())
