@@ -116,8 +116,9 @@ def test_truncated_model_is_user_error(tiny_work: Path, tmp_path: Path) -> None:
     data = (tiny_work / "model.onnx").read_bytes()
     (tmp_path / "model.onnx").write_bytes(data[: len(data) // 2])
     with pytest.raises(UserError, match="cannot load ONNX model .*model.onnx.* OpenVINO: ") as err:
-        OpenVinoSession(tmp_path / "model.onnx").activate()
+        OpenVinoSession(tmp_path / "model.onnx", cache_dir=tmp_path / "cache").activate()
     assert len(str(err.value).splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no empty cache folder left behind
 
 
 def test_a_bug_while_compiling_stays_a_traceback(tiny_work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
