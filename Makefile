@@ -53,7 +53,7 @@ test-gpu:
 # then patched so mypy can parse it) and Polygraphy's sources (pyproject.toml: follow_untyped_imports).
 TRT_STUBS := tensorrt-stubs==10.13.0.35.1
 TYPECHECKED := engines/tensorrt/plan.py engines/tensorrt/build.py engines/tensorrt/session.py engines/tensorrt/graph.py engines/tensorrt/fp16_convert.py \
-	pipelines/tensor_runner.py engines/tensorrt/components.py engines/tensorrt/groups.py engines/tensorrt/polygraphy_loaders.py \
+	pipelines/tensor_runner.py engines/tensorrt/components.py engines/tensorrt/profile_ranges.py engines/tensorrt/groups.py engines/tensorrt/polygraphy_loaders.py \
 	engines/backends.py tools/build_cmd.py tools/build_checks.py benchmarks/gpu_bench.py \
 	benchmarks/gpu_check.py
 typecheck: setup

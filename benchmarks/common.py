@@ -7,10 +7,7 @@ import os
 import platform
 import re
 import shlex
-import statistics
 import sys
-import time
-from collections.abc import Callable
 from pathlib import Path
 
 from common.atomic import atomic_path
@@ -37,18 +34,6 @@ def machine() -> str:
 
 def today() -> str:
     return datetime.date.today().isoformat()
-
-
-def median_seconds(fn: Callable[[], object], repeats: int, warmup: int = 1) -> float:
-    """Median wall time of ``fn`` over ``repeats`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
 
 
 def command_line(module: str, argv: list[str] | None) -> str:

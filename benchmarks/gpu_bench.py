@@ -29,6 +29,7 @@ from pipelines.runner import DenoiseRunner
 from pipelines.schedulers import make_scheduler
 from engines.tensorrt.plan import PRECISIONS, plan_path, read_plan_info
 from engines.tensorrt.session import TrtSession
+from tools.cli_parser import check_at_least_one
 
 HEADER = ("| engine | CUDA graph | batch | steps | UNet call median (ms) | p90 (ms) | end-to-end median (s) | "
           "runs | TensorRT | GPU |\n|---|---|---|---|---|---|---|---|---|---|")
@@ -77,9 +78,7 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--out", type=Path, help="JSON results (default WORK/report/gpu_bench.json)")
     args = p.parse_args(argv)
-    for flag in ("steps", "batch", "runs"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be >= 1")
+    check_at_least_one(args, "steps", "batch", "runs")
     if args.warmup < 0:
         raise UserError("--warmup must be >= 0")
     return args

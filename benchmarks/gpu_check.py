@@ -35,22 +35,17 @@ import numpy as np
 
 from benchmarks.common import command_line, markdown_table, section_head, write_section
 from common.atomic import write_json
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
 from pipelines.runner import DenoiseRunner, to_images
 from pipelines.schedulers import make_scheduler
 from pipelines.tensor_runner import TensorDenoiseRunner
+from validation.image_metrics import psnr
 
 CUDA_FP32 = ("CUDAExecutionProvider", {"use_tf32": "0"})
 NEEDS_CUDA = ("benchmarks.gpu_check needs CUDA: an NVIDIA GPU visible to torch and onnxruntime-gpu's "
               "CUDAExecutionProvider (pip install -r requirements-gpu.txt, or the Docker image)")
-
-
-def psnr(a: np.ndarray, b: np.ndarray) -> float:
-    """PSNR in dB of images in [0, 1]."""
-    mse = float(np.mean((a.astype(np.float64) - b) ** 2))
-    return float("inf") if mse == 0 else 10 * np.log10(1.0 / mse)
 
 
 def require_cuda() -> Any:
@@ -81,8 +76,7 @@ class _Row:
         except UserError as exc:
             self.note = f"not run: {exc}"
         except Exception as exc:  # a row that fails must not hide the others; its first line is reported
-            first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-            self.note = f"failed: {type(exc).__name__}: {first}"
+            self.note = f"failed: {type(exc).__name__}: {first_line(exc, 200)}"
         return self
 
     def to_json(self) -> dict[str, Any]:

@@ -37,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
+from common.errors import CheckFailed, UserError, first_line
 from common.workdir import WorkDir
 from engines.backends import open_session
 from pipelines.runner import initial_noise, sample_images
@@ -60,6 +61,7 @@ class Row:
     rps: list[float] = field(default_factory=list)
     latencies: list[float] = field(default_factory=list)
     failed: int = 0
+    errors: collections.Counter[str] = field(default_factory=collections.Counter)  # first line of each failure
     batches: collections.Counter[int] = field(default_factory=collections.Counter)
 
 
@@ -115,7 +117,7 @@ def load(config: ServeConfig, clients: int, seeds: list[int], steps: int, row: R
     todo = list(seeds)
     lock = threading.Lock()
     latencies: list[float] = []
-    failed = [0]
+    errors: list[str] = []
 
     def worker(client: ImageClient) -> None:
         while True:
@@ -124,16 +126,16 @@ def load(config: ServeConfig, clients: int, seeds: list[int], steps: int, row: R
                     return
                 seed = todo.pop()
             start = time.perf_counter()
+            error = ""
             try:
                 client.images(ImageRequest((seed,), steps=steps, prompt=prompt))
-                ok = True
-            except Exception:  # counted as a failed request
-                ok = False
+            except (UserError, CheckFailed) as exc:  # refused, timed out or disconnected: a failed request
+                error = first_line(exc)
             with lock:
-                if ok:
-                    latencies.append(time.perf_counter() - start)
+                if error:
+                    errors.append(error)
                 else:
-                    failed[0] += 1
+                    latencies.append(time.perf_counter() - start)
 
     with contextlib.ExitStack() as stack:  # one connection per client, opened before the clock starts
         conns = [stack.enter_context(ImageClient(config.http_url, config.model_name, timeout_s=600.0))
@@ -148,7 +150,8 @@ def load(config: ServeConfig, clients: int, seeds: list[int], steps: int, row: R
         seconds = time.perf_counter() - start
     row.rps.append(len(latencies) / seconds)
     row.latencies += latencies
-    row.failed += failed[0]
+    row.failed += len(errors)
+    row.errors.update(errors)
     row.batches.update(batch_counts(config) - before)
 
 
@@ -278,6 +281,9 @@ def main(argv: list[str] | None = None) -> int:
         sizes = ", ".join(f"{b}: {n}" for b, n in sorted(row.batches.items())) or "—"
         table.append([precision, row.mode, f"{rps:.2f}", f"{rps:.2f}", f"{rps / base:.2f}", f"{p50:.2f}",
                       f"{p99:.2f}", f"{p99 / p50:.2f}", sizes, row.failed])
+    for row in rows.values():
+        for error, n in row.errors.most_common():
+            print(f"{row.precision} {row.mode}: {n} failed request(s): {error}")
     models = ", ".join(f"{pr}: `{work.model_for(pr).name}`" for pr in args.precisions)
     calib = ""
     if work.ranges.is_file():

@@ -82,11 +82,6 @@ def split_groups(steps: Sequence[int] | np.ndarray, k: int) -> list[GroupBounds]
     return list(zip(firsts, lasts, strict=True))
 
 
-def step_groups(steps: Sequence[int] | np.ndarray, bounds: Sequence[GroupBounds]) -> dict[int, int]:
-    """The step -> group index mapping for the given time steps."""
-    return {int(t): group_of(bounds, int(t)) for t in np.unique(np.asarray(steps, dtype=np.int64))}
-
-
 def amax_groups(stats: StepStats, bounds: Sequence[GroupBounds], config: EstimatorConfig) -> list[float]:
     """One estimate per group, on the histogram summed over the tensor's steps inside the group.
 

@@ -204,11 +204,6 @@ class StatsCollector:
                 del self._tensors[tensor_name]
             raise CheckFailed(f"tensor '{tensor_name}' at time step {int(t)} holds NaN or inf") from exc
 
-    def update_all(self, arrays: Mapping[str, np.ndarray], t: int) -> None:
-        """``update`` every (name, array) of one UNet call at time step ``t``."""
-        for name, array in arrays.items():
-            self.update(name, array, t)
-
     def finalize(self) -> TensorStats:
         """Freeze the statistics into a ``TensorStats`` (copies; the collector can keep collecting)."""
         return TensorStats(

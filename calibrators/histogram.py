@@ -74,10 +74,6 @@ class AbsHistogram:
         """Width of one bin (R / num_bins); 0.0 while the range is unset."""
         return self.range / self.num_bins
 
-    def edges(self) -> np.ndarray:
-        """Bin edges, float64 (num_bins + 1,), from 0 to R."""
-        return np.arange(self.num_bins + 1, dtype=np.float64) * self.bin_width
-
     def ensure_range(self, r: float) -> None:
         """Grow R (by exact doublings) until ``R >= r``; ``r`` must be 0 or a power of two."""
         if r <= self.range:

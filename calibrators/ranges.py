@@ -237,11 +237,6 @@ class TensorRanges:
 
     # ------------------------------------------------------------------------------------------------ queries
 
-    @property
-    def tensor_names(self) -> list[str]:
-        """Calibrated tensor names, sorted."""
-        return sorted(self.amax)
-
     def group_of(self, t: int) -> int:
         """Index of the step group holding time step ``t`` (nearest end group outside); ValueError without groups."""
         return group_of(self.group_bounds, t)

@@ -25,6 +25,7 @@ from common.errors import UserError
 from pipelines.conditioning import HIDDEN_STATES, Conditioning
 from pipelines.runner import DenoiseRunner
 from pipelines.schedulers import set_timesteps
+from pipelines.unet_batches import guided_rows
 
 METHODS = ("ndtc", "uniform", "noise", "single-step")
 
@@ -182,4 +183,4 @@ class TrajectorySource:
             return CalibSample(x, t, step, None)
         feeds = self.cond.unet_feeds(row, 1)  # every conditioning input of the UNet, rows as the runner feeds them
         hidden = feeds.pop(HIDDEN_STATES)
-        return CalibSample(np.concatenate([x, x]) if self.cond.guided else x, t, step, hidden, feeds)
+        return CalibSample(guided_rows(x, self.cond.guided), t, step, hidden, feeds)

@@ -7,3 +7,10 @@ class UserError(Exception):
 
 class CheckFailed(Exception):
     """A numerical or quality check did not pass. The CLI prints it on one line and exits 1."""
+
+
+def first_line(exc: BaseException, limit: int = 300) -> str:
+    """The first line of ``exc``'s message (at most ``limit`` characters), or its type name when it has none: what a
+    one-line UserError quotes of the library error behind it."""
+    text = str(exc).strip()
+    return text.splitlines()[0][:limit] if text else type(exc).__name__

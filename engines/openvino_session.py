@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.lazy import lazy_import
 from engines.session import ManagedSession, check_feeds
 
@@ -65,15 +65,17 @@ class OpenVinoSession(ManagedSession):
         ov = lazy_import("openvino")
         if not self.model_path.is_file():
             raise UserError(f"ONNX model '{self.model_path}' does not exist")
+        made_cache = self.cache_dir is not None and not self.cache_dir.exists()
         if self.cache_dir is not None:
             self.cache_dir.mkdir(parents=True, exist_ok=True)
         start = time.perf_counter()
         try:
             compiled = ov.Core().compile_model(str(self.model_path), self.device,
                                                compile_config(self.threads, self.cache_dir))
-        except Exception as exc:  # OpenVINO raises RuntimeError/GeneralFailure for unreadable models
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"cannot load ONNX model '{self.model_path}' with OpenVINO: {first}") from exc
+        except RuntimeError as exc:  # OpenVINO raises RuntimeError (or its GeneralFailure) for unreadable models
+            if made_cache and self.cache_dir is not None and not any(self.cache_dir.iterdir()):
+                self.cache_dir.rmdir()  # a model that cannot load leaves no empty cache folder behind
+            raise UserError(f"cannot load ONNX model '{self.model_path}' with OpenVINO: {first_line(exc)}") from exc
         self.compile_seconds = time.perf_counter() - start
         try:
             self.loaded_from_cache = bool(compiled.get_property("LOADED_FROM_CACHE"))

@@ -15,7 +15,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from engines.session import ManagedSession, check_feeds
 
 if TYPE_CHECKING:
@@ -104,11 +104,8 @@ class OrtSession(ManagedSession):
         requested = resolve_providers(self.providers)
         try:
             self._sess = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=requested)
-        except UserError:
-            raise
-        except Exception as exc:  # ORT raises its own Fail/InvalidProtobuf/... types
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"cannot load ONNX model '{self.model_path}': {first}") from exc
+        except ort_load_errors() as exc:
+            raise UserError(f"cannot load ONNX model '{self.model_path}': {first_line(exc)}") from exc
         active = self.active_providers
         self.dropped_providers = [provider_name(p) for p in requested if provider_name(p) not in active]
         if self.dropped_providers:
@@ -142,6 +139,12 @@ class OrtSession(ManagedSession):
     def active_providers(self) -> list[str]:
         """The execution providers the session really runs on (``get_providers()`` after creation)."""
         return list(self.session.get_providers())
+
+    @property
+    def tensor_device(self) -> str | None:
+        """"cuda:0" when the first active provider is CUDA or TensorRT (IO binding on CUDA tensors), else None."""
+        providers = self.active_providers
+        return "cuda:0" if providers and providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider") else None
 
     def describe(self) -> str:
         """What runs, in the words every backend message uses: ``ONNX Runtime on CUDAExecutionProvider, ...``."""
@@ -220,3 +223,12 @@ def _torch_dtype(ort_type: str) -> Any:
     if ort_type not in _ORT_TO_TORCH:
         raise ValueError(f"ONNX Runtime output type {ort_type} is not supported by run_tensors")
     return getattr(torch, _ORT_TO_TORCH[ort_type])
+
+
+def ort_load_errors() -> tuple[type[BaseException], ...]:
+    """What ``onnxruntime.InferenceSession`` raises for a model it cannot load (a bad file, an unsupported graph, a
+    provider that fails): ONNX Runtime's own exception types, none of which derives from a Python built-in error."""
+    from onnxruntime.capi import onnxruntime_pybind11_state as state
+
+    return tuple(getattr(state, name) for name in ("Fail", "InvalidArgument", "NoSuchFile", "NoModel", "InvalidProtobuf",
+                                                   "InvalidGraph", "NotImplemented", "RuntimeException", "EPFail"))

@@ -49,6 +49,12 @@ class ManagedSession:
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    @property
+    def tensor_device(self) -> str | None:
+        """The torch device whose tensors ``run_tensors`` takes and returns ("cuda:<n>"), for the device-resident
+        loop (pipelines/tensor_runner.py); None when the session runs on host arrays only (the numpy loop)."""
+        return None
+
     def activate(self) -> ManagedSession:
         raise NotImplementedError
 

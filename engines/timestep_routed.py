@@ -84,6 +84,12 @@ class TimestepGroupedSession(ManagedSession):
         self.calls[g] += 1
         return self.sessions[g].run(feeds)
 
+    @property
+    def tensor_device(self) -> str | None:
+        """The groups' common tensor device, or None when they run on host arrays or on different devices."""
+        devices = {getattr(s, "tensor_device", None) for s in self.sessions}
+        return devices.pop() if len(devices) == 1 else None
+
     def run_tensors(self, feeds: dict[str, Any]) -> dict[str, Any]:
         """The tensor protocol (pipelines/tensor_runner.py) routed the same way, for groups whose sessions have it
         (TensorRT, ONNX Runtime). The time step is read on the host: one device synchronization per call."""

@@ -6,7 +6,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.hashing import sha256_files
 from common.jsonfile import read_json
 from common.lazy import lazy_import
@@ -81,6 +81,5 @@ def load_unet(source: ModelSource) -> Any:
         unet = cls.from_pretrained(source.unet_dir, local_files_only=True, use_safetensors=use_safetensors,
                                    low_cpu_mem_usage=False)  # accelerate is not a dependency: no warning
     except (OSError, ValueError, RuntimeError, EnvironmentError) as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise UserError(f"cannot load the UNet from '{source.unet_dir}': {first}") from exc
+        raise UserError(f"cannot load the UNet from '{source.unet_dir}': {first_line(exc)}") from exc
     return unet.float().eval()

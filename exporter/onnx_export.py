@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import Any
 
 from common.lazy import lazy_import
+from common.protobuf import PROTOBUF_LIMIT, fits_protobuf
 
 DEFAULT_OPSET = 17
-TWO_GB = 2**31
 INPUT_SAMPLE = "sample"
 INPUT_TIMESTEP = "timestep"
 INPUT_COND = "encoder_hidden_states"
@@ -166,7 +166,7 @@ def export_module(module: Any, args: tuple[Any, ...], input_names: list[str], ou
             dynamo=False,
         )
     gc.collect()
-    large = n_bytes >= TWO_GB - (64 << 20)
+    large = n_bytes >= PROTOBUF_LIMIT
     model = onnx.load(str(raw), load_external_data=True)
     model = simplify(model)
     model.producer_name = "qdiff-trt exporter"
@@ -200,7 +200,7 @@ def save_model(model: Any, path: Path, external: bool | None = None) -> None:
 
     path = Path(path)
     if external is None:
-        external = model.ByteSize() >= TWO_GB - (64 << 20) if _fits_protobuf(model) else True
+        external = not fits_protobuf(model)
     if external:
         onnx.save_model(
             model,
@@ -212,11 +212,3 @@ def save_model(model: Any, path: Path, external: bool | None = None) -> None:
         )
     else:
         onnx.save_model(model, str(path))
-
-
-def _fits_protobuf(model: Any) -> bool:
-    try:
-        model.ByteSize()
-        return True
-    except Exception:  # protobuf refuses to size messages above 2 GB
-        return False

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.jsonfile import read_json
 from common.lazy import lazy_import
 from pipelines.families.family import Family
@@ -98,7 +98,7 @@ def load_text_encoder(source: TextEncoderSource) -> Any:
     try:
         model = cls.from_pretrained(source.folder, local_files_only=True)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"cannot load the text encoder from '{source.folder}': {_first_line(exc)}") from exc
+        raise UserError(f"cannot load the text encoder from '{source.folder}': {first_line(exc)}") from exc
     return model.float().eval()
 
 
@@ -108,10 +108,5 @@ def load_vae(vae_dir: Path) -> Any:
     try:
         vae = diffusers.AutoencoderKL.from_pretrained(vae_dir, local_files_only=True, low_cpu_mem_usage=False)
     except (OSError, ValueError, RuntimeError) as exc:
-        raise UserError(f"cannot load the VAE from '{vae_dir}': {_first_line(exc)}") from exc
+        raise UserError(f"cannot load the VAE from '{vae_dir}': {first_line(exc)}") from exc
     return vae.float().eval()
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0][:300] if text else type(exc).__name__

@@ -5,16 +5,9 @@ from __future__ import annotations
 
 import onnx
 
+from common.protobuf import PROTOBUF_LIMIT, model_bytes
+
 SMALL = 1 << 20  # initializers below 1 MiB keep their values (shape tensors, scales)
-PROTOBUF_LIMIT = 2**31 - (64 << 20)
-
-
-def model_bytes(model: onnx.ModelProto) -> int:
-    """Serialised size, or a number above the limit when protobuf refuses to size the message."""
-    try:
-        return int(model.ByteSize())
-    except Exception:  # noqa: BLE001 - protobuf raises its own error types above 2 GB
-        return 2**31
 
 
 def skeleton(model: onnx.ModelProto) -> onnx.ModelProto:

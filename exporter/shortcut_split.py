@@ -15,7 +15,8 @@ import onnx_graphsurgeon as gs
 
 from common.errors import UserError
 from exporter.graph_index import GraphIndex, int_attr
-from exporter.shape_info import PROTOBUF_LIMIT, infer_value_info, model_bytes
+from common.protobuf import PROTOBUF_LIMIT, model_bytes
+from exporter.shape_info import infer_value_info
 
 
 @dataclass(frozen=True)

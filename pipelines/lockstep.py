@@ -15,8 +15,8 @@ import numpy as np
 
 from common.lazy import lazy_import
 from pipelines.conditioning import Conditioning
-from pipelines.schedulers import set_timesteps
-from pipelines.runner import DenoiseRunner, _accepted, initial_noise
+from pipelines.loop_setup import start_loop
+from pipelines.runner import DenoiseRunner, initial_noise
 from engines.session import Session
 
 # () -> a fresh diffusers scheduler (one per image: multistep schedulers keep per-trajectory state)
@@ -36,7 +36,8 @@ def sample_lockstep(
     """Denoise one image per seed in ``num_steps`` steps; returns N×C×H×W float32 samples before clipping.
 
     Image i starts from ``initial_noise((1, *image_shape), seeds[i])`` and steps with its own scheduler whose
-    generator is seeded with ``seeds[i]`` and advanced past x_T, as ``DenoiseRunner.sample`` does for one image.
+    generator is seeded with ``seeds[i]`` and advanced past x_T, as ``DenoiseRunner.sample`` does for one image
+    (``start_loop``; ``use_clipped_model_output`` is refused, not dropped, by a scheduler that does not take it).
     ``cond`` holds one row per image (or one row for all). The UNet sees all images at once, in chunks of
     ``batch_size`` images.
     """
@@ -46,23 +47,16 @@ def sample_lockstep(
         raise ValueError(f"num_steps must be >= 1, got {num_steps}")
     torch = lazy_import("torch")
     schedulers = [make_scheduler() for _ in seeds]
-    gens, xs = [], []
-    for sched, seed in zip(schedulers, seeds, strict=True):
-        set_timesteps(sched, num_steps)
-        gen = torch.Generator().manual_seed(int(seed))
-        torch.randn((1, *image_shape), generator=gen, dtype=torch.float32)  # x_T's draw, as the runner does
-        gens.append(gen)
-        xs.append(torch.from_numpy(initial_noise((1, *image_shape), int(seed))) * sched.init_noise_sigma)
-    extra: dict[str, Any] = {}
-    if use_clipped_model_output is not None:
-        extra["use_clipped_model_output"] = use_clipped_model_output
+    starts = [start_loop(sched, initial_noise((1, *image_shape), int(seed)), num_steps, int(seed),
+                         use_clipped_model_output=use_clipped_model_output)
+              for sched, seed in zip(schedulers, seeds, strict=True)]
+    xs = [start.x for start in starts]
     runner = DenoiseRunner(unet, schedulers[0], batch_size=batch_size)
     for t in schedulers[0].timesteps:
         model_in = np.concatenate([s.scale_model_input(x, t).numpy() for s, x in zip(schedulers, xs, strict=True)])
         eps = runner.predict_noise(model_in.astype(np.float32, copy=False), t, cond)
-        for i, sched in enumerate(schedulers):
-            kwargs = _accepted(sched, {"generator": gens[i], **extra})
-            xs[i] = sched.step(torch.from_numpy(eps[i : i + 1]), t, xs[i], **kwargs).prev_sample
+        for i, (sched, start) in enumerate(zip(schedulers, starts, strict=True)):
+            xs[i] = sched.step(torch.from_numpy(eps[i : i + 1]), t, xs[i], **start.step_kwargs).prev_sample
     return np.concatenate([x.numpy() for x in xs]).astype(np.float32, copy=False)
 
 

@@ -9,9 +9,9 @@ from typing import Any
 import numpy as np
 
 from common.lazy import lazy_import
-from common.errors import UserError
 from pipelines.conditioning import Conditioning
-from pipelines.schedulers import set_timesteps
+from pipelines.loop_setup import start_loop, takes_clipped_model_output
+from pipelines.unet_batches import predict_in_chunks
 from engines.session import Session
 from pipelines.trajectory_health import TrajectoryHealth
 
@@ -42,20 +42,7 @@ class DenoiseRunner:
     def predict_noise(self, x: np.ndarray, t: Any, cond: Conditioning | None) -> np.ndarray:
         """The UNet output for model input ``x`` (N×C×H×W) at time step ``t``, with classifier-free guidance;
         image ``i`` of ``x`` takes the conditioning rows of image ``i`` (``Conditioning.unet_feeds``)."""
-        outs = []
-        for i in range(0, x.shape[0], self.batch_size):
-            xb = x[i : i + self.batch_size]
-            n = xb.shape[0]
-            feeds: dict[str, np.ndarray] = {}
-            if cond is not None:
-                feeds = cond.unet_feeds(i, n)
-                if cond.guided:
-                    xb = np.concatenate([xb, xb])
-            feeds["sample"] = np.ascontiguousarray(xb, dtype=np.float32)
-            feeds["timestep"] = np.full((xb.shape[0],), float(t), dtype=np.float32)
-            eps = self.unet.run(feeds)["out"]
-            outs.append(cond.guide(eps) if cond is not None else eps)
-        return np.concatenate(outs)
+        return predict_in_chunks(x, t, cond, self.batch_size, lambda feeds: self.unet.run(feeds)["out"])
 
     def sample(
         self,
@@ -78,20 +65,8 @@ class DenoiseRunner:
         """
         torch = lazy_import("torch")
         sched = self.scheduler
-        set_timesteps(sched, num_steps)
-        # diffusers' pipelines draw x_T first and then let stochastic schedulers continue the same generator:
-        # advance ours past an x_T-sized draw so the step noise matches theirs (whether or not x_T came from it).
-        gen = torch.Generator().manual_seed(seed)
-        torch.randn(noise.shape, generator=gen, dtype=torch.float32)
-        x = torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)) * sched.init_noise_sigma
-        extra: dict[str, Any] = {"generator": gen}
-        if eta is not None:
-            extra["eta"] = eta
-        if use_clipped_model_output is not None:
-            if "use_clipped_model_output" not in _accepted(sched, {"use_clipped_model_output": True}):
-                raise UserError(f"--use-clipped-model-output: {type(sched).__name__}.step does not take it "
-                                "(DDIM-type schedulers do)")
-            extra["use_clipped_model_output"] = use_clipped_model_output
+        start = start_loop(sched, noise, num_steps, seed, eta=eta, use_clipped_model_output=use_clipped_model_output)
+        x = start.x
         self.health = TrajectoryHealth()
         for i, t in enumerate(sched.timesteps):
             model_in = sched.scale_model_input(x, t).numpy().astype(np.float32, copy=False)
@@ -101,7 +76,7 @@ class DenoiseRunner:
             if callback is not None:
                 callback(i, int(t), model_in)
             eps = torch.from_numpy(self.predict_noise(model_in, t, cond))
-            x = sched.step(eps, t, x, **_accepted(sched, extra)).prev_sample
+            x = sched.step(eps, t, x, **start.step_kwargs).prev_sample
         return x.numpy().astype(np.float32, copy=False)
 
 
@@ -137,7 +112,7 @@ def clipped_output_hint(scheduler: Any, use_clipped_model_output: bool | None = 
     if use_clipped_model_output:
         return ""
     clips = bool(getattr(scheduler, "config", {}).get("clip_sample", False))
-    if clips and "use_clipped_model_output" in _accepted(scheduler, {"use_clipped_model_output": True}):
+    if clips and takes_clipped_model_output(scheduler):
         return ("the scheduler clips x0 (clip_sample) but steps with the UNet's eps; --use-clipped-model-output "
                 "re-derives eps from the clipped x0 and keeps x_t consistent")
     return ""
@@ -153,14 +128,6 @@ def initial_noise(shape: tuple[int, ...], seed: int) -> np.ndarray:
 def seeded_noise(image_shape: tuple[int, int, int], seeds: range | list[int]) -> np.ndarray:
     """One x_T per seed, N×C×H×W: image i is what ``python -m tools sample --seed seeds[i] --num 1`` starts from."""
     return np.concatenate([initial_noise((1, *image_shape), seed) for seed in seeds])
-
-
-def _accepted(scheduler: Any, kwargs: dict[str, Any]) -> dict[str, Any]:
-    """The keyword arguments of ``kwargs`` that ``scheduler.step`` accepts (as diffusers' ``prepare_extra_step_kwargs``)."""
-    import inspect
-
-    params = inspect.signature(scheduler.step).parameters
-    return {k: v for k, v in kwargs.items() if k in params}
 
 
 def to_images(samples: np.ndarray) -> np.ndarray:

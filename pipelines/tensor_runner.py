@@ -26,8 +26,8 @@ import numpy as np
 from common.errors import UserError
 from common.lazy import lazy_import
 from pipelines.conditioning import Conditioning
-from pipelines.schedulers import set_timesteps
-from pipelines.runner import _accepted
+from pipelines.loop_setup import start_loop
+from pipelines.unet_batches import predict_in_chunks
 from pipelines.trajectory_health import TrajectoryHealth
 
 if TYPE_CHECKING:
@@ -64,18 +64,8 @@ class TensorDenoiseRunner:
                       cond_feeds: dict[int, dict[str, torch.Tensor]]) -> torch.Tensor:
         """The UNet output for model input ``x`` (N×C×H×W on the device) at time step ``t``, with guidance.
         ``cond_feeds``: the conditioning inputs of each chunk (by first image), already on the device."""
-        torch = lazy_import("torch")
-        outs = []
-        for i in range(0, x.shape[0], self.batch_size):
-            xb = x[i : i + self.batch_size]
-            feeds = dict(cond_feeds.get(i, {}))
-            if cond is not None and cond.guided:
-                xb = torch.cat([xb, xb])
-            feeds["sample"] = xb.to(torch.float32).contiguous()
-            feeds["timestep"] = torch.full((xb.shape[0],), float(t), dtype=torch.float32, device=xb.device)
-            eps = self.unet.run_tensors(feeds)["out"]
-            outs.append(cond.guide(eps) if cond is not None else eps)
-        return torch.cat(outs)
+        return predict_in_chunks(x, t, cond, self.batch_size, lambda feeds: self.unet.run_tensors(feeds)["out"],
+                                 lambda i, n: cond_feeds.get(i, {}))
 
     def sample(
         self,
@@ -93,19 +83,9 @@ class TensorDenoiseRunner:
         torch = lazy_import("torch")
         device = torch.device(self.device)
         sched = self.scheduler
-        set_timesteps(sched, num_steps)
-        gen = torch.Generator().manual_seed(seed)
-        torch.randn(noise.shape, generator=gen, dtype=torch.float32)  # as DenoiseRunner: past an x_T-sized draw
-        x = torch.from_numpy(np.ascontiguousarray(noise, dtype=np.float32)).to(device) * sched.init_noise_sigma
-        extra: dict[str, Any] = {"generator": gen}
-        if eta is not None:
-            extra["eta"] = eta
-        if use_clipped_model_output is not None:
-            if "use_clipped_model_output" not in _accepted(sched, {"use_clipped_model_output": True}):
-                raise UserError(f"--use-clipped-model-output: {type(sched).__name__}.step does not take it "
-                                "(DDIM-type schedulers do)")
-            extra["use_clipped_model_output"] = use_clipped_model_output
-        kwargs = _accepted(sched, extra)
+        start = start_loop(sched, noise, num_steps, seed, eta=eta, use_clipped_model_output=use_clipped_model_output,
+                           device=device)
+        x = start.x
         cond_feeds: dict[int, dict[str, Any]] = {}  # torch tensors, copied to the device once, before the loop
         if cond is not None:
             for i in range(0, noise.shape[0], self.batch_size):
@@ -120,7 +100,7 @@ class TensorDenoiseRunner:
             model_in = sched.scale_model_input(x, t)
             peaks[i] = model_in.detach().abs().reshape(model_in.shape[0], -1).amax(dim=1).float()
             eps = self.predict_noise(model_in, t, cond, cond_feeds)
-            x = sched.step(eps, t, x, **kwargs).prev_sample
+            x = sched.step(eps, t, x, **start.step_kwargs).prev_sample
         self.health = TrajectoryHealth()
         for i, (t, peak) in enumerate(zip(timesteps, peaks.cpu().numpy(), strict=True)):
             self.health.record(i, int(t), peak[:, None])
@@ -128,21 +108,10 @@ class TensorDenoiseRunner:
 
 
 def device_of(session: Any) -> str | None:
-    """The CUDA device a session runs on, for ``TensorDenoiseRunner`` ("cuda:<n>"), or None (use the CPU loop):
-    a TensorRT session, or an active ONNX Runtime session whose first provider is CUDA or TensorRT."""
-    from engines.timestep_routed import TimestepGroupedSession
-
-    if isinstance(session, TimestepGroupedSession):  # time-step groups: their common device, if they share one
-        devices = {device_of(s) for s in session.sessions}
-        return devices.pop() if len(devices) == 1 else None
-    if not _runs_tensors(session):
-        return None
-    if type(session).__name__ == "TrtSession":
-        return f"cuda:{getattr(session, 'device', 0)}"
-    providers = getattr(session, "active_providers", [])
-    if providers and providers[0] in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
-        return "cuda:0"
-    return None
+    """The CUDA device a session runs on, for ``TensorDenoiseRunner`` ("cuda:<n>"), or None (use the CPU loop): what
+    the session says (``ManagedSession.tensor_device``: a TensorRT engine's GPU, ONNX Runtime's CUDA provider, the
+    common device of time-step groups); None for a session without ``run_tensors``."""
+    return getattr(session, "tensor_device", None) if _runs_tensors(session) else None
 
 
 def _runs_tensors(session: Any) -> bool:

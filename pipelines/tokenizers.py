@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from common.errors import UserError
+from common.errors import UserError, first_line
 from common.lazy import lazy_import
 
 
@@ -22,9 +22,7 @@ def load_tokenizer(folder: Path) -> Any:
     try:
         return transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
     except (OSError, ValueError, RuntimeError, TypeError) as exc:
-        text = str(exc).strip()
-        first = text.splitlines()[0][:300] if text else type(exc).__name__
-        raise UserError(f"cannot load the tokenizer from '{folder}': {first}") from exc
+        raise UserError(f"cannot load the tokenizer from '{folder}': {first_line(exc)}") from exc
 
 
 def tokenize(tokenizer: Any, prompts: list[str], length: int, warn: bool = True) -> np.ndarray:

@@ -31,7 +31,8 @@ from exporter.graph_index import GraphIndex, int_attr
 from quantization.qdq_policy import QDQPolicy
 from exporter.shortcut_split import SplitConv, branch_output, shortcut_convs, split_conv
 from quantization.qdq_rules import RULES, ActivationMark, Mark, OutputMark, WeightMark
-from exporter.shape_info import PROTOBUF_LIMIT, infer_value_info, model_bytes, upgrade_opset
+from common.protobuf import PROTOBUF_LIMIT, model_bytes
+from exporter.shape_info import infer_value_info, upgrade_opset
 from quantization.weight_layers import WeightedLayer, from_matrix, int4_block_problem, to_matrix, weighted_layers
 from quantization.weight_quant import block_scales, channel_scales, nearest_codes, pair_safe_scales, quantize_codes
 

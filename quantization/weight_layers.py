@@ -49,11 +49,6 @@ def from_matrix(op: str, m: np.ndarray, shape: tuple[int, ...], trans_b: bool = 
     return np.ascontiguousarray(m.T)
 
 
-def channel_axis(op: str, trans_b: bool = False) -> int:
-    """The output-channel axis of the op-layout weight (TensorRT's per-channel axis)."""
-    return 0 if op == "Conv" or (op == "Gemm" and trans_b) else 1
-
-
 @dataclass(frozen=True)
 class WeightedLayer:
     """One weight the rewrite quantizes, in matrix form.
@@ -90,11 +85,6 @@ def conv_geometry(node: onnx.NodeProto, w: np.ndarray) -> ConvGeometry | None:
     pads = ints_attr(node, "pads", [0, 0, 0, 0])
     return ConvGeometry(kernel, (strides[0], strides[1]), (dilations[0], dilations[1]),
                         (pads[0], pads[1], pads[2], pads[3]))
-
-
-def int4_block_ok(op: str, w_shape: tuple[int, ...], trans_b: bool, block_size: int, tensorrt: bool = False) -> bool:
-    """True when a MatMul/Gemm weight can be stored as blocked INT4 (``int4_block_problem`` finds nothing)."""
-    return not int4_block_problem(op, w_shape, trans_b, block_size, tensorrt)
 
 
 def int4_block_problem(op: str, w_shape: tuple[int, ...], trans_b: bool, block_size: int,

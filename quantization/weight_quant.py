@@ -24,13 +24,6 @@ def quantize_codes(w: np.ndarray, scale: np.ndarray, axis: int, qmax: int) -> np
     return np.clip(np.rint(w / s), -qmax, qmax).astype(np.int8)
 
 
-def dequantize_codes(q: np.ndarray, scale: np.ndarray, axis: int) -> np.ndarray:
-    """``q * scale`` per channel along ``axis`` (float32): what DequantizeLinear computes."""
-    shape = [1] * q.ndim
-    shape[axis] = -1
-    return (q.astype(np.float32) * scale.reshape(shape).astype(np.float32)).astype(np.float32)
-
-
 def channel_scales(w: np.ndarray, axis: int, qmax: int, method: str = "max", grid: int = 80,
                    p: float = 2.0) -> np.ndarray:
     """Per-channel scales (float32, > 0). ``max``: amax / qmax. ``mse``: per channel, the clipping ratio r in

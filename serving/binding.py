@@ -4,10 +4,17 @@ function per model instance. The unconditional binding is in ``unconditional.py`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping
-from typing import Any, Protocol
+from collections.abc import Callable, Hashable, Mapping
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
+
+from serving.fields import RequestError
+
+K = TypeVar("K", bound=Hashable)
+
+# the input arrays of one request -> its rows per field (every list as long as the request has rows)
+ReadRows = Callable[[Mapping[str, np.ndarray]], dict[str, list[Any]]]
 
 # PyTriton's infer function without @batch: one Triton batch = a list of requests (each a mapping input name ->
 # array with a leading batch axis) -> one dict of outputs per request, in order.
@@ -51,3 +58,25 @@ def split_rows(outputs: np.ndarray, counts: list[int], name: str) -> list[dict[s
 def request_data(request: Any) -> Mapping[str, np.ndarray]:
     """The input arrays of a PyTriton request (``Request.data``) or of a plain mapping (tests)."""
     return getattr(request, "data", request)
+
+
+def read_requests(requests: list[Any], read: ReadRows) -> tuple[dict[str, list[Any]], list[int]]:
+    """The rows of every request of one Triton batch read by ``read``, joined per field in request order, and the
+    number of rows of each request (for ``split_rows``). A RequestError of a batch of several requests says which."""
+    fields: dict[str, list[Any]] = {}
+    counts: list[int] = []
+    for i, request in enumerate(requests):
+        try:
+            rows = read(request_data(request))
+        except RequestError as exc:
+            where = f" (request {i + 1} of {len(requests)} in this batch)" if len(requests) > 1 else ""
+            raise RequestError(exc.field, f"{str(exc).split(': ', 1)[1]}{where}") from None
+        for name, values in rows.items():
+            fields.setdefault(name, []).extend(values)
+        counts.append(len(next(iter(rows.values()))))
+    return fields, counts
+
+
+def rows_by_value(keys: list[K]) -> list[tuple[K, list[int]]]:
+    """The row indices of each distinct value of ``keys``, values in sorted order: one lockstep loop each."""
+    return [(value, [r for r, key in enumerate(keys) if key == value]) for value in sorted(set(keys))]  # type: ignore[type-var]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -25,12 +26,12 @@ from common.workdir import WorkDir
 from engines.backends import open_session, resolve_backend
 from pipelines.conditioning import Conditioning
 from pipelines.lockstep import sample_lockstep, to_uint8_hwc
-from pipelines.runner import _accepted
+from pipelines.loop_setup import check_step_flags
 from pipelines.schedulers import make_scheduler
 from pipelines.text2image import TextToImage, TextToImageSpec, open_text_to_image
-from serving.binding import InferFn, request_data, split_rows
+from serving.binding import InferFn, read_requests, rows_by_value, split_rows
 from serving.config import ServeConfig
-from serving.fields import RequestError, float_rows, int_rows, rows_of, text_rows
+from serving.fields import float_rows, int_rows, rows_of, text_rows
 
 SEED_RANGE = (0, 2**63 - 1)
 MAX_GUIDANCE = 100.0
@@ -47,10 +48,7 @@ class TextToImageBinding:
         self.latent_shape: tuple[int, int, int] = tuple(info["inputs"]["sample"]["shape"][1:])  # type: ignore[assignment]
         self.scheduler_config = info["scheduler"]
         scheduler = make_scheduler(config.scheduler, self.scheduler_config)  # bad name: UserError now, not per request
-        if config.use_clipped_model_output is not None and "use_clipped_model_output" not in _accepted(
-                scheduler, {"use_clipped_model_output": True}):
-            raise UserError(f"--use-clipped-model-output: {type(scheduler).__name__}.step does not take it "
-                            "(DDIM-type schedulers do)")
+        check_step_flags(scheduler, config.use_clipped_model_output)
         if not 0.0 <= config.guidance_scale <= MAX_GUIDANCE:
             raise UserError(f"--guidance-scale must be in 0..{MAX_GUIDANCE:g}, got {config.guidance_scale}")
         self._stacks: list[contextlib.ExitStack] = []
@@ -94,37 +92,29 @@ class TextToImageBinding:
     def infer(self, t2i: TextToImage, requests: list[Any]) -> list[dict[str, np.ndarray]]:
         """One Triton batch: check every request, group rows by (steps, guidance_scale), denoise each group in
         lockstep, decode through the VAE."""
-        prompts: list[str] = []
-        negatives: list[str | None] = []
-        seeds: list[int] = []
-        steps: list[int] = []
-        scales: list[float] = []
-        counts: list[int] = []
-        for i, request in enumerate(requests):
-            data = request_data(request)
-            try:
-                n = rows_of(data, "prompt")
-                prompts += text_rows(data, "prompt", n, None)
-                negatives += (text_rows(data, "negative_prompt", n, "") if "negative_prompt" in data
-                              else [None] * n)
-                seeds += int_rows(data, "seed", n, 0, *SEED_RANGE)
-                steps += int_rows(data, "steps", n, self.config.steps, 1, self.config.max_steps)
-                scales += float_rows(data, "guidance_scale", n, self.config.guidance_scale, 0.0, MAX_GUIDANCE)
-            except RequestError as exc:
-                where = f" (request {i + 1} of {len(requests)} in this batch)" if len(requests) > 1 else ""
-                raise RequestError(exc.field, f"{str(exc).split(': ', 1)[1]}{where}") from None
-            counts.append(n)
+        rows, counts = read_requests(requests, self.read_rows)
+        prompts, negatives, seeds = rows["prompt"], rows["negative_prompt"], rows["seed"]
         h, w = self.spec.image_size
         images = np.empty((len(prompts), h, w, 3), dtype=np.uint8)
-        for value in sorted(set(zip(steps, scales, strict=True))):
-            rows = [r for r, key in enumerate(zip(steps, scales, strict=True)) if key == value]
-            cond = group_conditioning(t2i, [prompts[r] for r in rows], [negatives[r] for r in rows], value[1])
+        for (steps, scale), group in rows_by_value(list(zip(rows["steps"], rows["guidance_scale"], strict=True))):
+            cond = group_conditioning(t2i, [prompts[r] for r in group], [negatives[r] for r in group], scale)
             latents = sample_lockstep(
                 t2i.runner.unet, lambda: make_scheduler(self.config.scheduler, self.scheduler_config),
-                self.latent_shape, [seeds[r] for r in rows], value[0], cond=cond, batch_size=self.config.max_batch,
+                self.latent_shape, [seeds[r] for r in group], steps, cond=cond, batch_size=self.config.max_batch,
                 use_clipped_model_output=self.config.use_clipped_model_output)
-            images[rows] = to_uint8_hwc(t2i.decode(latents))
+            images[group] = to_uint8_hwc(t2i.decode(latents))
         return split_rows(images, counts, "image")
+
+    def read_rows(self, data: Mapping[str, np.ndarray]) -> dict[str, list[Any]]:
+        """The rows of one request, every field filled in (RequestError naming a bad field)."""
+        n = rows_of(data, "prompt")
+        return {"prompt": text_rows(data, "prompt", n, None),
+                "negative_prompt": (text_rows(data, "negative_prompt", n, "") if "negative_prompt" in data
+                                    else [None] * n),
+                "seed": int_rows(data, "seed", n, 0, *SEED_RANGE),
+                "steps": int_rows(data, "steps", n, self.config.steps, 1, self.config.max_steps),
+                "guidance_scale": float_rows(data, "guidance_scale", n, self.config.guidance_scale, 0.0,
+                                             MAX_GUIDANCE)}
 
     def close(self) -> None:
         with self._lock:

@@ -9,19 +9,20 @@ different ``steps``: they are grouped by value and each group is one lockstep lo
 from __future__ import annotations
 
 import threading
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
 
-from common.errors import UserError
 from common.workdir import WorkDir
 from engines.backends import open_session
 from pipelines.lockstep import sample_lockstep, to_uint8_hwc
-from pipelines.runner import _accepted, to_images
+from pipelines.loop_setup import check_step_flags
+from pipelines.runner import to_images
 from pipelines.schedulers import make_scheduler
-from serving.binding import InferFn, request_data, split_rows
+from serving.binding import InferFn, read_requests, rows_by_value, split_rows
 from serving.config import ServeConfig
-from serving.fields import RequestError, int_rows, rows_of
+from serving.fields import int_rows, rows_of
 
 SEED_RANGE = (0, 2**63 - 1)
 
@@ -34,10 +35,7 @@ class UnconditionalBinding:
         self.image_shape: tuple[int, int, int] = tuple(info["inputs"]["sample"]["shape"][1:])  # type: ignore[assignment]
         self.scheduler_config = info["scheduler"]
         scheduler = make_scheduler(config.scheduler, self.scheduler_config)  # bad name: UserError now, not per request
-        if config.use_clipped_model_output is not None and "use_clipped_model_output" not in _accepted(
-                scheduler, {"use_clipped_model_output": True}):
-            raise UserError(f"--use-clipped-model-output: {type(scheduler).__name__}.step does not take it "
-                            "(DDIM-type schedulers do)")
+        check_step_flags(scheduler, config.use_clipped_model_output)
         self._sessions: list[Any] = []
         self._lock = threading.Lock()
         self._described = ""
@@ -70,28 +68,22 @@ class UnconditionalBinding:
 
     def infer(self, session: Any, requests: list[Any]) -> list[dict[str, np.ndarray]]:
         """One Triton batch: check every request, group rows by ``steps``, denoise each group in lockstep."""
-        seeds: list[int] = []
-        steps: list[int] = []
-        counts: list[int] = []
-        for i, request in enumerate(requests):
-            data = request_data(request)
-            try:
-                n = rows_of(data, "seed")
-                seeds += int_rows(data, "seed", n, None, *SEED_RANGE)
-                steps += int_rows(data, "steps", n, self.config.steps, 1, self.config.max_steps)
-            except RequestError as exc:
-                where = f" (request {i + 1} of {len(requests)} in this batch)" if len(requests) > 1 else ""
-                raise RequestError(exc.field, f"{str(exc).split(': ', 1)[1]}{where}") from None
-            counts.append(n)
+        rows, counts = read_requests(requests, self.read_rows)
+        seeds, steps = rows["seed"], rows["steps"]
         images = np.empty((len(seeds), *self.output_hwc), dtype=np.uint8)
-        for value in sorted(set(steps)):
-            rows = [r for r, s in enumerate(steps) if s == value]
+        for value, group in rows_by_value(steps):
             samples = sample_lockstep(
                 session, lambda: make_scheduler(self.config.scheduler, self.scheduler_config), self.image_shape,
-                [seeds[r] for r in rows], value, batch_size=self.config.max_batch,
+                [seeds[r] for r in group], value, batch_size=self.config.max_batch,
                 use_clipped_model_output=self.config.use_clipped_model_output)
-            images[rows] = to_uint8_hwc(to_images(samples))
+            images[group] = to_uint8_hwc(to_images(samples))
         return split_rows(images, counts, "image")
+
+    def read_rows(self, data: Mapping[str, np.ndarray]) -> dict[str, list[Any]]:
+        """The ``seed`` and ``steps`` rows of one request (RequestError naming a bad field)."""
+        n = rows_of(data, "seed")
+        return {"seed": int_rows(data, "seed", n, None, *SEED_RANGE),
+                "steps": int_rows(data, "steps", n, self.config.steps, 1, self.config.max_steps)}
 
     @property
     def output_hwc(self) -> tuple[int, int, int]:

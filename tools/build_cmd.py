@@ -25,7 +25,7 @@ from engines.tensorrt.build import BuildOptions, profiles_from_export, source_on
 from engines.tensorrt.groups import source_groups
 from engines.tensorrt.plan import PRECISIONS, current_gpu, require_tensorrt
 from tools.build_checks import check_int8_source
-from tools.cli_parser import CliParser
+from tools.cli_parser import CliParser, check_at_least_one
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -43,10 +43,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cuda-graph", action="store_true",
                    help="record that sample/bench run this engine with CUDA graphs (one capture per input shape)")
     args = p.parse_args(argv)
-    for flag in ("min_batch", "opt_batch", "max_batch"):
-        value = getattr(args, flag)
-        if value is not None and value < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {value}")
+    check_at_least_one(args, "min_batch", "opt_batch", "max_batch")
     cache = args.timing_cache
     if cache is not None and (cache.is_dir() or not cache.parent.is_dir()):
         raise UserError(f"--timing-cache '{cache}' must be a file in an existing folder")

@@ -17,7 +17,7 @@ from common.errors import UserError
 from common.workdir import WorkDir
 from pipelines.conditioning import Conditioning
 from pipelines.schedulers import SCHEDULERS
-from tools.cli_parser import CliParser, add_clipped_model_output
+from tools.cli_parser import CliParser, add_clipped_model_output, check_at_least_one
 from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 
 
@@ -66,8 +66,9 @@ def config_from_args(args: argparse.Namespace) -> CalibrateConfig:
     estimator = EstimatorConfig(method=args.estimator, bits=args.bits, percentile=args.percentile, p=args.lp)
     method = args.aggregation or ("global" if args.method == "single-step" else "groups")
     aggregation = AggregationConfig(method=method, groups=args.groups)
-    if args.batch_rows < 1 or args.num_bins < 16:
-        raise UserError("--batch-rows must be >= 1 and --num-bins >= 16")
+    check_at_least_one(args, "batch_rows")
+    if args.num_bins < 16:
+        raise UserError(f"--num-bins must be >= 16, got {args.num_bins}")
     if args.tap_budget_gb <= 0:
         raise UserError("--tap-budget-gb must be > 0")
     return CalibrateConfig(source, estimator, aggregation, num_bins=args.num_bins, batch_rows=args.batch_rows,

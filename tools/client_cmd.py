@@ -13,7 +13,7 @@ from common.errors import UserError
 from common.images import save_grid
 from serving.client import ImageRequest, chunked, normalize_url, request_images
 from serving.config import DEFAULT_MODEL_NAME
-from tools.cli_parser import CliParser
+from tools.cli_parser import CliParser, check_at_least_one
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -30,13 +30,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for one request")
     p.add_argument("--out", type=Path, required=True, help="PNG grid path; <out>.images.npy holds N×H×W×C uint8")
     args = p.parse_args(argv)
-    for flag in ("num", "per_request"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 1")
+    check_at_least_one(args, "num", "per_request", "steps")
     if args.seed < 0:
         raise UserError("--seed must be >= 0")
-    if args.steps is not None and args.steps < 1:
-        raise UserError("--steps must be >= 1")
     if args.out.suffix.lower() != ".png":
         raise UserError(f"--out '{args.out}' must end in .png")
     if args.out.parent.exists() and not args.out.parent.is_dir():

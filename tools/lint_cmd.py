@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import onnx
 
 from common.errors import UserError
+from common.onnx_file import load_onnx
 from quantization.trt_lint import lint_model
 from tools.cli_parser import CliParser
 
@@ -21,12 +21,7 @@ def main(argv: list[str]) -> int:
     args = p.parse_args(argv)
     if not args.model.is_file():
         raise UserError(f"model '{args.model}' does not exist")
-    try:
-        model = onnx.load(str(args.model), load_external_data=False)
-        if _has_external(model):
-            onnx.load_external_data_for_model(model, str(args.model.parent))
-    except Exception as exc:
-        raise UserError(f"cannot read ONNX model '{args.model}': {str(exc).splitlines()[0][:200]}") from exc
+    model = load_onnx(args.model, external_data=True)
     violations = lint_model(model, allow_int32_bias=args.target == "onnxruntime")
     if args.json:
         print(json.dumps([v.to_json() for v in violations], indent=2))
@@ -38,7 +33,3 @@ def main(argv: list[str]) -> int:
         verdict = "passes" if not violations else f"has {len(violations)} violation(s) of"
         print(f"{args.model}: {n_q} Q / {n_dq} DQ nodes; {verdict} TensorRT's Q/DQ rules")
     return 1 if violations else 0
-
-
-def _has_external(model: onnx.ModelProto) -> bool:
-    return any(i.data_location == onnx.TensorProto.EXTERNAL for i in model.graph.initializer)

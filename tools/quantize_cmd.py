@@ -24,7 +24,7 @@ from quantization.qdq_policy import (DEFAULT_EXCLUDE, INT4_SCOPES, REDUCE_RANGE_
 from quantization.quantize import quantize, save_quantized
 from quantization.timestep_groups import quantize_groups, save_grouped
 from quantization.weight_rounding import RoundingConfig
-from tools.cli_parser import CliParser
+from tools.cli_parser import CliParser, check_at_least_one
 from validation.sensitivity_file import FILE_NAME as SENSITIVITY_FILE
 from validation.sensitivity_file import SensitivityResult
 
@@ -85,9 +85,7 @@ def add_rounding_args(p: argparse.ArgumentParser) -> None:
 
 
 def rounding_config_from_args(args: argparse.Namespace) -> RoundingConfig:
-    for flag in ("rounding_samples", "rounding_rows", "rounding_iters"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 1, got {getattr(args, flag)}")
+    check_at_least_one(args, "rounding_samples", "rounding_rows", "rounding_iters")
     return RoundingConfig(samples=args.rounding_samples, rows_per_sample=args.rounding_rows,
                           adaround=AdaRoundConfig(iters=args.rounding_iters, seed=args.seed))
 

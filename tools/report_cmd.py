@@ -5,10 +5,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from common.errors import UserError
 from common.workdir import WorkDir
-from engines.cpu_backend import choose_cpu_backend
-from tools.cli_parser import CliParser
+from tools.cli_parser import CliParser, add_backend, check_at_least_one, cpu_backend_arg
 from validation.report import ReportConfig, write_report
 
 
@@ -18,16 +16,13 @@ def main(argv: list[str]) -> int:
     p.add_argument("--no-latency", action="store_true", help="do not measure latency when validate.json has none")
     p.add_argument("--repeats", type=int, default=5, help="interleaved latency rounds per model and batch")
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
-    p.add_argument("--backend", default="auto", choices=["auto", "ort", "openvino"],
-                   help="CPU backend of the latency rows (auto: OpenVINO on VNNI/AMX CPUs when installed)")
+    add_backend(p, "CPU backend of the latency rows")
     p.add_argument("--top", type=int, default=30, help="layers shown in the sensitivity chart")
     args = p.parse_args(argv)
-    for flag in ("repeats", "top"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be >= 1")
+    check_at_least_one(args, "repeats", "top")
+    backend = cpu_backend_arg(args.backend, "report")
     work = WorkDir(args.work)
     work.load_export_info()
-    backend = choose_cpu_backend()[0] if args.backend == "auto" else args.backend
     out = write_report(work, ReportConfig(not args.no_latency, args.repeats, args.threads, args.top, backend))
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, self-contained)")
     return 0

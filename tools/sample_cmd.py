@@ -19,7 +19,7 @@ from common.atomic import atomic_path, write_json
 from common.errors import UserError
 from common.images import save_grid
 from common.workdir import WorkDir
-from engines.backends import BACKENDS, open_session, resolve_backend
+from engines.backends import open_session, resolve_backend
 from pipelines.conditioning_inputs import default_prompts, prompts_from_flags
 from pipelines.tensor_runner import TensorDenoiseRunner, device_of
 from pipelines.text2image import is_text_to_image, open_text_to_image
@@ -27,14 +27,14 @@ from engines.timestep_routed import TimestepRoutedSession
 from pipelines.runner import DenoiseRunner, clipped_output_hint, to_images
 from pipelines.schedulers import SCHEDULERS, make_scheduler, unet_calls
 from tools.cli_inputs import add_conditioning_args, conditioning_from_args, load_array
-from tools.cli_parser import CliParser, add_clipped_model_output
+from tools.cli_parser import CliParser, add_backend, add_clipped_model_output, check_at_least_one
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = CliParser(prog="python -m tools sample", description=__doc__)
     p.add_argument("work", type=Path, help="work folder made by export")
     p.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16"], help="fp16: TensorRT engines only")
-    p.add_argument("--backend", default="auto", choices=list(BACKENDS))
+    add_backend(p, "runs the UNet")
     p.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
     p.add_argument("--steps", type=int, default=50)
     p.add_argument("--num", type=int, default=16, help="number of images")
@@ -49,9 +49,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
                    help="with --precision int8: run the FP32 model at time steps >= T (the first, high-noise steps, "
                         "where an x0-predicting sampler divides the UNet's error by sqrt(alpha_bar)), INT8 below")
     args = p.parse_args(argv)
-    for flag in ("steps", "num", "batch_size"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag.replace('_', '-')} must be >= 1")
+    check_at_least_one(args, "steps", "num", "batch_size")
     return args
 
 

@@ -16,16 +16,22 @@ from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from pipelines.conditioning import Conditioning
-from engines.cpu_backend import choose_cpu_backend
 from pipelines.text2image import latent_decoder
 from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 from engines.ort_session import OrtSession
 from pipelines.runner import DenoiseRunner
-from pipelines.schedulers import SCHEDULERS, make_scheduler
+from pipelines.schedulers import make_scheduler
 from pipelines.families.registry import family_of
 from quantization.qdq_policy import QDQPolicy
 from quantization.record import QuantizeRecord
-from tools.cli_parser import CliParser, add_clipped_model_output
+from tools.cli_parser import (
+    CliParser,
+    add_backend,
+    add_clipped_model_output,
+    add_trajectory_args,
+    check_trajectory_args,
+    cpu_backend_arg,
+)
 from validation.sensitivity import METRICS, ErrorProbe, ImageProbe, SensitivityConfig, StepProbe, rank_layers
 from validation.sensitivity_file import FILE_NAME, SensitivityResult
 from validation.trajectory_inputs import spread_steps, trajectory_feeds
@@ -37,28 +43,24 @@ GUIDANCE = 7.5  # classifier-free guidance of conditional models, as in sampling
 def parse(argv: list[str]) -> argparse.Namespace:
     p = CliParser(prog="python -m tools sensitivity", description=__doc__)
     p.add_argument("work", type=Path)
-    p.add_argument("--steps", type=int, default=50, help="sampler steps of the FP32 trajectory")
-    p.add_argument("--points", type=int, default=5, help="compared steps, spread over the schedule")
-    p.add_argument("--num", type=int, default=4, help="trajectories (batch rows) per compared step")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
+    add_trajectory_args(p, "compared steps, spread over the schedule (--metric step)")
     p.add_argument("--metric", default="step", choices=list(METRICS),
                    help="step: UNet output at --points trajectory steps (fast); image: final images of the whole "
                         "--steps loop from --num seeds (slower, follows error accumulation)")
     add_clipped_model_output(p)
     p.add_argument("--threads", type=int, default=0, help="intra-op threads (0 = all cores)")
-    p.add_argument("--backend", default="ort", choices=["auto", "ort", "openvino"],
-                   help="CPU backend that runs the single-layer models (auto: OpenVINO on VNNI/AMX CPUs)")
+    # default ort, not auto: ONNX Runtime's CPU provider computes Q/DQ the same way on every CPU, so a work folder
+    # ranks its layers the same on any machine (auto would pick OpenVINO on VNNI/AMX CPUs only), and it loads each of
+    # the hundreds of single-layer models from bytes where OpenVINO compiles every one
+    add_backend(p, "CPU backend that runs the single-layer models; default ort: the same ranking on every CPU",
+                default="ort")
     add_conditioning_args(p.add_argument_group("conditioning (conditional models)"), GUIDANCE)
     p.add_argument("--out", type=Path, help=f"ranking file (default WORK/report/{FILE_NAME})")
     args = p.parse_args(argv)
     if args.out is not None and args.out.suffix != ".json":
         raise UserError(f"--out '{args.out}' must end in .json")
-    for flag in ("steps", "points", "num"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be >= 1")
-    if args.metric == "step" and args.points > args.steps:
-        raise UserError(f"--points {args.points} exceeds --steps {args.steps}")
+    check_trajectory_args(args, points=args.metric == "step")
+    args.backend = cpu_backend_arg(args.backend, "sensitivity")
     return args
 
 
@@ -116,7 +118,7 @@ def main(argv: list[str]) -> int:
     probe, settings = make_probe(model_path, info, cfg, cond)
     model = onnx.load(str(model_path))
     print(f"ranking quantized layers ({policy.target} policy, {cfg.metric} metric: {settings['what']})")
-    backend = choose_cpu_backend()[0] if args.backend == "auto" else args.backend
+    backend = args.backend
     layers = rank_layers(model, ranges, policy, probe, cfg.threads, backend=backend)
     settings["backend"] = backend
     seconds = time.perf_counter() - start

@@ -5,18 +5,17 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engines.backends import BACKENDS
 from pipelines.schedulers import SCHEDULERS
 from serving.config import DEFAULT_MODEL_NAME, ServeConfig
 from serving.server import serve_until_signal
-from tools.cli_parser import CliParser, add_clipped_model_output
+from tools.cli_parser import CliParser, add_backend, add_clipped_model_output
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
     p = CliParser(prog="python -m tools serve", description=__doc__)
     p.add_argument("work", type=Path, help="work folder made by export (and quantize for --precision int8)")
     model = p.add_argument_group("model")
-    model.add_argument("--backend", default="auto", choices=list(BACKENDS))
+    add_backend(model, "runs the UNet")
     model.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16"],
                        help="fp16: TensorRT engines only")
     model.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))

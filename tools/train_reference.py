@@ -25,7 +25,7 @@ from common.images import save_grid
 from common.lazy import lazy_import
 from exporter.architectures import ARCHITECTURES
 from common.digits_data import digits_dataset
-from tools.cli_parser import CliParser
+from tools.cli_parser import CliParser, check_at_least_one
 
 
 def train(out: Path, steps: int, batch: int, seed: int, lr: float, command: str) -> dict[str, Any]:
@@ -146,8 +146,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--lr", type=float, default=1e-3)
     p.add_argument("--force", action="store_true", help="replace an existing output folder")
     args = p.parse_args(argv)
-    if args.steps < 1 or args.batch < 1:
-        raise UserError("--steps and --batch must be positive")
+    check_at_least_one(args, "steps", "batch")
     if args.out.exists() and any(args.out.iterdir()) and not args.force:
         raise UserError(f"output folder '{args.out}' is not empty (use --force to replace it)")
     if args.out.exists() and args.force:

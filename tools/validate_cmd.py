@@ -19,10 +19,17 @@ from engines.backends import describe_groups, resolve_backend
 from engines.cpu_backend import CPU_NAMES, choose_cpu_backend, cpu_session, openvino_model, saturation_warning
 from engines.openvino_session import CACHE_FOLDER
 from pipelines.runner import clipped_output_hint
-from pipelines.schedulers import SCHEDULERS, make_scheduler
+from pipelines.schedulers import make_scheduler
 from engines.session import ManagedSession
 from pipelines.trajectory_health import TrajectoryHealth
-from tools.cli_parser import CliParser, add_clipped_model_output
+from tools.cli_parser import (
+    CliParser,
+    add_backend,
+    add_clipped_model_output,
+    add_trajectory_args,
+    check_backend,
+    check_trajectory_args,
+)
 from pipelines.text2image import latent_decoder
 from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 from validation.validate import (
@@ -38,6 +45,7 @@ from validation.validate import (
 )
 
 REPO = Path(__file__).resolve().parents[1]
+VALIDATE_BACKENDS = ("auto", "ort", "openvino", "trt")  # the steps on an engine or a CPU backend; no ort-gpu
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
@@ -45,14 +53,9 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("work", type=Path)
     g = p.add_argument_group("what to compare")
     g.add_argument("--precision", default="int8", choices=["int8"])
-    g.add_argument("--backend", default="auto", choices=["auto", "ort", "openvino", "trt"],
-                   help="runs the quantized model (FP32 reference: ONNX Runtime)")
-    g.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
-    g.add_argument("--steps", type=int, default=50)
-    g.add_argument("--points", type=int, default=5, help="time steps compared, spread over the schedule")
-    g.add_argument("--num", type=int, default=4, help="trajectories per compared time step")
+    add_backend(g, "runs the quantized model (FP32 reference: ONNX Runtime)")
+    add_trajectory_args(g, "time steps compared, spread over the schedule")
     g.add_argument("--images", type=int, default=16, help="seeds for the final-image metrics (0: skip)")
-    g.add_argument("--seed", type=int, default=0)
     add_clipped_model_output(g)
     g.add_argument("--verbose", action="store_true", help="show Polygraphy's own comparison log")
     add_conditioning_args(g)
@@ -68,11 +71,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     t.add_argument("--min-psnr", type=float, default=25.0, help="final-image PSNR in dB")
     t.add_argument("--min-ssim", type=float, default=-1)
     args = p.parse_args(argv)
-    for flag in ("steps", "points", "num"):
-        if getattr(args, flag) < 1:
-            raise UserError(f"--{flag} must be >= 1")
-    if args.points > args.steps:
-        raise UserError(f"--points {args.points} exceeds --steps {args.steps}")
+    check_trajectory_args(args)
+    check_backend(args.backend, VALIDATE_BACKENDS, "validate")
     if args.inception_onnx is not None and not args.inception_onnx.is_file():
         raise UserError(f"--inception-onnx file '{args.inception_onnx}' does not exist")
     return args

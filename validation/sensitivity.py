@@ -29,6 +29,7 @@ import onnx
 
 from calibrators.ranges import TensorRanges
 from common.errors import UserError
+from common.protobuf import fits_protobuf
 from engines.ort_session import resolve_providers, session_options
 from pipelines.conditioning import Conditioning
 from pipelines.runner import sample_images, to_images
@@ -38,7 +39,6 @@ from quantization.qdq_policy import QDQPolicy
 from validation.sensitivity_file import LayerSensitivity
 from validation.step_metrics import step_metrics
 
-PROTOBUF_LIMIT = 2**31 - 1
 METRICS = ("step", "image")
 
 
@@ -105,7 +105,7 @@ def ort_session(model: onnx.ModelProto, threads: int = 0) -> Iterator[BytesSessi
     import onnxruntime as ort
 
     opts, providers = session_options(threads), resolve_providers("auto")
-    if model.ByteSize() < PROTOBUF_LIMIT:
+    if fits_protobuf(model):
         yield BytesSession(ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=providers))
         return
     from exporter.onnx_export import save_model
@@ -129,7 +129,7 @@ def model_session(model: onnx.ModelProto, threads: int = 0, backend: str = "ort"
 
     with tempfile.TemporaryDirectory(prefix="sensitivity-") as tmp:
         path = Path(tmp) / "model.onnx"
-        save_model(model, path, external=model.ByteSize() >= PROTOBUF_LIMIT)
+        save_model(model, path, external=not fits_protobuf(model))
         with cpu_session(path, backend, threads) as sess:
             yield sess  # type: ignore[misc]
 

@@ -11,6 +11,7 @@ from engines.ort_session import OrtSession
 from pipelines.conditioning import Conditioning
 from pipelines.runner import DenoiseRunner
 from pipelines.schedulers import make_scheduler
+from pipelines.unet_batches import unet_inputs
 
 
 def spread_steps(num_steps: int, count: int) -> list[int]:
@@ -31,13 +32,8 @@ def trajectory_feeds(model: Path, info: dict[str, Any], steps: int, at: list[int
 
         def grab(i: int, t: int, x: np.ndarray) -> None:
             if i in at:
-                f: dict[str, np.ndarray] = {"sample": x.copy(), "timestep": np.full(len(x), float(t), np.float32)}
-                if cond is not None:
-                    f.update(cond.unet_feeds(0, len(x)))
-                    if cond.guided:
-                        f["sample"] = np.concatenate([x, x])
-                        f["timestep"] = np.full(2 * len(x), float(t), np.float32)
-                feeds[i] = f
+                feeds[i] = unet_inputs(x.copy(), t, cond.unet_feeds(0, len(x)) if cond is not None else {},
+                                       cond is not None and cond.guided)
 
         noise = runner.initial_noise((num, c, h, w), seed)
         runner.sample(noise, steps, seed=seed, cond=cond, callback=grab, stop_at_step=max(at) + 1

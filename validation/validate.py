@@ -18,10 +18,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import onnx
 
 from calibrators.ranges import TensorRanges
 from common.errors import UserError
+from common.onnx_file import load_onnx
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.group_manifest import grouped_manifest_for
@@ -91,10 +91,7 @@ def check_work(work: WorkDir, precision: str) -> tuple[dict[str, Any], Path]:
 
 
 def _input_shapes(path: Path) -> dict[str, list[int | None]]:
-    try:
-        model = onnx.load(str(path), load_external_data=False)
-    except Exception as exc:  # protobuf decode errors have many types
-        raise UserError(f"cannot read ONNX model '{path}': {str(exc).splitlines()[0][:200]}") from exc
+    model = load_onnx(path)
     return {i.name: [d.dim_value if d.HasField("dim_value") else None for d in i.type.tensor_type.shape.dim]
             for i in model.graph.input}
 

@@ -25,7 +25,8 @@ from typing import Any
 import onnx
 
 from common.atomic import atomic_path
-from common.errors import UserError
+from common.errors import UserError, first_line
+from common.protobuf import fits_protobuf
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.tensorrt.graph import check_for_tensorrt, float_conv_transpose
@@ -33,13 +34,13 @@ from engines.tensorrt.plan import (
     PRECISIONS,
     PlanInfo,
     Profile,
-    ShapeRange,
     current_gpu,
     plan_path,
     require_tensorrt,
     trt_major,
     write_plan_info,
 )
+from engines.tensorrt.profile_ranges import axis_bounds, guided, profile_ranges, shape_range
 
 CONDITIONAL_INPUT = "encoder_hidden_states"
 MAX_OPT_LEVEL = 5
@@ -62,34 +63,12 @@ def profiles_from_export(
     inputs = info.get("inputs")
     if not isinstance(inputs, dict) or not inputs:
         raise UserError("export.json has no 'inputs': re-export the model")
-    ranges = dict(info.get("profile") or {})
-    for key, value in (("min_batch", min_batch), ("opt_batch", opt_batch), ("max_batch", max_batch)):
-        if value is not None:
-            ranges[key] = value
+    ranges = profile_ranges(info, min_batch, opt_batch, max_batch)
     axes = sorted({d for spec in inputs.values() for d in spec["shape"] if isinstance(d, str)})
-    for axis in axes:
-        got = [ranges.get(f"{k}_{axis}") for k in ("min", "opt", "max")]
-        if any(not isinstance(v, int) for v in got):
-            raise UserError(f"export.json 'profile' has no integer min/opt/max for dynamic axis '{axis}' "
-                            f"(got {got}); give --min-{axis}/--opt-{axis}/--max-{axis}")
-        lo, opt, hi = (int(v) for v in got)  # type: ignore[arg-type]
-        if not 1 <= lo <= opt <= hi:
-            raise UserError(f"profile for '{axis}' must satisfy 1 <= min <= opt <= max, got "
-                            f"min {lo}, opt {opt}, max {hi} (--min-{axis}/--opt-{axis}/--max-{axis})")
-    guided = CONDITIONAL_INPUT in inputs
-
-    def dims(shape: list[int | str], which: str) -> tuple[int, ...]:
-        out = []
-        for d in shape:
-            if isinstance(d, int):
-                out.append(d)
-                continue
-            v = int(ranges[f"{which}_{d}"])
-            out.append(v * 2 if guided and d == "batch" and which != "min" else v)
-        return tuple(out)
-
-    profile = {name: ShapeRange(dims(spec["shape"], "min"), dims(spec["shape"], "opt"), dims(spec["shape"], "max"))
-               for name, spec in inputs.items()}
+    bounds = {axis: axis_bounds(ranges, axis) for axis in axes}
+    if "batch" in bounds:
+        bounds["batch"] = guided(bounds["batch"], CONDITIONAL_INPUT in inputs)
+    profile = {name: shape_range(spec["shape"], bounds) for name, spec in inputs.items()}
     return [profile]
 
 
@@ -253,7 +232,7 @@ def build_engine(work: WorkDir, options: BuildOptions, command: str = "", source
             adapted, floated = float_conv_transpose(onnx.load(str(source), load_external_data=True))
             if floated:
                 onnx_path = Path(tmp) / f"{source.stem}.trt8.onnx"
-                onnx.save_model(adapted, str(onnx_path), save_as_external_data=adapted.ByteSize() > 1_500_000_000,
+                onnx.save_model(adapted, str(onnx_path), save_as_external_data=not fits_protobuf(adapted),
                                 location=f"{onnx_path.name}.data")
                 builder["float_conv_transpose"] = floated
                 print(f"  TensorRT {trt.__version__}: {len(floated)} quantized ConvTranspose kept float (8.x INT8 "
@@ -290,8 +269,7 @@ def build_engine(work: WorkDir, options: BuildOptions, command: str = "", source
                 save_timing_cache=str(options.timing_cache) if options.timing_cache else None,
             )()
         except PolygraphyException as exc:
-            first = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else type(exc).__name__
-            raise UserError(f"TensorRT could not build an engine from '{source}': {first}") from exc
+            raise UserError(f"TensorRT could not build an engine from '{source}': {first_line(exc)}") from exc
         inspector = engine.create_engine_inspector()
         layers = parse_engine_layers(inspector.get_engine_information(trt.LayerInformationFormat.JSON))
         builder["layers"] = precision_summary(layers)

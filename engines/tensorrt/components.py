@@ -12,7 +12,8 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
-from engines.tensorrt.plan import Profile, ShapeRange
+from engines.tensorrt.plan import Profile
+from engines.tensorrt.profile_ranges import axis_bounds, guided, profile_ranges, shape_range
 
 COMPONENT_PRECISION = "fp16"  # text encoders and VAE stay float: FP16 engines
 
@@ -34,23 +35,6 @@ def component_profile(info: dict[str, Any], name: str, min_batch: int | None = N
     comps = info.get("components") or {}
     if name not in comps:
         raise UserError(f"export.json lists no component '{name}' (known: {', '.join(comps) or 'none'})")
-    ranges = dict(info.get("profile") or {})
-    for key, value in (("min_batch", min_batch), ("opt_batch", opt_batch), ("max_batch", max_batch)):
-        if value is not None:
-            ranges[key] = value
-    got = [ranges.get(k) for k in ("min_batch", "opt_batch", "max_batch")]
-    if not all(isinstance(v, int) for v in got):
-        raise UserError(f"export.json 'profile' has no integer min/opt/max batch (got {got}); give "
-                        "--min-batch/--opt-batch/--max-batch")
-    lo, opt, hi = (int(v) for v in got)  # type: ignore[arg-type]
-    if not 1 <= lo <= opt <= hi:
-        raise UserError(f"batch range must satisfy 1 <= min <= opt <= max, got min {lo}, opt {opt}, max {hi} "
-                        "(--min-batch/--opt-batch/--max-batch)")
+    batch = axis_bounds(profile_ranges(info, min_batch, opt_batch, max_batch), "batch")
     text = name in ((info.get("text_to_image") or {}).get("text_encoders") or [])
-    factor = 2 if text else 1
-
-    def dims(shape: list[int | str], batch: int) -> tuple[int, ...]:
-        return tuple(batch if d == "batch" else int(d) for d in shape)
-
-    return {n: ShapeRange(dims(spec["shape"], lo), dims(spec["shape"], opt * factor), dims(spec["shape"], hi * factor))
-            for n, spec in comps[name]["inputs"].items()}
+    return {n: shape_range(spec["shape"], {"batch": guided(batch, text)}) for n, spec in comps[name]["inputs"].items()}

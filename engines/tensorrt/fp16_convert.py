@@ -38,6 +38,8 @@ import numpy as np
 import onnx
 from onnx import TensorProto, helper, numpy_helper
 
+from common.protobuf import fits_protobuf
+
 FLOAT = TensorProto.FLOAT
 FLOAT16 = TensorProto.FLOAT16
 FP16_MAX = float(np.finfo(np.float16).max)
@@ -186,10 +188,11 @@ def convert_to_fp16(
 
 
 def convert_file(src: Path, dst: Path, **kwargs: object) -> Fp16Report:
-    """Convert the ONNX file ``src`` (external data allowed) to ``dst``; weights go to ``dst.data`` above 1.5 GB."""
+    """Convert the ONNX file ``src`` (external data allowed) to ``dst``; weights go to ``dst.data`` when it does not
+    fit one protobuf (``common/protobuf.py``)."""
     model = onnx.load(str(src), load_external_data=True)
     converted, report = convert_to_fp16(model, **kwargs)  # type: ignore[arg-type]
-    large = converted.ByteSize() > 1_500_000_000
+    large = not fits_protobuf(converted)
     data = Path(dst).name + ".data"
     onnx.save_model(converted, str(dst), save_as_external_data=large, all_tensors_to_one_file=True,
                     location=data if large else None)

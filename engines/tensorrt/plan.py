@@ -111,10 +111,6 @@ class ShapeRange:
         return cls(tuple(int(v) for v in obj["min"]), tuple(int(v) for v in obj["opt"]),
                    tuple(int(v) for v in obj["max"]))
 
-    @property
-    def static(self) -> bool:
-        return self.min == self.opt == self.max
-
 
 Profile = dict[str, ShapeRange]
 

@@ -169,6 +169,11 @@ class TrtSession(ManagedSession):
         self.inference_time = time.perf_counter() - start
         return outs
 
+    @property
+    def tensor_device(self) -> str | None:
+        """The engine's GPU, "cuda:<device>" (known before activation)."""
+        return f"cuda:{self.device}"
+
     def run_tensors(self, feeds: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
         """Run once on torch tensors (CUDA: no host copy); returns new CUDA tensors (copies of the engine's output
         buffers, which the next run overwrites). Ordered on the current torch stream: this call waits for the work

@@ -12,7 +12,6 @@ from calibrators.aggregation import (
     amax_min_mean,
     group_of,
     split_groups,
-    step_groups,
 )
 from calibrators.collectors import StatsCollector, StepStats
 from calibrators.estimators import EstimatorConfig
@@ -81,7 +80,7 @@ def test_split_groups_covers_all_steps_contiguously() -> None:
     assert bounds[0][0] == distinct[0] and bounds[-1][1] == distinct[-1]
     for (_, last), (first, _) in zip(bounds, bounds[1:]):
         assert first == last + 1  # no gap, no overlap
-    mapping = step_groups(steps, bounds)
+    mapping = {int(t): group_of(bounds, int(t)) for t in distinct}
     assert sorted(mapping) == distinct.tolist()
     sizes = np.bincount(list(mapping.values()), minlength=3)
     assert sizes.max() - sizes.min() <= 1 and sizes.sum() == distinct.size

@@ -5,9 +5,11 @@ from __future__ import annotations
 import json
 import shutil
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from calibrators.range_estimation import ranges_from_stats
 from calibrators.ranges import TensorRanges
 from tests.conftest import run_cli
 
@@ -46,9 +48,31 @@ def test_ranges_cover_every_quantizable_tensor_and_are_deterministic(work: Path,
 
 
 @pytest.mark.parametrize("estimator", ["percentile", "mse", "entropy"])
-def test_every_estimator_runs(work: Path, estimator: str) -> None:
+def test_every_estimator_runs(work: Path, estimator: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each tensor's amax is the chosen estimator (calibrators/estimators.py, tested against closed forms) on the
+    histogram of all steps of the statistics calibrate collected; at most the tensor's abs-max, below it for some."""
+    import calibrators.calibrate as cal
+    from calibrators.estimators import ESTIMATORS
+    from calibrators.settings import EstimatorConfig
+
+    collected: list[Any] = []
+
+    def spy(stats: Any, *args: Any, **kwargs: Any) -> TensorRanges:
+        collected.append(stats)
+        return ranges_from_stats(stats, *args, **kwargs)
+
+    monkeypatch.setattr(cal, "ranges_from_stats", spy)
     assert run_cli("calibrate", work, *ARGS, "--estimator", estimator, "--aggregation", "global") == 0
-    assert TensorRanges.load(work / "ranges.json").settings.estimator.method == estimator
+    ranges = TensorRanges.load(work / "ranges.json")
+    assert ranges.settings.estimator.method == estimator and not ranges.group_bounds
+    [stats] = collected
+    config = EstimatorConfig(method=estimator)
+    absmax = {name: float(stats[name].global_histogram().absmax) for name in stats.names}
+    assert sorted(ranges.amax) == sorted(stats.names)
+    for name in stats.names:
+        assert ranges.amax[name] == ESTIMATORS[estimator](stats[name].global_histogram(), config)
+        assert 0 < ranges.amax[name] <= absmax[name] or ranges.amax[name] == absmax[name] == 0
+    assert sum(ranges.amax[n] < absmax[n] for n in stats.names) >= len(absmax) // 2
 
 
 def test_ranges_of_another_model_are_refused(work: Path, tiny_cond_work: Path,

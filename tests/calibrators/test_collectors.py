@@ -131,10 +131,3 @@ def test_unknown_step_and_empty_input() -> None:
     assert s.steps.tolist() == [2]
     with pytest.raises(KeyError):
         s.histogram([2, 3])
-
-
-def test_update_all() -> None:
-    c = StatsCollector(16)
-    c.update_all({"a": np.array([1.0]), "b": np.array([-3.0])}, 10)
-    stats = c.finalize()
-    assert stats["a"].absmax.tolist() == [1.0] and stats["b"].min.tolist() == [-3.0]

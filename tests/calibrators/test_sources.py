@@ -78,9 +78,14 @@ def test_noise_and_single_step_baselines(tiny_work: Path) -> None:
     assert {s.step for s in single} == {5} and len({s.t for s in single}) == 1
 
 
-@pytest.mark.parametrize("kwargs", [{"method": "ptq"}, {"samples": 0}, {"every": 51}, {"sigma_frac": 0.0}])
-def test_bad_settings(kwargs: dict) -> None:  # type: ignore[type-arg]
-    with pytest.raises(UserError):
+@pytest.mark.parametrize(("kwargs", "message"), [
+    ({"method": "ptq"}, r"unknown --method 'ptq'; known: ndtc, uniform, noise, single-step"),
+    ({"samples": 0}, r"--samples must be >= 1, got 0"),
+    ({"every": 51}, r"--every must be in 1\.\.--steps \(50\), got 51"),
+    ({"sigma_frac": 0.0}, r"--ndtc-sigma must be > 0, got 0\.0"),
+])
+def test_bad_settings(kwargs: dict, message: str) -> None:  # type: ignore[type-arg]
+    with pytest.raises(UserError, match=f"^{message}$"):
         SourceConfig(**kwargs)
 
 

@@ -115,8 +115,22 @@ def test_missing_model_is_user_error(tmp_path: Path) -> None:
 def test_truncated_model_is_user_error(tiny_work: Path, tmp_path: Path) -> None:
     data = (tiny_work / "model.onnx").read_bytes()
     (tmp_path / "model.onnx").write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="cannot load ONNX model .*model.onnx.* OpenVINO"):
-        OpenVinoSession(tmp_path / "model.onnx").activate()
+    with pytest.raises(UserError, match="cannot load ONNX model .*model.onnx.* OpenVINO: ") as err:
+        OpenVinoSession(tmp_path / "model.onnx", cache_dir=tmp_path / "cache").activate()
+    assert len(str(err.value).splitlines()) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model.onnx"]  # no empty cache folder left behind
+
+
+def test_a_bug_while_compiling_stays_a_traceback(tiny_work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only OpenVINO's RuntimeError for a model it cannot read or compile becomes "cannot load ONNX model"."""
+    import engines.openvino_session as module
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("compile_config() takes 2 positional arguments")
+
+    monkeypatch.setattr(module, "compile_config", broken)
+    with pytest.raises(TypeError, match="compile_config"):
+        OpenVinoSession(tiny_work / "model.onnx").activate()
 
 
 def test_missing_openvino_gives_the_install_hint(tiny_work: Path, monkeypatch: pytest.MonkeyPatch) -> None:

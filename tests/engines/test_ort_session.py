@@ -27,8 +27,21 @@ def test_truncated_model_is_user_error(tiny_work: Path, tmp_path: Path) -> None:
     data = (tiny_work / "model.onnx").read_bytes()
     bad = tmp_path / "model.onnx"
     bad.write_bytes(data[: len(data) // 2])
-    with pytest.raises(UserError, match="cannot load ONNX model .*model.onnx"):
+    with pytest.raises(UserError, match="cannot load ONNX model .*model.onnx': .*INVALID_PROTOBUF") as err:
         OrtSession(bad).activate()
+    assert len(str(err.value).splitlines()) == 1
+
+
+def test_a_bug_while_loading_stays_a_traceback(tiny_work: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Only what ONNX Runtime raises for a model it cannot load becomes "cannot load ONNX model"."""
+    import onnxruntime
+
+    def broken(*args: object, **kwargs: object) -> None:
+        raise TypeError("InferenceSession() got an unexpected keyword argument")
+
+    monkeypatch.setattr(onnxruntime, "InferenceSession", broken)
+    with pytest.raises(TypeError, match="unexpected keyword"):
+        OrtSession(tiny_work / "model.onnx").activate()
 
 
 def test_missing_model_is_user_error(tmp_path: Path) -> None:

@@ -22,6 +22,8 @@ def test_image_i_takes_row_i_mod_r_for_any_batch() -> None:
     assert feeds[:4, 0, 0].tolist() == [-1, -1, -1, -1] and feeds[4:, 0, 0].tolist() == [2, 0, 1, 2]
     assert np.array_equal(c.subset(2, 4).unet_feeds(0, 4)[HIDDEN_STATES], feeds)
     assert c.unet_rows(4) == 8 and _cond(3, guided=False).unet_rows(4) == 4
+    unguided = _cond(3, guided=False).unet_feeds(1, 5)[HIDDEN_STATES]  # one row per image, no uncond rows
+    assert unguided[:, 0, 0].tolist() == [1, 2, 0, 1, 2]
 
 
 def test_guide_combines_the_two_halves() -> None:

@@ -30,15 +30,6 @@ def test_bad_prompts_file_names_it(tmp_path: Path, content: bytes | None, words:
     assert str(path) in str(err.value) and "--prompts" in str(err.value)
 
 
-def test_rows_for_any_batch() -> None:
-    cond = np.arange(3, dtype=np.float32).reshape(3, 1, 1)
-    c = Conditioning(cond, np.full((1, 1, 1), -1, np.float32), 3.0)
-    feeds = c.unet_feeds(2, 4)["encoder_hidden_states"][:, 0, 0]
-    assert feeds.tolist() == [-1, -1, -1, -1, 2, 0, 1, 2]  # uncond rows first, then image i takes row i mod 3
-    unguided = Conditioning(cond, None, 3.0).unet_feeds(1, 5)["encoder_hidden_states"][:, 0, 0]
-    assert unguided.tolist() == [1, 2, 0, 1, 2]
-
-
 def test_sdxl_added_conditions_follow_the_rows() -> None:
     ids = np.arange(6, dtype=np.float32)[None]
     c = Conditioning(np.zeros((2, 1, 1), np.float32), np.zeros((1, 1, 1), np.float32), 5.0,

@@ -39,3 +39,14 @@ def test_to_uint8_hwc_rounds_like_the_png_grid() -> None:
     images = np.random.default_rng(0).random((1, 1, 4, 4)).astype(np.float32)
     assert to_uint8_hwc(images).shape == (1, 4, 4, 1)
     np.testing.assert_array_equal(to_uint8_hwc(images)[0, :, :, 0], grid_uint8(images, pad=0))
+
+
+def test_lockstep_refuses_a_flag_the_scheduler_does_not_take(tiny_work: Path) -> None:
+    """--use-clipped-model-output with a scheduler whose step has no such argument: refused, not dropped."""
+    from common.errors import UserError
+
+    config = json.loads((tiny_work / "export.json").read_text())["scheduler"]
+    with OrtSession(tiny_work / "model.onnx") as s, pytest.raises(
+            UserError, match=r"^--use-clipped-model-output: EulerDiscreteScheduler\.step does not take it"):
+        sample_lockstep(s, lambda: make_scheduler("euler", config), (1, 16, 16), [1], 2,
+                        use_clipped_model_output=True)

@@ -125,3 +125,18 @@ def test_cli_exit_codes(tmp_path: Path) -> None:
     assert run_cli("lint", good) == 0
     assert run_cli("lint", bad) == 1
     assert run_cli("lint", tmp_path / "missing.onnx") == 2
+
+
+def test_cli_names_an_unreadable_model(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """A corrupt file or one whose external data is missing: one line naming it, exit 2."""
+    corrupt = tmp_path / "corrupt.onnx"
+    corrupt.write_bytes(conv_model().SerializeToString()[:-7])
+    assert run_cli("lint", corrupt) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith(f"error: cannot read ONNX model '{corrupt}': ") and len(err.splitlines()) == 1
+    external = tmp_path / "ext.onnx"
+    onnx.save_model(conv_model(), str(external), save_as_external_data=True, location="ext.onnx.data",
+                    size_threshold=0)
+    (tmp_path / "ext.onnx.data").unlink()
+    assert run_cli("lint", external) == 2
+    assert "ext.onnx.data" in capsys.readouterr().err

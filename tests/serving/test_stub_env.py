@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+from common.errors import UserError
 from serving import stub_env
 
 
@@ -43,6 +44,20 @@ def test_hook_is_inert_outside_the_stub(tmp_path: Path) -> None:
     assert stub_env.STUB_EXE in stub_env.hook_line() and stub_env.STUB_SITE_NAME in stub_env.hook_line()
 
 
-def test_this_environment_is_ready_to_serve() -> None:
+def test_this_environment_is_ready_to_serve(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """This environment passes the check, and the check names what is missing in one without the stub's numpy
+    or with a stale hook."""
     pytest.importorskip("pytriton")
-    stub_env.check_stub_env()  # raises a UserError saying what to install otherwise
+    assert stub_env.check_stub_env() is None  # raises a UserError saying what to install otherwise
+    if int(stub_env._numpy_major()) < 2:
+        return  # numpy 1.x: the stub needs neither its own numpy nor the hook
+    (tmp_path / "site" / "numpy").mkdir(parents=True)
+    monkeypatch.setattr(stub_env, "STUB_SITE", tmp_path / "site")
+    stale = tmp_path / "hook.pth"
+    stale.write_text("import sys\n")
+    monkeypatch.setattr(stub_env, "hook_path", lambda: stale)
+    with pytest.raises(UserError, match=r"numpy hook '.*hook\.pth' is missing or stale"):
+        stub_env.check_stub_env()
+    monkeypatch.setattr(stub_env, "STUB_SITE", tmp_path / "empty")
+    with pytest.raises(UserError, match=r"numpy 1\.x for Triton's Python-backend stub in '.*empty'"):
+        stub_env.check_stub_env()

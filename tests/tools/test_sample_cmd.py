@@ -10,6 +10,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from engines.openvino_session import OpenVinoSession
+from engines.ort_session import OrtSession
+from pipelines.conditioning import Conditioning
+from pipelines.runner import DenoiseRunner
+from pipelines.schedulers import make_scheduler
 from tests.conftest import run_cli
 
 
@@ -31,12 +36,24 @@ def test_sample_writes_grid_samples_and_noise(tiny_work: Path, tmp_path: Path) -
 
 
 def test_conditional_sampling_with_guidance(tiny_cond_work: Path, tmp_path: Path) -> None:
+    """--cond without --uncond: guided (scale 7.5 by default) against zero rows; the samples are the library loop's
+    with that conditioning, and differ from the unguided ones."""
     cond = np.random.default_rng(0).standard_normal((2, 5, 12)).astype(np.float32)
     np.save(tmp_path / "cond.npy", cond)
     out = tmp_path / "c.png"
-    assert run_cli("sample", tiny_cond_work, "--scheduler", "euler", "--steps", "3", "--num", "2", "--cond",
-                   tmp_path / "cond.npy", "--out", out) == 0
-    assert np.load(tmp_path / "c.samples.npy").shape == (2, 4, 8, 8)
+    assert run_cli("sample", tiny_cond_work, "--backend", "ort", "--scheduler", "euler", "--steps", "3", "--num", "2",
+                   "--cond", tmp_path / "cond.npy", "--out", out) == 0
+    samples, noise = np.load(tmp_path / "c.samples.npy"), np.load(tmp_path / "c.noise.npy")
+    assert samples.shape == (2, 4, 8, 8)
+    scheduler = json.loads((tiny_cond_work / "export.json").read_text())["scheduler"]
+    with OrtSession(tiny_cond_work / "model.onnx") as s:
+        def run(c: Conditioning) -> np.ndarray:
+            return DenoiseRunner(s, make_scheduler("euler", scheduler)).sample(noise, 3, seed=0, cond=c)
+
+        guided = run(Conditioning(cond, np.zeros((1, 5, 12), np.float32), 7.5))
+        unguided = run(Conditioning(cond))
+    np.testing.assert_allclose(samples, guided, rtol=1e-5, atol=1e-5)
+    assert np.abs(samples - unguided).max() > 1e-2
 
 
 @pytest.mark.parametrize("shape", [(3, 1, 8, 8), (2, 1, 16, 16), (3, 16, 16)])
@@ -114,6 +131,14 @@ def test_backend_openvino_int8(tiny_calibrated: Path, tmp_path: Path, capsys: py
                    "--threads", "1", "--out", out) == 0
     meta = json.loads((tmp_path / "ov.json").read_text())
     assert meta["backend"].startswith("OpenVINO (model.int8.trt.onnx")  # one graph for GPU and CPU
-    assert np.isfinite(np.load(tmp_path / "ov.samples.npy")).all()
+    samples, noise = np.load(tmp_path / "ov.samples.npy"), np.load(tmp_path / "ov.noise.npy")
+    scheduler = json.loads((work / "export.json").read_text())["scheduler"]
+    # the samples are that graph's on OpenVINO, not ONNX Runtime's (whose INT8 kernels round differently)
+    with OpenVinoSession(work / "model.int8.trt.onnx", threads=1) as s:
+        expected = DenoiseRunner(s, make_scheduler("ddim", scheduler)).sample(noise, 3, seed=0)
+    with OrtSession(work / "model.int8.trt.onnx") as s:
+        on_ort = DenoiseRunner(s, make_scheduler("ddim", scheduler)).sample(noise, 3, seed=0)
+    np.testing.assert_allclose(samples, expected, rtol=0, atol=1e-5)
+    assert np.abs(samples - on_ort).max() > 1e-4
     assert any((work / ".openvino_cache").iterdir())  # compiled model cached in the work folder
     assert "OpenVINO" in capsys.readouterr().out

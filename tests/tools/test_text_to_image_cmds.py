@@ -81,7 +81,8 @@ def test_calibrate_with_prompts_caches_their_embeddings(tiny_sd_work: Path, tmp_
 
 def test_class_conditional_validate(tmp_path: Path) -> None:
     """Issue 13: a class-conditional UNet2DConditionModel (sequence length 1) with --cond of 10 class rows,
-    guidance 3: validate runs (exit 0 or 1), whatever the batch of the compared steps and the images."""
+    guidance 3: validate runs whatever the batch of the compared steps and the images, and the compared steps feed
+    each trajectory its own class row."""
     unet_dir = tmp_path / "unet"
     build_unet(TINY_COND, True, seed=3).save_pretrained(unet_dir)
     work = tmp_path / "w"
@@ -93,11 +94,19 @@ def test_class_conditional_validate(tmp_path: Path) -> None:
     assert run_cli("calibrate", work, "--cond", tmp_path / "cond.npy", "--method", "uniform", "--samples", 4,
                    "--steps", 5, "--guidance-scale", 3) == 0
     assert run_cli("quantize", work) == 0
-    code = run_cli("validate", work, "--cond", tmp_path / "cond.npy", "--uncond", tmp_path / "uncond.npy",
-                   "--guidance-scale", 3, "--steps", 6, "--points", 2, "--num", 4, "--images", 13)
-    assert code in (0, 1)
+    assert run_cli("validate", work, "--cond", tmp_path / "cond.npy", "--uncond", tmp_path / "uncond.npy",
+                   "--guidance-scale", 3, "--steps", 6, "--points", 2, "--num", 4, "--images", 13, "--backend", "ort",
+                   "--min-cosine", "-1", "--min-snr", "-1", "--min-psnr", "-1") == 0
     record = json.loads((work / "report" / "validate.json").read_text())
-    assert record["images"]["num"] == 13
+    assert record["passed"] and record["images"]["num"] == 13 and len(record["steps"]) == 2
+    assert np.isfinite(record["images"]["psnr"]) and all(s["cosine"] > 0.5 for s in record["steps"])
+    # the compared steps fed the 4 trajectories twice, unconditional rows first, each with its own class row
+    from polygraphy.json import load_json
+
+    for feeds in load_json(str(work / "report" / "validate_inputs.json")):
+        assert feeds["sample"].shape[0] == 8
+        np.testing.assert_array_equal(feeds["encoder_hidden_states"][:4], np.zeros((4, 1, 12), np.float32))
+        np.testing.assert_array_equal(feeds["encoder_hidden_states"][4:], classes[:4])
 
 
 # INT8-vs-FP32 final-image PSNR the SDXL chain below must reach. Measured with these settings: 30.8 dB; the same

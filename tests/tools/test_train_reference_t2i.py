@@ -102,10 +102,28 @@ def test_training_continues_from_a_folder_keeping_its_vae(tiny_folder: Path, tmp
 
 
 def test_measure_prompt_following_reads_every_image(tiny_folder: Path) -> None:
-    result, images = measure_prompt_following(tiny_folder, REPO / "models" / "digit-classifier",
-                                              images_per_digit=1, steps=2)
+    """Image d is diffusers' StableDiffusionPipeline output for digit d's first prompt (seed 0, DDIM, guidance 5),
+    and each prediction is the classifier's reading of that image."""
+    import torch
+    from diffusers import DDIMScheduler, StableDiffusionPipeline
+
+    from validation.digit_prompts import prompts_for_digit
+    from validation.digit_classifier import DigitFeatures
+
+    classifier = REPO / "models" / "digit-classifier"
+    result, images = measure_prompt_following(tiny_folder, classifier, images_per_digit=1, steps=2)
     assert images.shape == (10, 3, 32, 32) and len(result["predicted"]) == 10
+    assert result["predicted"] == DigitFeatures(classifier).predict(images.mean(axis=1, keepdims=True)).tolist()
     assert result["share"] == pytest.approx(np.mean(np.array(result["predicted"]) == np.arange(10)))
+    pipe = StableDiffusionPipeline.from_pretrained(str(tiny_folder), safety_checker=None, feature_extractor=None,
+                                                   requires_safety_checker=False)
+    pipe.scheduler = DDIMScheduler.from_config(pipe.scheduler.config)
+    pipe.set_progress_bar_config(disable=True)
+    for digit in (2, 7):
+        with torch.no_grad():
+            out = pipe([prompts_for_digit(digit)[0]], num_inference_steps=2, guidance_scale=5.0,
+                       generator=[torch.Generator().manual_seed(0)], output_type="np").images
+        np.testing.assert_allclose(images[digit], out[0].transpose(2, 0, 1), rtol=0, atol=1e-6)
 
 
 def test_cli_refuses_a_non_empty_output_and_bad_steps(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -180,8 +180,19 @@ def test_clipped_model_output_reaches_the_probe(ranked: Path, metric: str) -> No
     assert settings["use_clipped_model_output"] is True
     if metric == "step":
         assert not np.array_equal(plain.feeds[-1]["sample"], clipped.feeds[-1]["sample"])  # type: ignore[attr-defined]
-    else:
-        assert clipped.clipped_model_output is True and plain.clipped_model_output is None  # type: ignore[attr-defined]
+        return
+    # the image probe's FP32 reference is the final sample of the clipped sampler, not of the default one
+    from engines.ort_session import OrtSession
+    from pipelines.runner import DenoiseRunner
+    from pipelines.schedulers import make_scheduler
+
+    with OrtSession(ranked / "model.onnx") as fp32:
+        plain.reference(fp32)
+        clipped.reference(fp32)
+        runner = DenoiseRunner(fp32, make_scheduler("ddim", info["scheduler"]))
+        expected = runner.sample(clipped.noise, 6, seed=clipped.seed, use_clipped_model_output=True)  # type: ignore[attr-defined]
+    np.testing.assert_allclose(clipped.ref, expected, rtol=0, atol=1e-6)  # type: ignore[attr-defined]
+    assert not np.array_equal(clipped.ref, plain.ref)  # type: ignore[attr-defined]
 
 
 def test_openvino_backend_ranks_like_onnx_runtime(ranked: Path) -> None:

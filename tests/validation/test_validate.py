@@ -15,6 +15,10 @@ from tests.conftest import run_cli
 from validation.step_metrics import step_metrics
 
 FAST = ["--steps", "10", "--points", "5", "--num", "2", "--images", "4"]
+# Gates the tiny model's INT8 graph passes with FAST, a margin below what it reaches (2-core Xeon with AMX,
+# 2026-12-03: worst step cosine 0.996 / SNR 21.0 dB, final-image PSNR 11.4 dB over 4 images on ONNX Runtime; 0.995 /
+# 20.3 dB / 10.8 dB on OpenVINO with --reduce-range all). The ranges scaled by 0.5 fail them.
+GATES = ["--min-cosine", "0.99", "--min-snr", "18", "--min-psnr", "9"]
 
 
 @pytest.fixture()
@@ -26,9 +30,10 @@ def quantized(tiny_calibrated: Path, tmp_path: Path) -> Path:
 
 
 def test_validate_passes_and_writes_polygraphy_inputs(quantized: Path) -> None:
-    assert run_cli("validate", quantized, *FAST, "--min-cosine", "0.95", "--min-snr", "10", "--min-psnr", "5") == 0
+    assert run_cli("validate", quantized, *FAST, *GATES) == 0
     report = json.loads((quantized / "report" / "validate.json").read_text())
     assert report["passed"] and len(report["steps"]) == 5
+    assert report["thresholds"]["min_image_psnr"] == 9.0 and report["images"]["psnr"] >= 9.0
     ts = [s["t"] for s in report["steps"]]
     assert ts == sorted(ts, reverse=True) and ts[0] >= 900 and ts[-1] == 0  # spread over the whole schedule
     assert all(0.9 < s["cosine"] <= 1.0 for s in report["steps"])
@@ -45,14 +50,14 @@ def test_validate_passes_and_writes_polygraphy_inputs(quantized: Path) -> None:
 
 def test_validate_on_openvino(quantized: Path, capsys: pytest.CaptureFixture[str]) -> None:
     pytest.importorskip("openvino", reason="openvino is not installed (pip install -r requirements.txt)")
-    # gates off: on CPUs without VNNI both runtimes' INT8 kernels saturate int16 sums (docs/cpu-backends.md), and
-    # the tiny model's error then depends on the CPU; the comparison itself must run on OpenVINO and be recorded
-    assert run_cli("validate", quantized, *FAST, "--backend", "openvino", "--min-cosine", "-1", "--min-snr", "-1",
-                   "--min-psnr", "-1") == 0
+    # --reduce-range all: on CPUs without VNNI OpenVINO's INT8 kernels saturate int16 sums of full-range weights
+    # (docs/cpu-backends.md); 7-bit weights do not, so the same gates hold on every CPU
+    assert run_cli("quantize", quantized, "--reduce-range", "all") == 0
+    assert run_cli("validate", quantized, *FAST, "--backend", "openvino", *GATES) == 0
     report = json.loads((quantized / "report" / "validate.json").read_text())
     assert report["backend"]["steps"] == "OpenVINO (CPU)" and report["backend"]["final_images"].startswith("OpenVINO")
     assert report["passed"] and len(report["steps"]) == 5
-    assert all(0.5 < s["cosine"] <= 1.0 for s in report["steps"])
+    assert all(0.99 <= s["cosine"] <= 1.0 for s in report["steps"])
     assert {"psnr", "ssim"} <= set(report["images"])
     assert "on OpenVINO" in capsys.readouterr().out
     assert any((quantized / ".openvino_cache").iterdir())
@@ -146,7 +151,7 @@ def test_class_conditional_guided_validate_runs(tiny_cond_dir: Path, tmp_path: P
                                                  capsys: pytest.CaptureFixture[str]) -> None:
     """A class-conditional UNet2DConditionModel (sequence length 1) validated with 16 conditioning rows, an
     unconditional row and guidance: conditioning rows always follow the images fed (this crashed in ORT's Reshape
-    when the rows and the images disagreed)."""
+    when the rows and the images disagreed), seen in the saved inputs of every compared step."""
     work = tmp_path / "cls"
     assert run_cli("export", "--model", tiny_cond_dir, work, "--cond-len", "1") == 0
     dim = json.loads((work / "export.json").read_text())["inputs"]["encoder_hidden_states"]["shape"][2]
@@ -156,11 +161,20 @@ def test_class_conditional_guided_validate_runs(tiny_cond_dir: Path, tmp_path: P
     cond = ["--cond", tmp_path / "cond.npy", "--guidance-scale", "3"]
     assert run_cli("calibrate", work, "--samples", "8", "--steps", "6", *cond) == 0
     assert run_cli("quantize", work) == 0
-    code = run_cli("validate", work, "--steps", "6", "--points", "3", "--num", "3", "--images", "5", *cond,
-                   "--uncond", tmp_path / "uncond.npy", "--min-psnr", "-1")
-    assert code in (0, 1), capsys.readouterr().err
+    assert run_cli("validate", work, "--steps", "6", "--points", "3", "--num", "3", "--images", "5", *cond,
+                   "--uncond", tmp_path / "uncond.npy", "--min-psnr", "-1", "--min-cosine", "-1", "--min-snr", "-1",
+                   "--backend", "ort") == 0, capsys.readouterr().err
     report = json.loads((work / "report" / "validate.json").read_text())
-    assert len(report["steps"]) == 3 and "psnr" in report["images"]
+    assert report["passed"] and len(report["steps"]) == 3 and report["images"]["num"] == 5
+    assert all(np.isfinite(s["cosine"]) and s["cosine"] > 0.5 for s in report["steps"])
+    # every compared step fed the UNet the 3 trajectories twice (unconditional rows first) with their own rows
+    from polygraphy.json import load_json
+
+    classes = np.load(tmp_path / "cond.npy")
+    for feeds in load_json(str(work / "report" / "validate_inputs.json")):
+        assert feeds["sample"].shape[0] == 6 and np.array_equal(feeds["sample"][:3], feeds["sample"][3:])
+        np.testing.assert_array_equal(feeds["encoder_hidden_states"][:3], np.zeros((3, 1, dim), np.float32))
+        np.testing.assert_array_equal(feeds["encoder_hidden_states"][3:], classes[:3])
 
 
 @pytest.mark.parametrize("backend", ["ort", "openvino"])

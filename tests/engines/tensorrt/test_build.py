@@ -146,14 +146,42 @@ def test_inspector_layers_are_matched_by_their_onnx_node_metadata() -> None:
     assert plain.onnx_nodes == () and plain.made_from("/conv_in/Conv")  # no metadata: the name decides
 
 
-def test_tf32_is_always_set_explicitly() -> None:
-    """Polygraphy's CreateConfig clears BuilderFlag.TF32 unless told; the build passes options.tf32 (default off)."""
-    import inspect
+class _ConfigSeen(Exception):
+    """Stops a build with fake TensorRT objects once Polygraphy's CreateConfig was called."""
+
+
+@pytest.mark.parametrize("tf32", [None, False, True])
+def test_tf32_is_always_set_explicitly(tiny_work: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                       tf32: bool | None) -> None:
+    """Polygraphy's CreateConfig clears BuilderFlag.TF32 unless told; the build passes options.tf32 (default off),
+    seen on the config a build with fake TensorRT objects creates."""
+    import sys
+    import types
+
+    import polygraphy.backend.trt as polygraphy_trt
 
     import engines.tensorrt.build as module
+    from engines.tensorrt.plan import GpuInfo
 
-    assert BuildOptions(precision="int8", profiles=({},)).tf32 is False
-    assert "tf32=options.tf32" in inspect.getsource(module.build_engine)
+    fake_trt = types.SimpleNamespace(__version__="10.13.0.35", Builder=object,
+                                     ProfilingVerbosity=types.SimpleNamespace(DETAILED="DETAILED"))
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt)
+    monkeypatch.setattr(module, "current_gpu", lambda device=0: GpuInfo("NVIDIA L40S", "8.9"))
+    monkeypatch.setattr(polygraphy_trt, "NetworkFromOnnxPath", lambda *a, **k: "network")
+    seen: dict[str, Any] = {}
+
+    def create_config(**kwargs: Any) -> None:
+        seen.update(kwargs)
+        raise _ConfigSeen
+
+    monkeypatch.setattr(polygraphy_trt, "CreateConfig", create_config)
+    options = (BuildOptions(precision="fp16", profiles=({},)) if tf32 is None
+               else BuildOptions(precision="fp16", profiles=({},), tf32=tf32))
+    work = tmp_path / "w"
+    work.mkdir()
+    with pytest.raises(_ConfigSeen):
+        build_engine(WorkDir(work), options, source=tiny_work / "model.onnx")
+    assert seen["tf32"] is bool(tf32) and seen["fp16"] is False and seen["int8"] is False  # strongly typed (10.x)
 
 
 # --- GPU -------------------------------------------------------------------------------------------------------------

@@ -45,9 +45,21 @@ def test_unet_work_folder_has_no_components(tiny_work: Path) -> None:
     assert component_names(_info(tiny_work)) == []
 
 
+# FP16 engines vs the FP32 ONNX models on ONNX Runtime's CPU provider, final images of the same prompt and seed: a
+# gate far below FP16 rounding (tens of dB above it) and far above a wrong engine (a broken component: < 15 dB).
+MIN_FP16_PSNR = 30.0
+
+
 @pytest.mark.gpu
 def test_build_writes_one_engine_per_component(tiny_sd_work: Path, tmp_path: Path) -> None:
+    """One engine per component, each with its own profile (the text encoder's batch doubled for guidance, the VAE
+    decoder's not), and the engines make the images the FP32 models make."""
     import shutil
+
+    import numpy as np
+
+    from engines.tensorrt.plan import read_plan_info
+    from validation.image_metrics import psnr
 
     work = tmp_path / "w"
     shutil.copytree(tiny_sd_work, work)
@@ -55,5 +67,13 @@ def test_build_writes_one_engine_per_component(tiny_sd_work: Path, tmp_path: Pat
     for name in ("model", "text_encoder", "vae_decoder"):
         plan = work / f"{name}.fp16.plan"
         assert plan.is_file() and (work / f"{name}.fp16.plan.json").is_file()
-    assert run_cli("sample", work, "--precision", "fp16", "--backend", "trt", "--prompt", "a photo of 3",
-                   "--num", 2, "--steps", 3, "--out", work / "s.png") == 0
+    text_profile = read_plan_info(work / "text_encoder.fp16.plan").profiles[0]
+    vae_profile = read_plan_info(work / "vae_decoder.fp16.plan").profiles[0]
+    assert {r.max[0] for r in text_profile.values()} == {8} and {r.max[0] for r in vae_profile.values()} == {4}
+    common = ["--prompt", "a photo of 3", "--num", 2, "--steps", 3, "--seed", 1]
+    assert run_cli("sample", work, "--precision", "fp16", "--backend", "trt", *common, "--out", work / "s.png") == 0
+    assert run_cli("sample", work, "--precision", "fp32", "--backend", "ort", *common, "--out", work / "r.png") == 0
+    from PIL import Image
+
+    ours, ref = (np.asarray(Image.open(work / f"{n}.png"), np.float32) / 255 for n in ("s", "r"))
+    assert psnr(ours, ref) >= MIN_FP16_PSNR

@@ -177,10 +177,16 @@ def test_the_quantize_stage_output_for_tensorrt(tiny_work: Path, tmp_path: Path)
     nodes = {n.name: n.SerializeToString() for n in qdq.graph.node if n.op_type in qdq_ops}
     assert nodes and nodes == {n.name: n.SerializeToString() for n in fp16.graph.node if n.op_type in qdq_ops}
     assert report.fp32_nodes >= len(nodes) and report.fp16_nodes > 0
-    s_qdq, s16 = _session(qdq), _session(fp16)
+    s_qdq, s16, s32 = _session(qdq), _session(fp16), _session(onnx.load(work / "model.onnx"))
     feeds = _feeds(s_qdq)
-    q32, q16 = s_qdq.run(None, feeds)[0], s16.run(None, feeds)[0]
-    assert q16.dtype == np.float32 and float(np.linalg.norm(q16 - q32) / np.linalg.norm(q32)) < 0.15
+    q32, q16, f32 = (s.run(None, feeds)[0] for s in (s_qdq, s16, s32))
+    # FP16 activations move some values across INT8 code boundaries: the FP16 graph is as far from the INT8 graph
+    # as the INT8 graph is from FP32 (relative L2 0.044 and 0.051 on a 2-core Xeon with AMX, 2026-12-03), never more
+    def rel_l2(ref: np.ndarray, out: np.ndarray) -> float:
+        return float(np.linalg.norm(out - ref) / np.linalg.norm(ref))
+
+    assert q16.dtype == np.float32 and rel_l2(q32, q16) < 0.08
+    assert rel_l2(f32, q16) < 1.5 * rel_l2(f32, q32)
 
 
 def test_blocked_int4_matmul_computes_in_fp16_w4a16() -> None:

@@ -275,11 +275,35 @@ def test_failed_enqueue_during_capture_keeps_no_graph_and_raises(monkeypatch: py
     assert bad.graph is None
 
 
-def test_runtime_takes_the_process_wide_logger() -> None:
-    """TensorRT keeps one logger per process: the session's Runtime gets Polygraphy's, never a new trt.Logger."""
-    import inspect
+def test_runtime_takes_the_process_wide_logger(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """TensorRT keeps one logger per process: the session's Runtime gets Polygraphy's (``trt_logger``), never a new
+    trt.Logger; seen with fake TensorRT objects (the fake Runtime cannot deserialize, which ends activate)."""
+    import sys
+    import types
+
+    import torch
 
     import engines.tensorrt.session as module
 
-    source = inspect.getsource(module)
-    assert "trt.Runtime(trt_logger())" in source and "trt.Logger(" not in source
+    runtimes: list[object] = []
+
+    class Runtime:
+        def __init__(self, logger: object) -> None:
+            runtimes.append(logger)
+
+        def deserialize_cuda_engine(self, data: bytes) -> None:
+            return None
+
+    def no_new_logger(*args: object) -> None:
+        raise AssertionError("a new trt.Logger was made")
+
+    fake_trt = types.SimpleNamespace(__version__="10.13.0.35", Builder=object, Runtime=Runtime, Logger=no_new_logger)
+    monkeypatch.setitem(sys.modules, "tensorrt", fake_trt)
+    process_logger = object()
+    monkeypatch.setattr(module, "trt_logger", lambda: process_logger)
+    monkeypatch.setattr(module, "current_gpu", lambda device=0: GpuInfo("NVIDIA L40S", "8.9"))
+    monkeypatch.setattr(torch.cuda, "set_device", lambda device: None)
+    plan = _fake_engine(tmp_path)
+    with pytest.raises(UserError, match="cannot deserialize engine"):
+        TrtSession(plan, check=False).activate()
+    assert runtimes == [process_logger]
