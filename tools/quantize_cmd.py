@@ -201,6 +201,6 @@ def main(argv: list[str]) -> int:
     memory, source_memory = record.weight_memory_bytes["quantized"], record.weight_memory_bytes["source"]
     print(f"  weight memory (initializers): {memory['total'] / 2**20:.2f} MiB (FP32 model "
           f"{source_memory['total'] / 2**20:.2f} MiB; INT4 {memory['int4'] / 2**20:.2f}, INT8 "
-          f"{memory['int8'] / 2**20:.2f}, float {memory['float'] / 2**20:.2f})")
+          f"{memory['int8'] / 2**20:.2f}, FP8 {memory.get('fp8', 0) / 2**20:.2f}, float {memory['float'] / 2**20:.2f})")
     print(f"wrote {out_path} and {record_path}")
     return 0
