@@ -7,6 +7,7 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.workdir import WorkDir
+from engines.backends import fp8_backend
 from engines.cpu_backend import choose_cpu_backend
 from tools.cli_parser import CliParser
 from validation.report import ReportConfig, write_report
@@ -21,6 +22,9 @@ def main(argv: list[str]) -> int:
     p.add_argument("--backend", default="auto", choices=["auto", "ort", "openvino"],
                    help="CPU backend of the latency rows (auto: OpenVINO on VNNI/AMX CPUs when installed)")
     p.add_argument("--top", type=int, default=30, help="layers shown in the sensitivity chart")
+    p.add_argument("--precision", default="int8", choices=["int8", "fp8"],
+                   help="the quantized graph reported: int8 -> report/index.html; fp8 -> report/fp8.html (FP8 "
+                        "simulated on the CPU; needs quantize --format fp8)")
     args = p.parse_args(argv)
     for flag in ("repeats", "top"):
         if getattr(args, flag) < 1:
@@ -28,6 +32,11 @@ def main(argv: list[str]) -> int:
     work = WorkDir(args.work)
     work.load_export_info()
     backend = choose_cpu_backend()[0] if args.backend == "auto" else args.backend
-    out = write_report(work, ReportConfig(not args.no_latency, args.repeats, args.threads, args.top, backend))
+    if args.precision == "fp8":
+        work.model_for("fp8")  # a UserError naming quantize --format fp8 when there is no FP8 graph
+        backend, note = fp8_backend(args.backend, backend)  # latency rows: OpenVINO has no FP8 Q/DQ
+        print(note)
+    out = write_report(work, ReportConfig(not args.no_latency, args.repeats, args.threads, args.top, backend,
+                                          args.precision))
     print(f"wrote {out} ({out.stat().st_size / 1024:.0f} KiB, self-contained)")
     return 0
