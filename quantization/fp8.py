@@ -8,11 +8,14 @@ dequantizes and computes in float: an accuracy check, not FP8 speed) and in Tens
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import ml_dtypes
 import numpy as np
 import onnx
 from onnx import numpy_helper
 
+from calibrators.ranges import TensorRanges
 from quantization.qdq_policy import FP8_E4M3_MAX
 from quantization.weight_quant import channel_amax
 
@@ -21,6 +24,30 @@ FP8_IR_VERSION = 9  # the first IR version with FLOAT8 tensors
 FP8_ONNX_TYPE = onnx.TensorProto.FLOAT8E4M3FN
 #: TensorRT fuses FP8 attention (MHA) only for head sizes that are multiples of 16 (see docs/tensorrt.md).
 FP8_HEAD_DIM_MULTIPLE = 16
+#: Where FP8 activation amaxes come from: ``max`` (default: the largest |x| calibration saw, from ranges.json's
+#: per-step abs-max, whatever estimator the file was made with) or ``ranges`` (the file's own estimator). Measured in
+#: docs/benchmarks.md ("FP8 against INT8"): on the reference model max beats percentile, mse and entropy for FP8
+#: (E4M3's spacing is relative, so clipping saves little precision and costs the clipped values).
+FP8_AMAX_SOURCES = ("max", "ranges")
+FP8_DEFAULT_AMAX = "max"
+FP8_MAX_SCALES = "global: max |x| per tensor over every calibration step (FP8 default)"
+
+
+def max_ranges(ranges: TensorRanges) -> TensorRanges:
+    """``ranges`` with every amax that has a per-step summary replaced by the largest |x| over all steps (the
+    ``max`` estimator), and each step group's amax by the largest |x| over that group's steps."""
+    amax = dict(ranges.amax)
+    group_amax = {k: list(v) for k, v in ranges.group_amax.items()}
+    for name, summary in ranges.step_summary.items():
+        if name not in amax or not summary.absmax or max(summary.absmax) <= 0:
+            continue
+        amax[name] = max(summary.absmax)
+        if name in group_amax:
+            for g, (first, last) in enumerate(ranges.group_bounds):
+                seen = [a for t, a in zip(summary.steps, summary.absmax, strict=True) if first <= t <= last and a > 0]
+                if seen:
+                    group_amax[name][g] = max(seen)
+    return replace(ranges, amax=amax, group_amax=group_amax)
 
 
 def to_e4m3(x: np.ndarray) -> np.ndarray:
@@ -54,6 +81,26 @@ def retype_fp8(graph: onnx.GraphProto, names: set[str]) -> None:
         if init.name in names:
             values = numpy_helper.to_array(init).astype(np.float32).astype(ml_dtypes.float8_e4m3fn)
             graph.initializer[i].CopyFrom(numpy_helper.from_array(values, init.name))
+
+
+def symbolic_shapes(model: onnx.ModelProto, names: set[str]) -> dict[str, tuple[object, ...]]:
+    """Shapes of the tensors ``names`` by ONNX Runtime's symbolic shape inference, which follows the Shape -> Gather
+    -> Reshape chains of exported attention that ONNX's own inference leaves as unknown dims (the head_dim of a
+    diffusers UNet's attention, e.g.). Large initializers are left out (``skeleton``); a failure gives {}."""
+    from onnxruntime.tools.symbolic_shape_infer import SymbolicShapeInference
+
+    from exporter.shape_info import skeleton
+
+    try:
+        inferred = SymbolicShapeInference.infer_shapes(skeleton(model), auto_merge=True)
+    except Exception:  # its own assertion errors on graphs it cannot follow: the head_dim stays unknown
+        return {}
+    out: dict[str, tuple[object, ...]] = {}
+    for vi in list(inferred.graph.value_info) + list(inferred.graph.output):
+        if vi.name in names and vi.type.tensor_type.HasField("shape"):
+            out[vi.name] = tuple(d.dim_value if d.HasField("dim_value") else d.dim_param
+                                 for d in vi.type.tensor_type.shape.dim)
+    return out
 
 
 def attention_head_dim(a_shape: tuple[object, ...] | None, b_shape: tuple[object, ...] | None,

@@ -38,7 +38,7 @@ from exporter.shape_info import PROTOBUF_LIMIT, infer_value_info, model_bytes, u
 from quantization.weight_layers import WeightedLayer, from_matrix, int4_block_problem, to_matrix, weighted_layers
 from quantization.weight_quant import block_scales, channel_scales, nearest_codes, pair_safe_scales, quantize_codes
 from quantization.fp8 import (FP8_HEAD_DIM_MULTIPLE, FP8_IR_VERSION, FP8_OPSET, attention_head_dim, fp8_weight,
-                              retype_fp8)
+                              retype_fp8, symbolic_shapes)
 
 INT4_OPSET = 21  # blocked DequantizeLinear and the INT4 type
 INT4_IR_VERSION = 10
@@ -100,6 +100,7 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
     index = GraphIndex.build(model.graph, infer_value_info(model))
     plan = QDQPlan(warnings=_check_patterns(model, policy))
     shortcut_of = shortcut_convs(model, index)
+    shapes = _attention_shapes(model, index) if policy.fp8 and policy.attention_matmul else {}
     for node in model.graph.node:
         rule = RULES.get(node.op_type)
         if rule is None:
@@ -148,7 +149,7 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
                 if m.reason.startswith("attention") and not policy.attention_matmul:
                     continue
                 if m.reason.startswith("attention") and policy.fp8:
-                    problem = _fp8_attention_problem(node, index)
+                    problem = _fp8_attention_problem(node, index, shapes)
                     if problem:
                         if m.index == 0:
                             plan.warnings.append(f"'{node.name}': {problem}; this attention MatMul stays float")
@@ -173,11 +174,27 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
     return plan
 
 
-def _fp8_attention_problem(node: onnx.NodeProto, index: GraphIndex) -> str:
+def _attention_shapes(model: onnx.ModelProto, index: GraphIndex) -> dict[str, tuple[object, ...]]:
+    """Shapes of the attention MatMul inputs: ONNX's inference, and where it left the last dim unknown, ONNX
+    Runtime's symbolic shape inference (run once, only then)."""
+    inputs = {t for m in _attention_inputs(model, index) for t in m}
+    known = {t: index.shape(t) for t in inputs}
+    if all(s and isinstance(s[-1], int) for s in known.values()):
+        return {t: s for t, s in known.items() if s}
+    return {**{t: s for t, s in known.items() if s}, **symbolic_shapes(model, inputs)}
+
+
+def _attention_inputs(model: onnx.ModelProto, index: GraphIndex) -> list[tuple[str, str]]:
+    """(A, B) of every MatMul with two activation inputs (QK^T and softmax·V)."""
+    return [(n.input[0], n.input[1]) for n in model.graph.node
+            if n.op_type == "MatMul" and index.is_activation(n.input[0]) and index.is_activation(n.input[1])]
+
+
+def _fp8_attention_problem(node: onnx.NodeProto, index: GraphIndex, shapes: dict[str, tuple[object, ...]]) -> str:
     """Why TensorRT would not run this attention MatMul as fused FP8 attention ("" when it would): head_dim must be
     a known multiple of 16."""
     a, b = node.input[0], node.input[1]
-    head_dim = attention_head_dim(index.shape(a), index.shape(b), index.producer_op(a) == "Softmax")
+    head_dim = attention_head_dim(shapes.get(a), shapes.get(b), index.producer_op(a) == "Softmax")
     if head_dim is None:
         return "head_dim unknown (symbolic shape)"
     if head_dim % FP8_HEAD_DIM_MULTIPLE:

@@ -18,6 +18,7 @@ from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from quantization.adaround import AdaRoundConfig
+from quantization.fp8 import FP8_AMAX_SOURCES, FP8_DEFAULT_AMAX, FP8_MAX_SCALES, max_ranges
 from quantization.qdq_policy import (DEFAULT_EXCLUDE, FORMATS, INT4_SCOPES, REDUCE_RANGE_MODES, SHORTCUT_MODES,
                                      TARGETS, WEIGHT_ROUNDINGS, QDQPolicy)
 from quantization.quantize import quantize, save_quantized
@@ -139,6 +140,9 @@ def main(argv: list[str]) -> int:
                    help="also write K graphs with the activation scales of the ranges' K time-step groups (calibrate "
                         "--aggregation groups --groups K), sharing one weight file, and a manifest that sample and "
                         "validate route each step by (docs/timestep-groups.md)")
+    p.add_argument("--fp8-amax", default=FP8_DEFAULT_AMAX, choices=list(FP8_AMAX_SOURCES),
+                   help="with --format fp8: activation amax from 'max' (the largest |x| calibration saw: the measured "
+                        "best for FP8, docs/fp8.md) or 'ranges' (the ranges file's own estimator)")
     p.add_argument("--sensitivity", type=Path, help=f"ranking for --keep-float (default WORK/report/{SENSITIVITY_FILE}, "
                                                     f"{sensitivity_file('fp8')} with --format fp8)")
     add_policy_args(p)
@@ -159,6 +163,8 @@ def main(argv: list[str]) -> int:
     out_path = args.out or work.quantized_model(policy.format, policy.target)
     if out_path.suffix != ".onnx":
         raise UserError(f"--out '{out_path}' must end in .onnx")
+    if policy.fp8 and args.fp8_amax == "max":
+        ranges = max_ranges(ranges)
     start = time.perf_counter()
     samples = rounding_samples(work, ranges) if policy.weight_rounding == "adaround" else None
     if policy.smoothquant and samples is None:
@@ -178,6 +184,8 @@ def main(argv: list[str]) -> int:
         r = record.weight_rounding
         print(f"adaround: {r['layers_improved']}/{r['layers']} layers improved, median output MSE "
               f"x{r['median_mse_ratio']:.2f} of nearest, {r['seconds_total']} s")
+    if policy.fp8 and args.fp8_amax == "max":
+        record = replace(record, activation_scales=FP8_MAX_SCALES)
     record = replace(record, sensitivity_keep_float={"count": len(sensitive), "nodes": sensitive,
                                                      "file": str(sensitivity_path) if sensitive else None})
     record_path = work.quantize_record(out_path)

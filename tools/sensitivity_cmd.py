@@ -23,6 +23,7 @@ from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 from engines.ort_session import OrtSession
 from pipelines.runner import DenoiseRunner
 from pipelines.schedulers import SCHEDULERS, make_scheduler
+from quantization.fp8 import max_ranges
 from quantization.qdq_policy import QDQPolicy
 from quantization.record import QuantizeRecord
 from tools.cli_parser import CliParser, add_clipped_model_output
@@ -114,6 +115,8 @@ def main(argv: list[str]) -> int:
     model_sha = onnx_model_sha256(model_path)
     ranges = TensorRanges.load(work.ranges, expected_model_sha256=model_sha)
     policy = recorded_policy(work, args.precision)
+    if policy.fp8:
+        ranges = max_ranges(ranges)  # quantize --format fp8's default activation amax
     cfg = SensitivityConfig(args.steps, args.points, args.num, args.seed, args.scheduler, args.threads, args.metric,
                             args.use_clipped_model_output)
     start = time.perf_counter()
