@@ -195,3 +195,40 @@ def test_fp8_notes_name_each_fused_op_and_its_tensorrt_release() -> None:
     assert len(notes) == 2 and notes[0].startswith("FP8 MatMul nodes: 1") and "10.6" in notes[0]
     assert notes[1].startswith("FP8 attention nodes: 2") and "head_dim a multiple of 16" in notes[1]
     assert fp8_notes(_attention_model(16)) == []
+
+
+def test_max_ranges_take_the_largest_step_absmax_per_tensor_and_group() -> None:
+    from calibrators.ranges import StepSummary
+    from quantization.fp8 import max_ranges
+
+    base = _ranges({"a": 1.0, "b": 2.0})
+    ranges = TensorRanges(base.model_sha256, base.settings, {"a": 1.0, "b": 2.0},
+                          group_bounds=[(0, 499), (500, 999)], group_amax={"a": [0.5, 1.0], "b": [2.0, 2.0]},
+                          step_summary={"a": StepSummary([10, 600, 900], [0.7, 3.0, 2.5])})
+    out = max_ranges(ranges)
+    assert out.amax == {"a": 3.0, "b": 2.0}  # b has no per-step summary: its amax stays
+    assert out.group_amax == {"a": [0.7, 3.0], "b": [2.0, 2.0]}
+    assert ranges.amax["a"] == 1.0  # the input is untouched
+
+
+def test_head_dim_from_symbolic_shapes_when_onnx_leaves_it_unknown() -> None:
+    """A Reshape whose target shape is computed at run time (Shape -> Reshape), as exported attention does, and a
+    dynamic batch: the head_dim is still found (ONNX Runtime's symbolic inference where ONNX's gives up)."""
+    from quantization.fp8 import symbolic_shapes
+
+    d = 16
+    model = _attention_model(d)
+    graph = model.graph
+    graph.input[0].type.tensor_type.shape.dim[0].dim_param = "batch"  # a dynamic batch, as exported
+    shape = [helper.make_node("Shape", ["h"], ["h_shape"], name="shape"),
+             helper.make_node("Reshape", ["h", "h_shape"], ["h2"], name="reshape")]
+    for node in graph.node:
+        if node.name in ("qk", "pv", "transpose"):
+            node.input[:] = ["h2" if i == "h" else i for i in node.input]
+    graph.node.insert(1, shape[0])
+    graph.node.insert(2, shape[1])
+    got = symbolic_shapes(model, {"h2", "probs"})
+    assert got["h2"][-1] == d and got["probs"][-1] == 4
+    plan = plan_qdq(model, _ranges({"x": 3.0, "h2": 5.0, "kt": 5.0, "probs": 1.0}),
+                    QDQPolicy(target="tensorrt", format="fp8", attention_matmul=True))
+    assert not any("head_dim" in w for w in plan.warnings) and {"h2", "kt", "probs"} <= set(plan.activations)
