@@ -49,10 +49,13 @@ def resolve_providers(providers: str | list[Provider] = "auto") -> list[Provider
 
 def holds_fp8(path: Path) -> bool:
     """True when the ONNX file ``path`` holds FLOAT8E4M3FN initializers (an FP8 Q/DQ graph); external data is not
-    read."""
+    read. An unreadable file gives False (ONNX Runtime then says what is wrong with it)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # truncated or not ONNX: protobuf's DecodeError, OSError, ...
+        return False
     return any(t.data_type == onnx.TensorProto.FLOAT8E4M3FN for t in model.graph.initializer)
 
 

@@ -251,7 +251,8 @@ class PlanInfo:
 def plan_path(work_root: Path, precision: str) -> Path:
     """``WORK/model.<precision>.plan``."""
     if precision not in PRECISIONS:
-        raise UserError(f"TensorRT engines are built as {' or '.join(PRECISIONS)}, not '{precision}'")
+        raise UserError(f"TensorRT engines are built as {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, "
+                        f"not '{precision}'")
     return Path(work_root) / f"model.{precision}.plan"
 
 
