@@ -64,6 +64,8 @@ class Variant:
     modelopt: bool = False  # ModelOpt's float set (shortcut convs, time embeddings); no residual-Add Q/DQ
     reduce_range: str = ""  # quantize --reduce-range: "all" (8-bit weights in [-64, 64]) or "pairs"
     smoothquant: float = 0.0  # > 0: SmoothQuant with this alpha on the quantized MatMul/Gemm inputs (modelopt rows)
+    format: str = "int8"  # quantize --format: int8 or fp8 (E4M3; tensorrt target)
+    attention: bool = False  # quantize --attention-matmul (the ranges need the attention tensors)
 
 
 #: The time-step-group rows (issue 16): the global graph against K group graphs from the same calibration, ModelOpt's
@@ -171,7 +173,8 @@ def fp16_weights(model: Path, out: Path) -> Path:
 def variant_policy(v: Variant) -> QDQPolicy:
     """The Q/DQ policy of row ``v`` (ModelOpt rows: its float set, no residual-Add Q/DQ)."""
     policy = QDQPolicy(target=v.target, weight_bits=v.weight_bits, shortcut=v.shortcut, weight_rounding=v.rounding,
-                       int4_scope=v.int4_scope, reduce_range=v.reduce_range)
+                       int4_scope=v.int4_scope, reduce_range=v.reduce_range, format=v.format,
+                       attention_matmul=v.attention)
     if v.modelopt:
         policy = replace(policy, exclude=(*DEFAULT_EXCLUDE, *FLOAT_PATTERNS), residual_add=False)
     return replace(policy, smoothquant=v.smoothquant)

@@ -13,6 +13,11 @@ EXPORT_SCHEMA_VERSION = 1
 #: Q/DQ target -> the tag in its file names: ``model.int8.<tag>.onnx`` and ``quantize.<tag>.json``.
 TARGET_TAGS = {"onnxruntime": "ort", "tensorrt": "trt"}
 LEGACY_INT8 = "model.int8.onnx"  # work folders quantized before the file name carried the target
+#: Precisions whose ONNX graph lives in the work folder (fp16 exists only as TensorRT engines).
+ONNX_PRECISIONS = ("fp32", "int8", "fp8")
+#: FP8 Q/DQ graphs are written for TensorRT only (quantize --format fp8): ``model.fp8.trt.onnx``.
+FP8_MODEL = "model.fp8.trt.onnx"
+FP8_RECORD = "quantize.fp8.trt.json"
 
 
 @dataclass(frozen=True)
@@ -42,9 +47,21 @@ class WorkDir:
         """The Q/DQ model written by ``quantize --target target`` (``model.int8.ort.onnx`` / ``model.int8.trt.onnx``)."""
         return self.root / f"model.int8.{_tag(target)}.onnx"
 
+    @property
+    def fp8_model(self) -> Path:
+        """The FP8 Q/DQ model written by ``quantize --format fp8`` (TensorRT target)."""
+        return self.root / FP8_MODEL
+
+    def quantized_model(self, fmt: str, target: str) -> Path:
+        """Where ``quantize --format fmt --target target`` writes: ``int8_model(target)`` or ``fp8_model``."""
+        return self.fp8_model if fmt == "fp8" else self.int8_model(target)
+
     def quantize_record(self, model: Path) -> Path:
         """The quantize record beside a Q/DQ model: ``quantize.<tag>.json`` for ``model.int8.<tag>.onnx``,
-        ``quantize.json`` for the legacy ``model.int8.onnx``, ``<stem>.quantize.json`` for any other file."""
+        ``quantize.fp8.trt.json`` for ``model.fp8.trt.onnx``, ``quantize.json`` for the legacy ``model.int8.onnx``,
+        ``<stem>.quantize.json`` for any other file."""
+        if model == self.fp8_model:
+            return self.root / FP8_RECORD
         for tag in TARGET_TAGS.values():
             if model == self.root / f"model.int8.{tag}.onnx":
                 return self.root / f"quantize.{tag}.json"
@@ -72,10 +89,18 @@ class WorkDir:
         return self.root / "samples"
 
     def model_for(self, precision: str, target: str | None = None) -> Path:
-        """The ONNX file for ``precision`` (``fp32`` or ``int8``), checked to exist. For ``int8``: the Q/DQ model of
-        ``target``, or with no target the one CPU runtimes run best (``onnxruntime``, else ``tensorrt``)."""
-        if precision not in ("fp32", "int8"):
-            raise UserError(f"unknown --precision '{precision}'; known: fp32, int8")
+        """The ONNX file for ``precision`` (``fp32``, ``int8`` or ``fp8``), checked to exist. For ``int8``: the Q/DQ
+        model of ``target``, or with no target the one CPU runtimes run best (``onnxruntime``, else ``tensorrt``);
+        for ``fp8``: ``model.fp8.trt.onnx`` (TensorRT target only)."""
+        if precision not in ONNX_PRECISIONS:
+            raise UserError(f"unknown --precision '{precision}'; known: {', '.join(ONNX_PRECISIONS)}")
+        if precision == "fp8":
+            if target not in (None, "tensorrt"):
+                raise UserError(f"FP8 graphs are written for --target tensorrt only, not '{target}'")
+            if not self.fp8_model.is_file():
+                raise UserError(f"no fp8 model in work folder '{self.root}' (missing {FP8_MODEL}); run python -m "
+                                f"tools quantize {self.root} --format fp8")
+            return self.fp8_model
         if precision == "fp32":
             if not self.model.is_file():
                 raise UserError(f"no fp32 model in work folder '{self.root}' (missing {self.model.name}); "

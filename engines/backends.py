@@ -76,6 +76,23 @@ def _describe(session: Session) -> str:
     return _first_ort(session).describe()
 
 
+#: The one line every CPU run of an FP8 graph prints: ONNX Runtime has no FP8 kernels.
+FP8_SIMULATED = ("FP8 is simulated on ONNX Runtime (E4M3 rounding exact, arithmetic in float32): accuracy "
+                 "matches an FP8 engine's rounding, speed does not")
+
+
+def fp8_backend(backend: str, chosen: str) -> tuple[str, str]:
+    """(backend, note) for an FP8 graph, ``chosen`` being what ``backend`` resolved to: OpenVINO has no FP8 Q/DQ, so
+    ``auto`` routes to ONNX Runtime (the note says so); ``--backend openvino`` is a UserError. On ONNX Runtime the
+    note is ``FP8_SIMULATED``; on TensorRT it is empty."""
+    if chosen == "openvino" and backend == "openvino":
+        raise UserError("--backend openvino does not run FP8 Q/DQ graphs; use --backend ort (FP8 simulated on the "
+                        "CPU) or --backend trt on a GPU with compute capability >= 8.9")
+    if chosen == "openvino":
+        return "ort", f"note: ONNX Runtime instead of OpenVINO (no FP8 Q/DQ there); {FP8_SIMULATED}"
+    return chosen, f"note: {FP8_SIMULATED}" if chosen == "ort" else ""
+
+
 def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) -> tuple[ManagedSession, str]:
     """A Session for ``precision`` on ``backend``, and a one-line description of what runs.
 
@@ -97,6 +114,10 @@ def open_session(work: WorkDir, precision: str, backend: str, threads: int = 0) 
     if chosen in ("ort", "ort-gpu", "openvino") and precision == "fp16":
         raise UserError("--precision fp16 runs on TensorRT engines only (python -m tools build WORK --precision fp16, "
                         "then --backend trt); ONNX Runtime and OpenVINO run fp32 or int8")
+    if precision == "fp8":
+        chosen, note = fp8_backend(backend, chosen)
+        if note:
+            print(note)
     if chosen == "ort":
         path = work.model_for(precision)
         session = onnx_session(path, threads=threads).activate()

@@ -47,10 +47,25 @@ def resolve_providers(providers: str | list[Provider] = "auto") -> list[Provider
     return wanted
 
 
+def holds_fp8(path: Path) -> bool:
+    """True when the ONNX file ``path`` holds FLOAT8E4M3FN initializers (an FP8 Q/DQ graph); external data is not
+    read. An unreadable file gives False (ONNX Runtime then says what is wrong with it)."""
+    import onnx
+
+    try:
+        model = onnx.load(str(path), load_external_data=False)
+    except Exception:  # truncated or not ONNX: protobuf's DecodeError, OSError, ...
+        return False
+    return any(t.data_type == onnx.TensorProto.FLOAT8E4M3FN for t in model.graph.initializer)
+
+
 def session_options(threads: int = 0, optimized_model_path: Path | None = None, profile: bool = False,
-                    exact_u8s8: bool = True) -> Any:
+                    exact_u8s8: bool = True, fp8: bool = False) -> Any:
     """SessionOptions with full graph optimisation; ``threads`` 0 = all cores. ``exact_u8s8`` False leaves ONNX
-    Runtime its faster U8S8 kernels on x64 CPUs without VNNI, whose int16 pair sums saturate (benchmarks only)."""
+    Runtime its faster U8S8 kernels on x64 CPUs without VNNI, whose int16 pair sums saturate (benchmarks only).
+    ``fp8``: the model holds FP8 Q/DQ, which the CPU provider only simulates (dequantize, compute in float); its Q/DQ
+    fusions are switched off, because ONNX Runtime 1.31 fuses an FP8 DequantizeLinear -> MatMul into
+    MatMulIntegerToFloat and then rejects its own graph ("Type 'tensor(float8e4m3fn)' ... is invalid"; measured)."""
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -66,6 +81,8 @@ def session_options(threads: int = 0, optimized_model_path: Path | None = None, 
     # 0.998 with this option, equal to the graph run unfused). "session.x64quantprecision" = 1 makes ONNX Runtime use
     # its exact U8U8 path there; it changes nothing on VNNI/AMX CPUs (they accumulate in int32).
     so.add_session_config_entry("session.x64quantprecision", "1" if exact_u8s8 else "0")
+    if fp8:
+        so.add_session_config_entry("session.disable_quant_qdq", "1")
     if optimized_model_path is not None:
         so.optimized_model_filepath = str(optimized_model_path)
     if profile:
@@ -100,7 +117,8 @@ class OrtSession(ManagedSession):
             return self
         if not self.model_path.is_file():
             raise UserError(f"ONNX model '{self.model_path}' does not exist")
-        opts = self.options if self.options is not None else session_options(self.threads)
+        opts = self.options if self.options is not None else session_options(self.threads,
+                                                                             fp8=holds_fp8(self.model_path))
         requested = resolve_providers(self.providers)
         try:
             self._sess = ort.InferenceSession(str(self.model_path), sess_options=opts, providers=requested)

@@ -9,6 +9,9 @@ through DequantizeLinear with scale s_x·s_w (QLinearConv/QGemm take them so), a
 point 128 — the same 255-level grid as symmetric INT8 (q_u8 = q_s8 + 128, bit-identical results), but the form its
 U8S8 kernels fuse everywhere (measured: with INT8 activations a Conv whose output also feeds a residual Add or a skip
 Concat stays unfused).
+
+``format`` fp8 (``tensorrt`` target) writes the same placement in E4M3: FLOAT8E4M3FN weights and zero points, scales
+amax/448 (quantization/fp8.py), opset >= 19; attention MatMuls only where head_dim % 16 == 0.
 """
 
 from __future__ import annotations
@@ -35,6 +38,8 @@ from common.protobuf import PROTOBUF_LIMIT, model_bytes
 from exporter.shape_info import infer_value_info, upgrade_opset
 from quantization.weight_layers import WeightedLayer, from_matrix, int4_block_problem, to_matrix, weighted_layers
 from quantization.weight_quant import block_scales, channel_scales, nearest_codes, pair_safe_scales, quantize_codes
+from quantization.fp8 import (FP8_HEAD_DIM_MULTIPLE, FP8_IR_VERSION, FP8_OPSET, attention_head_dim, fp8_weight,
+                              retype_fp8, symbolic_shapes)
 
 INT4_OPSET = 21  # blocked DequantizeLinear and the INT4 type
 INT4_IR_VERSION = 10
@@ -42,7 +47,6 @@ RoundedWeights = dict[str, tuple[np.ndarray, np.ndarray]]  # node -> (codes Cout
 
 ALL_CONSUMERS = "*"
 QUANTIZED_UNIT_OPS = ("Conv", "ConvTranspose", "Gemm", "MatMul", "Add")
-INT8_QMAX = 127
 
 
 @dataclass
@@ -97,6 +101,7 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
     index = GraphIndex.build(model.graph, infer_value_info(model))
     plan = QDQPlan(warnings=_check_patterns(model, policy))
     shortcut_of = shortcut_convs(model, index)
+    shapes = _attention_shapes(model, index) if policy.fp8 and policy.attention_matmul else {}
     for node in model.graph.node:
         rule = RULES.get(node.op_type)
         if rule is None:
@@ -144,6 +149,12 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
             elif isinstance(m, ActivationMark):
                 if m.reason.startswith("attention") and not policy.attention_matmul:
                     continue
+                if m.reason.startswith("attention") and policy.fp8:
+                    problem = _fp8_attention_problem(node, index, shapes)
+                    if problem:
+                        if m.index == 0:
+                            plan.warnings.append(f"'{node.name}': {problem}; this attention MatMul stays float")
+                        continue
                 if m.reason.startswith("residual") and (not policy.residual_add or policy.target == "onnxruntime"):
                     continue  # ONNX Runtime has no Conv+Add fusion for it: a Q/DQ there would only cost time
                 plan.activations[m.tensor].add(m.node)
@@ -164,6 +175,34 @@ def plan_qdq(model: onnx.ModelProto, ranges: TensorRanges, policy: QDQPolicy) ->
     return plan
 
 
+def _attention_shapes(model: onnx.ModelProto, index: GraphIndex) -> dict[str, tuple[object, ...]]:
+    """Shapes of the attention MatMul inputs: ONNX's inference, and where it left the last dim unknown, ONNX
+    Runtime's symbolic shape inference (run once, only then)."""
+    inputs = {t for m in _attention_inputs(model, index) for t in m}
+    known = {t: index.shape(t) for t in inputs}
+    if all(s and isinstance(s[-1], int) for s in known.values()):
+        return {t: s for t, s in known.items() if s}
+    return {**{t: s for t, s in known.items() if s}, **symbolic_shapes(model, inputs)}
+
+
+def _attention_inputs(model: onnx.ModelProto, index: GraphIndex) -> list[tuple[str, str]]:
+    """(A, B) of every MatMul with two activation inputs (QK^T and softmax·V)."""
+    return [(n.input[0], n.input[1]) for n in model.graph.node
+            if n.op_type == "MatMul" and index.is_activation(n.input[0]) and index.is_activation(n.input[1])]
+
+
+def _fp8_attention_problem(node: onnx.NodeProto, index: GraphIndex, shapes: dict[str, tuple[object, ...]]) -> str:
+    """Why TensorRT would not run this attention MatMul as fused FP8 attention ("" when it would): head_dim must be
+    a known multiple of 16."""
+    a, b = node.input[0], node.input[1]
+    head_dim = attention_head_dim(shapes.get(a), shapes.get(b), index.producer_op(a) == "Softmax")
+    if head_dim is None:
+        return "head_dim unknown (symbolic shape)"
+    if head_dim % FP8_HEAD_DIM_MULTIPLE:
+        return f"head_dim {head_dim} is not a multiple of {FP8_HEAD_DIM_MULTIPLE} (TensorRT's FP8 attention)"
+    return ""
+
+
 class _Rewriter:
     """Phase 2 on an onnx-graphsurgeon graph; every edit of the Q/DQ rewrite happens here."""
 
@@ -172,6 +211,7 @@ class _Rewriter:
         self.quantize = quantize
         self.rounded = rounded or {}
         self.int4_names: set[str] = set()
+        self.fp8_names: set[str] = set()  # float32/int8 placeholders stored as FLOAT8E4M3FN after export
 
         self.graph = graph
         self.plan = plan
@@ -218,6 +258,11 @@ class _Rewriter:
         if node.name in self.plan.blocked:
             self.quantize_weight_blocked(node, idx, w)
             return
+        if self.policy.fp8:
+            values, scale = fp8_weight(w, axis)
+            self._weight_dq(node, idx, tensor, values, scale, {"axis": axis}, "fp8", fp8=True)
+            self.weight_scale[node.name] = scale
+            return
         qmax = self.policy.weight_qmax(node.op)
         if node.name in self.rounded:
             trans_b = bool(node.attrs.get("transB", 0))
@@ -253,12 +298,14 @@ class _Rewriter:
                         "int4", int4=True)
 
     def _weight_dq(self, node: gs.Node, idx: int, tensor: str, codes: np.ndarray, scale: np.ndarray,
-                   attrs: dict[str, int], tag: str, int4: bool = False) -> None:
-        q = gs.Constant(self._name(f"{tensor}_{tag}"), codes.astype(np.int8))
+                   attrs: dict[str, int], tag: str, int4: bool = False, fp8: bool = False) -> None:
+        q = gs.Constant(self._name(f"{tensor}_{tag}"), codes.astype(np.float32 if fp8 else np.int8))
         s = gs.Constant(self._name(f"{tensor}_scale"), scale)
         zp = gs.Constant(self._name(f"{tensor}_zero_point"), np.zeros(scale.shape, dtype=np.int8))
         if int4:  # onnx-graphsurgeon cannot export INT4: stored as int8 here, packed after export
             self.int4_names.update((q.name, zp.name))
+        if fp8:  # nor FLOAT8: float32 values / int8 zeros here, re-stored as FLOAT8E4M3FN after export
+            self.fp8_names.update((q.name, zp.name))
         out = gs.Variable(self._name(f"{tensor}_dequant"), dtype=np.float32, shape=list(codes.shape))
         self.graph.nodes.append(gs.Node("DequantizeLinear", name=self._name(f"{node.name}/weight_DQ"),
                                         attrs=attrs, inputs=[q, s, zp], outputs=[out]))
@@ -269,10 +316,13 @@ class _Rewriter:
         Runtime's fusions and TensorRT's explicit quantization expect) and one shared DQ for all float readers
         (GroupNorm, Shape, Concat, ...), so no dequantization is computed twice."""
         src = self.tensors[tensor]
-        scale = np.array(self.plan.amax[tensor] / INT8_QMAX, dtype=np.float32)
+        scale = np.array(self.plan.amax[tensor] / self.policy.activation_qmax, dtype=np.float32)
         s = gs.Constant(self._name(f"{tensor}_scale"), scale)
-        zp_value = np.array(self.policy.activation_zero_point, dtype=self.policy.activation_dtype)
-        zp = gs.Constant(self._name(f"{tensor}_zero_point"), zp_value)
+        zp_dtype = np.int8 if self.policy.fp8 else self.policy.activation_dtype
+        zp = gs.Constant(self._name(f"{tensor}_zero_point"),
+                         np.array(self.policy.activation_zero_point, dtype=zp_dtype))
+        if self.policy.fp8:
+            self.fp8_names.add(zp.name)
         every = ALL_CONSUMERS in consumers
         readers = [n for n in list(src.outputs) if every or n.name in consumers]
         if not readers:
@@ -331,8 +381,11 @@ def rewrite(model: onnx.ModelProto, plan: QDQPlan, policy: QDQPolicy, quantize: 
     """Phase 2: apply ``plan``; the result passes ``onnx.checker`` and shape inference. With blocked INT4 weights
     the model is first converted to opset 21 (the first with blocked DequantizeLinear and INT4)."""
     int4 = quantize and bool(plan.blocked)
+    fp8 = quantize and policy.fp8
     if int4:
         model = upgrade_opset(model, INT4_OPSET)
+    if fp8:
+        model = upgrade_opset(model, FP8_OPSET)
     graph = gs.import_onnx(_with_value_info(model))
     rewriter = _Rewriter(graph, plan, policy, quantize=quantize, rounded=rounded)
     rewriter.run()
@@ -340,7 +393,9 @@ def rewrite(model: onnx.ModelProto, plan: QDQPlan, policy: QDQPolicy, quantize: 
     out = gs.export_onnx(graph, do_type_check=True)
     if rewriter.int4_names:
         _pack_int4(out.graph, rewriter.int4_names)
-    out.ir_version = max(model.ir_version, INT4_IR_VERSION) if int4 else model.ir_version
+    if rewriter.fp8_names:
+        retype_fp8(out.graph, rewriter.fp8_names)
+    out.ir_version = max(model.ir_version, INT4_IR_VERSION if int4 else FP8_IR_VERSION if fp8 else 0)
     del out.opset_import[:]
     out.opset_import.extend(model.opset_import)
     out.producer_name = "qdiff-trt insert_qdq"

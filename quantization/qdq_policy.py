@@ -11,6 +11,11 @@ from common.errors import UserError
 from pipelines.families.ddpm import UNET_KEEP_FLOAT
 
 TARGETS = ("tensorrt", "onnxruntime")
+#: Number formats of the Q/DQ graph: INT8 (symmetric, zero point 0) or FP8 E4M3 (ONNX FLOAT8E4M3FN, zero point 0,
+#: scales amax/448; opset >= 19). FP8 is written for TensorRT only (Ada, Hopper, Blackwell: compute capability >= 8.9).
+FORMATS = ("int8", "fp8")
+#: The largest finite E4M3 value (FLOAT8E4M3FN has no infinity): FP8 scales are amax / FP8_E4M3_MAX.
+FP8_E4M3_MAX = 448.0
 SHORTCUT_MODES = ("split", "shared", "float")
 WEIGHT_ROUNDINGS = ("nearest", "mse", "adaround")
 INT4_SCOPES = ("linear", "all")
@@ -66,6 +71,10 @@ class QDQPolicy:
         not need it. Old records' ``true``/``false`` load as ``all``/"".
     smoothquant: SmoothQuant's alpha for the inputs of the quantized MatMul/Gemm layers, 0 for none
         (quantization/smoothquant.py; ``quantize`` then needs the calibration samples; INT8 weights only).
+    format: ``int8`` (default) or ``fp8``: E4M3 weights and activations (FLOAT8E4M3FN zero points, scales
+        amax/448 with saturation, weights per output channel; ``tensorrt`` target, 8-bit weights, nearest
+        rounding). With ``attention_matmul`` FP8 quantizes the attention MatMuls only where head_dim % 16 == 0.
+        Records written before the field load as ``int8``.
     """
 
     target: str = "tensorrt"
@@ -81,6 +90,7 @@ class QDQPolicy:
     int4_block_size: int = 0  # 0: the target's default (DEFAULT_INT4_BLOCK_SIZE)
     reduce_range: str = ""
     smoothquant: float = 0.0
+    format: str = "int8"
 
     def __post_init__(self) -> None:
         if self.target not in TARGETS:
@@ -113,6 +123,25 @@ class QDQPolicy:
             raise UserError(f"activations are INT8 only, got {self.activation_bits} bits")
         object.__setattr__(self, "exclude", tuple(self.exclude))
         object.__setattr__(self, "keep_float", tuple(self.keep_float))
+        self._check_format()
+
+    def _check_format(self) -> None:
+        """UserError for an unknown format, and for FP8 with a choice that only INT8 has."""
+        if self.format not in FORMATS:
+            raise UserError(f"unknown --format '{self.format}'; known: {', '.join(FORMATS)}")
+        if self.format != "fp8":
+            return
+        if self.target != "tensorrt":
+            raise UserError(f"--format fp8 writes TensorRT graphs: use --target tensorrt (got '{self.target}'; ONNX "
+                            "Runtime has no FP8 kernels, it runs the tensorrt graph simulated)")
+        if self.weight_bits != 8:
+            raise UserError(f"--format fp8 quantizes weights to E4M3 (8 bits): --weight-bits {self.weight_bits} "
+                            "is INT8-only")
+        if self.weight_rounding != "nearest":
+            raise UserError(f"--format fp8 rounds weights to the nearest E4M3 value on amax/448 scales: "
+                            f"--weight-rounding {self.weight_rounding} is INT8-only")
+        if self.reduce_range:
+            raise UserError("--format fp8: --reduce-range is for INT8 on CPUs without VNNI; FP8 has no such mode")
 
     def check_buildable(self) -> None:
         """UserError when the target cannot build what this policy writes: blocked INT4 for ``tensorrt`` takes block
@@ -124,8 +153,23 @@ class QDQPolicy:
                             "128 with --target tensorrt (--target onnxruntime takes any power of two >= 16)")
 
     @property
-    def activation_dtype(self) -> type:
-        """numpy dtype of quantized activations: int8 (TensorRT), uint8 with zero point 128 (ONNX Runtime CPU)."""
+    def fp8(self) -> bool:
+        """Q/DQ in FP8 E4M3 instead of INT8."""
+        return self.format == "fp8"
+
+    @property
+    def activation_qmax(self) -> float:
+        """The largest quantized activation value: 127 (INT8) or 448 (E4M3); scales are amax / activation_qmax."""
+        return FP8_E4M3_MAX if self.fp8 else 127.0
+
+    @property
+    def activation_dtype(self) -> type | int:
+        """Type of quantized activations: numpy int8 (TensorRT), uint8 with zero point 128 (ONNX Runtime CPU), or
+        the ONNX enum FLOAT8E4M3FN (FP8; numpy has no such type)."""
+        if self.fp8:
+            import onnx
+
+            return onnx.TensorProto.FLOAT8E4M3FN
         return np.uint8 if self.target == "onnxruntime" else np.int8
 
     @property

@@ -30,7 +30,10 @@ COUNTED_OPS = ("QuantizeLinear", "DequantizeLinear", "Conv", "MatMul", "Gemm")
 
 
 def check_ranges_bits(ranges: TensorRanges, policy: QDQPolicy, source: str = "the ranges") -> None:
-    """UserError unless ``ranges`` were estimated for the activation grid of ``policy`` (INT8)."""
+    """UserError unless ``ranges`` were estimated for the activation grid of ``policy`` (INT8; FP8 takes the amax of
+    any estimator: its grid is not the integer one the estimator's ``bits`` describe)."""
+    if policy.fp8:
+        return
     bits = ranges.settings.estimator.bits
     if bits != policy.activation_bits:
         raise UserError(f"{source} were estimated for a {bits}-bit grid (calibrate --bits {bits}), but activations "
@@ -96,6 +99,11 @@ def save_quantized(qmodel: onnx.ModelProto, record: QuantizeRecord, out: Path, r
 
 def kernel_report(policy: QDQPolicy) -> list[str]:
     """Which quantized kernels are real and which are emulated, in words."""
+    if policy.fp8:
+        return ["weights: FP8 E4M3 per output channel (amax/448 scales, round to nearest even, saturating), "
+                "activations: FP8 E4M3 per tensor (amax/448); zero points FLOAT8E4M3FN 0, opset 19",
+                "TensorRT (compute capability >= 8.9: Ada, Hopper, Blackwell): real FP8 kernels in a strongly typed "
+                "engine; ONNX Runtime's CPU provider simulates FP8 (dequantizes and computes in float)"]
     lines = []
     rounding = {"nearest": "amax scales, round to nearest", "mse": "MSE-searched scales, round to nearest",
                 "adaround": "MSE-searched scales, AdaRound-learned rounding"}[policy.weight_rounding]

@@ -15,6 +15,10 @@ Rules (TensorRT developer guide, "Working with Quantized Types" / "Q/DQ Layer-Pl
 - ``pair``: every QuantizeLinear feeds only DequantizeLinear nodes, with the same scale; every DequantizeLinear reads a
   QuantizeLinear or a constant.
 - ``placement``: no Q/DQ on integer or shape tensors; no DequantizeLinear output that is a graph output.
+- ``fp8`` (a graph with FLOAT8E4M3FN zero points): opset >= 19, every zero point 0 of type FLOAT8E4M3FN (no INT8
+  zero point mixed in: one format per graph, as ``quantize --format`` writes), activations per tensor.
+``fp8_notes`` lists which ops read FP8 DequantizeLinear outputs and the TensorRT release each fusion needs
+(docs/tensorrt.md, "FP8").
 """
 
 from __future__ import annotations
@@ -83,9 +87,69 @@ def lint_model(model: onnx.ModelProto, allow_int32_bias: bool = False) -> list[V
     qdq = [n for n in model.graph.node if n.op_type in ("QuantizeLinear", "DequantizeLinear")]
     if qdq and opset < 13:
         out.append(Violation("opset", qdq[0].name, f"opset {opset} < 13: TensorRT needs opset >= 13 for Q/DQ"))
+    fp8 = [n for n in qdq if _zero_point_type(n, index) == onnx.TensorProto.FLOAT8E4M3FN]
+    if fp8 and opset < FP8_MIN_OPSET:
+        out.append(Violation("fp8", fp8[0].name, f"opset {opset} < {FP8_MIN_OPSET}: FLOAT8E4M3FN Q/DQ needs opset "
+                             f">= {FP8_MIN_OPSET} (quantize --format fp8 raises it)"))
     for node in qdq:
         out.extend(_check_node(node, index, elem, opset, graph_outputs, allow_int32_bias))
+        if fp8 and node not in fp8:
+            type_name = _zero_point_type_name(node, index)
+            out.append(Violation("fp8", node.name or node.output[0], f"zero point of type {type_name} in an FP8 "
+                                 "graph: every Q/DQ of an FP8 graph needs a FLOAT8E4M3FN zero point"))
     return out
+
+
+FP8_MIN_OPSET = 19
+#: Ops that read FP8 DequantizeLinear outputs -> what TensorRT runs in FP8 there and the release that added it
+#: (sources in docs/tensorrt.md, "FP8"). Anything else reading FP8 runs dequantized (float) in TensorRT.
+FP8_FUSIONS = {
+    "MatMul": "FP8 GEMM (Ada/Hopper, compute capability >= 8.9); per-channel FP8 weight scales on Hopper need "
+              "TensorRT >= 10.6",
+    "Gemm": "FP8 GEMM (as MatMul)",
+    "Conv": "FP8 convolution: check the TensorRT release notes of your version (ModelOpt's ONNX FP8 path still "
+            "skips Conv nodes it deems unsupported); an unfused one runs in FP16/FP32 on dequantized inputs",
+    "attention": "fused FP8 multi-head attention: Hopper; Ada since TensorRT 10.6 (head size <= 64, sequence "
+                 "<= 3072); head_dim a multiple of 16",
+    "Add": "residual Add fused into the preceding FP8 convolution/GEMM epilogue",
+}
+
+
+def _zero_point_type(node: onnx.NodeProto, index: GraphIndex) -> int | None:
+    zp = node.input[2] if len(node.input) > 2 and node.input[2] else None
+    if zp is None or not index.is_constant(zp):
+        return None
+    return (index.initializers.get(zp) or index.constants[zp]).data_type
+
+
+def _zero_point_type_name(node: onnx.NodeProto, index: GraphIndex) -> str:
+    t = _zero_point_type(node, index)
+    return "none (uint8)" if t is None else onnx.TensorProto.DataType.Name(t)
+
+
+def _is_activation(name: str, index: GraphIndex) -> bool:
+    """``name`` is computed at run time: not a constant, nor the dequantization of one (a weight)."""
+    src = index.producer.get(name)
+    if src is not None and src.op_type == "DequantizeLinear":
+        return not index.is_constant(src.input[0])
+    return not index.is_constant(name)
+
+
+def fp8_notes(model: onnx.ModelProto) -> list[str]:
+    """One line per kind of op that reads an FP8 DequantizeLinear: how many, and what TensorRT needs to run it in
+    FP8 (``FP8_FUSIONS``); empty for a graph without FP8 Q/DQ."""
+    index = GraphIndex.build(model.graph)
+    readers: dict[str, set[str]] = {}
+    for node in model.graph.node:
+        if node.op_type != "DequantizeLinear" or _zero_point_type(node, index) != onnx.TensorProto.FLOAT8E4M3FN:
+            continue
+        for reader in index.consumers.get(node.output[0], []):
+            kind = reader.op_type
+            if kind == "MatMul" and all(_is_activation(i, index) for i in reader.input[:2]):
+                kind = "attention"  # two activations: QK^T or softmax·V
+            readers.setdefault(kind, set()).add(reader.name or reader.output[0])
+    return [f"FP8 {kind} nodes: {len(names)}; TensorRT: {FP8_FUSIONS.get(kind, 'no FP8 kernel: runs dequantized')}"
+            for kind, names in sorted(readers.items())]
 
 
 def _is_bias_dq(node: onnx.NodeProto, index: GraphIndex) -> bool:
@@ -121,7 +185,7 @@ def _check_node(node: onnx.NodeProto, index: GraphIndex, elem: dict[str, int], o
         zp = index.array(zp_name)
         zp_type = (index.initializers.get(zp_name) or index.constants[zp_name]).data_type
         u8_symmetric = allow_int32_bias and zp_type == onnx.TensorProto.UINT8 and np.all(zp == 128)
-        if np.any(zp != 0) and not u8_symmetric:
+        if np.any(zp.astype(np.float32) != 0) and not u8_symmetric:
             v.append(Violation("zero-point", name, "non-zero zero point: TensorRT quantization is symmetric"))
         if zp_type == onnx.TensorProto.INT4:
             if is_q or not index.is_constant(x):
@@ -130,8 +194,8 @@ def _check_node(node: onnx.NodeProto, index: GraphIndex, elem: dict[str, int], o
                 v.append(Violation("opset", name, "INT4 DequantizeLinear needs opset >= 21 and a block_size"))
         elif zp_type == onnx.TensorProto.INT32 and allow_int32_bias and _is_bias_dq(node, index):
             pass
-        elif u8_symmetric:
-            pass
+        elif u8_symmetric or zp_type == onnx.TensorProto.FLOAT8E4M3FN:
+            pass  # FP8: the opset and the one-format rule are checked in lint_model
         elif zp_type != onnx.TensorProto.INT8:
             type_name = onnx.TensorProto.DataType.Name(zp_type)
             v.append(Violation("dtype", name, f"zero point type {type_name}: TensorRT INT8 Q/DQ needs int8"))

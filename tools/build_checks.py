@@ -26,10 +26,14 @@ def recorded_target(work: WorkDir, model: Path) -> tuple[str | None, Path]:
     return (QuantizeRecord.load(path).target if path.is_file() else None), path
 
 
-def check_int8_source(work: WorkDir, source: Path) -> None:
-    """UserError unless ``source`` is a tensorrt-target Q/DQ graph that passes the TensorRT lint."""
-    fix = f"run python -m tools quantize {work.root} --target tensorrt"
+def check_int8_source(work: WorkDir, source: Path, fmt: str = "int8") -> None:
+    """UserError unless ``source`` is a tensorrt-target Q/DQ graph (of format ``fmt``, int8 or fp8) that passes the
+    TensorRT lint."""
+    fix = f"run python -m tools quantize {work.root} --target tensorrt" + (" --format fp8" if fmt == "fp8" else "")
     target, record = recorded_target(work, source)
+    recorded_format = QuantizeRecord.load(record).policy.format if record.is_file() else fmt
+    if recorded_format != fmt:
+        raise UserError(f"'{source.name}' was quantized as {recorded_format} ({record.name}), not {fmt}: {fix}")
     if target is not None and target != "tensorrt":
         raise UserError(f"'{source.name}' was quantized for --target {target} ({record.name}); TensorRT needs a "
                         f"tensorrt-target graph: {fix}")

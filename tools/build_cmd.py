@@ -23,7 +23,7 @@ from common.errors import UserError
 from common.workdir import WorkDir
 from engines.tensorrt.build import BuildOptions, profiles_from_export, source_onnx
 from engines.tensorrt.groups import source_groups
-from engines.tensorrt.plan import PRECISIONS, current_gpu, require_tensorrt
+from engines.tensorrt.plan import PRECISIONS, current_gpu, fp8_unsupported, require_tensorrt
 from tools.build_checks import check_int8_source
 from tools.cli_parser import CliParser, check_at_least_one
 
@@ -56,10 +56,11 @@ def main(argv: list[str]) -> int:
     info = work.load_export_info()
     source = source_onnx(work, args.precision)
     groups = source_groups(work, args.precision)
-    if args.precision == "int8":
-        check_int8_source(work, source)  # the tensorrt target and TensorRT's Q/DQ rules, before any GPU work
+    if args.precision in ("int8", "fp8"):
+        # the tensorrt target, the format and TensorRT's Q/DQ rules, before any GPU work
+        check_int8_source(work, source, args.precision)
         for path in groups.model_paths(source.parent) if groups is not None else ():
-            check_int8_source(work, path)
+            check_int8_source(work, path, args.precision)
     options = BuildOptions(
         precision=args.precision,
         profiles=tuple(profiles_from_export(info, args.min_batch, args.opt_batch, args.max_batch)),
@@ -69,8 +70,12 @@ def main(argv: list[str]) -> int:
         cuda_graph=args.cuda_graph,
     )
     # Everything about the input is checked: now the machine. Both raise a UserError with the install hint.
-    require_tensorrt()
-    current_gpu()
+    trt = require_tensorrt()
+    gpu = current_gpu()
+    if args.precision == "fp8":
+        problem = fp8_unsupported(trt.__version__, hasattr(trt.DataType, "FP8"), gpu.compute_capability)
+        if problem:
+            raise UserError(f"build --precision fp8 on {gpu.name}: {problem}")
     from engines.tensorrt.groups import build_grouped_engines
 
     more = f" and one per time-step group ({len(groups.groups)} group graphs)" if groups is not None else ""
@@ -78,8 +83,10 @@ def main(argv: list[str]) -> int:
           + json.dumps({n: r.to_json() for n, r in options.profiles[0].items()}))
     plan, meta = build_grouped_engines(work, options, command="python -m tools build " + " ".join(argv))
     layers = meta.builder.get("layers", {})
+    low = "fp8" if args.precision == "fp8" else "int8"
     print(f"wrote {plan} (+ {plan.name}.json) in {meta.builder.get('build_seconds')} s: {layers.get('layers')} "
-          f"layers, {layers.get('int8_convolutions')} of {layers.get('convolutions')} convolutions in INT8")
+          f"layers, {layers.get(low + '_convolutions')} of {layers.get('convolutions')} convolutions in "
+          f"{low.upper()}" + (f", {layers.get('fp8_layers')} layers with FP8 input" if low == "fp8" else ""))
     for g in meta.timestep_groups:
         print(f"  t {g.first_t}..{g.last_t}: {g.plan} ({g.plan_bytes} bytes) in {g.build_seconds} s, "
               f"{g.layers.get('int8_convolutions')} of {g.layers.get('convolutions')} convolutions in INT8")

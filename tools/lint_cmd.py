@@ -8,7 +8,7 @@ from pathlib import Path
 
 from common.errors import UserError
 from common.onnx_file import load_onnx
-from quantization.trt_lint import lint_model
+from quantization.trt_lint import fp8_notes, lint_model
 from tools.cli_parser import CliParser
 
 
@@ -30,6 +30,8 @@ def main(argv: list[str]) -> int:
             print(v)
         n_q = sum(n.op_type == "QuantizeLinear" for n in model.graph.node)
         n_dq = sum(n.op_type == "DequantizeLinear" for n in model.graph.node)
+        for note in fp8_notes(model):
+            print(f"  {note}")
         verdict = "passes" if not violations else f"has {len(violations)} violation(s) of"
         print(f"{args.model}: {n_q} Q / {n_dq} DQ nodes; {verdict} TensorRT's Q/DQ rules")
     return 1 if violations else 0

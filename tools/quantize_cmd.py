@@ -1,4 +1,5 @@
-"""``python -m tools quantize WORK``: ranges.json + Q/DQ policy -> WORK/model.int8.<ort|trt>.onnx (+ quantize.<ort|trt>.json)."""
+"""``python -m tools quantize WORK``: ranges.json + Q/DQ policy -> WORK/model.int8.<ort|trt>.onnx (+ quantize.<ort|trt>.json),
+or with ``--format fp8`` WORK/model.fp8.trt.onnx (+ quantize.fp8.trt.json)."""
 
 from __future__ import annotations
 
@@ -19,21 +20,27 @@ from common.workdir import WorkDir
 from quantization.adaround import AdaRoundConfig
 from pipelines.families.family import Family
 from pipelines.families.registry import family_of
-from quantization.qdq_policy import (DEFAULT_EXCLUDE, INT4_SCOPES, REDUCE_RANGE_MODES, SHORTCUT_MODES, TARGETS,
-                                     WEIGHT_ROUNDINGS, QDQPolicy)
+from quantization.fp8 import FP8_AMAX_SOURCES, FP8_DEFAULT_AMAX, FP8_MAX_SCALES, max_ranges
+from quantization.qdq_policy import (DEFAULT_EXCLUDE, FORMATS, INT4_SCOPES, REDUCE_RANGE_MODES, SHORTCUT_MODES,
+                                     TARGETS, WEIGHT_ROUNDINGS, QDQPolicy)
 from quantization.quantize import quantize, save_quantized
 from quantization.timestep_groups import quantize_groups, save_grouped
 from quantization.weight_rounding import RoundingConfig
 from tools.cli_parser import CliParser, check_at_least_one
 from validation.sensitivity_file import FILE_NAME as SENSITIVITY_FILE
+from validation.sensitivity_file import sensitivity_file
 from validation.sensitivity_file import SensitivityResult
 
 
 def add_policy_args(p: argparse.ArgumentParser) -> None:
     """The QDQ policy argument group (shared with ``pipeline``)."""
     g = p.add_argument_group("Q/DQ policy")
-    g.add_argument("--target", default="onnxruntime", choices=list(TARGETS),
-                   help="tensorrt: TensorRT placement; onnxruntime: + output Q/DQ for real INT8 CPU kernels")
+    g.add_argument("--format", default="int8", metavar="{" + ",".join(FORMATS) + "}",
+                   help="int8 (default), or fp8: E4M3 weights and activations for TensorRT on compute capability >= "
+                        "8.9 (Ada, Hopper, Blackwell), written as standard FLOAT8E4M3FN Q/DQ (opset 19; docs/fp8.md)")
+    g.add_argument("--target", default=None, choices=list(TARGETS),
+                   help="tensorrt: TensorRT placement; onnxruntime: + output Q/DQ for real INT8 CPU kernels "
+                        "(default onnxruntime; tensorrt with --format fp8)")
     g.add_argument("--weight-bits", type=int, default=8, choices=[8, 4],
                    help="4: MatMul/Gemm weights as blocked INT4 (weight-only, real kernels); convolutions per "
                         "--int4-scope")
@@ -67,7 +74,8 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
 
 def policy_from_args(args: argparse.Namespace, family: Family) -> QDQPolicy:
     """The policy the flags ask for; without ``--exclude``, the ``family``'s float-kept layers."""
-    return QDQPolicy(target=args.target, weight_bits=args.weight_bits, shortcut=args.shortcut,
+    target = args.target or ("tensorrt" if args.format == "fp8" else "onnxruntime")
+    return QDQPolicy(format=args.format, target=target, weight_bits=args.weight_bits, shortcut=args.shortcut,
                      attention_matmul=args.attention_matmul, residual_add=not args.no_residual_add,
                      exclude=family.keep_float if args.exclude is None else tuple(args.exclude),
                      keep_float=tuple(args.keep_float_nodes), weight_rounding=args.weight_rounding or "",
@@ -133,7 +141,11 @@ def main(argv: list[str]) -> int:
                    help="also write K graphs with the activation scales of the ranges' K time-step groups (calibrate "
                         "--aggregation groups --groups K), sharing one weight file, and a manifest that sample and "
                         "validate route each step by (docs/timestep-groups.md)")
-    p.add_argument("--sensitivity", type=Path, help=f"ranking for --keep-float (default WORK/report/{SENSITIVITY_FILE})")
+    p.add_argument("--fp8-amax", default=FP8_DEFAULT_AMAX, choices=list(FP8_AMAX_SOURCES),
+                   help="with --format fp8: activation amax from 'max' (the largest |x| calibration saw: the measured "
+                        "best for FP8, docs/fp8.md) or 'ranges' (the ranges file's own estimator)")
+    p.add_argument("--sensitivity", type=Path, help=f"ranking for --keep-float (default WORK/report/{SENSITIVITY_FILE}, "
+                                                    f"{sensitivity_file('fp8')} with --format fp8)")
     add_policy_args(p)
     add_rounding_args(p)
     args = p.parse_args(argv)
@@ -145,12 +157,15 @@ def main(argv: list[str]) -> int:
         raise UserError(f"no ranges file '{ranges_path}': run python -m tools calibrate {work.root} first")
     model_sha = onnx_model_sha256(model_path)
     ranges = TensorRanges.load(ranges_path, expected_model_sha256=model_sha)
-    sensitivity_path = args.sensitivity or work.report_dir / SENSITIVITY_FILE
-    policy, sensitive = keep_most_sensitive(policy_from_args(args, family_of(info)), sensitivity_path, args.keep_float, model_sha,
+    policy = policy_from_args(args, family_of(info))
+    sensitivity_path = args.sensitivity or work.report_dir / sensitivity_file(policy.format)
+    policy, sensitive = keep_most_sensitive(policy, sensitivity_path, args.keep_float, model_sha,
                                             sha256_files([ranges_path]))
-    out_path = args.out or work.int8_model(policy.target)
+    out_path = args.out or work.quantized_model(policy.format, policy.target)
     if out_path.suffix != ".onnx":
         raise UserError(f"--out '{out_path}' must end in .onnx")
+    if policy.fp8 and args.fp8_amax == "max":
+        ranges = max_ranges(ranges)
     start = time.perf_counter()
     samples = rounding_samples(work, ranges) if policy.weight_rounding == "adaround" else None
     if policy.smoothquant and samples is None:
@@ -170,6 +185,8 @@ def main(argv: list[str]) -> int:
         r = record.weight_rounding
         print(f"adaround: {r['layers_improved']}/{r['layers']} layers improved, median output MSE "
               f"x{r['median_mse_ratio']:.2f} of nearest, {r['seconds_total']} s")
+    if policy.fp8 and args.fp8_amax == "max":
+        record = replace(record, activation_scales=FP8_MAX_SCALES)
     record = replace(record, sensitivity_keep_float={"count": len(sensitive), "nodes": sensitive,
                                                      "file": str(sensitivity_path) if sensitive else None})
     record_path = work.quantize_record(out_path)
@@ -184,7 +201,7 @@ def main(argv: list[str]) -> int:
     s = record.summary
     print(f"quantized {s['quantized_activations']} activations and {s['quantized_weights']} weights "
           f"({s['split_shortcut_convs']} shortcut convs split, {s['float_nodes']} nodes float) in {seconds:.1f} s "
-          f"for {policy.target}")
+          f"for {policy.target} in {policy.format.upper()}")
     for line in record.kernels:
         print(f"  {line}")
     print(f"  activation scales: {record.activation_scales}")
@@ -202,6 +219,6 @@ def main(argv: list[str]) -> int:
     memory, source_memory = record.weight_memory_bytes["quantized"], record.weight_memory_bytes["source"]
     print(f"  weight memory (initializers): {memory['total'] / 2**20:.2f} MiB (FP32 model "
           f"{source_memory['total'] / 2**20:.2f} MiB; INT4 {memory['int4'] / 2**20:.2f}, INT8 "
-          f"{memory['int8'] / 2**20:.2f}, float {memory['float'] / 2**20:.2f})")
+          f"{memory['int8'] / 2**20:.2f}, FP8 {memory.get('fp8', 0) / 2**20:.2f}, float {memory['float'] / 2**20:.2f})")
     print(f"wrote {out_path} and {record_path}")
     return 0

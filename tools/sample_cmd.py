@@ -33,7 +33,9 @@ from tools.cli_parser import CliParser, add_backend, add_clipped_model_output, c
 def parse(argv: list[str]) -> argparse.Namespace:
     p = CliParser(prog="python -m tools sample", description=__doc__)
     p.add_argument("work", type=Path, help="work folder made by export")
-    p.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16"], help="fp16: TensorRT engines only")
+    p.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp8", "fp16"],
+                   help="fp16: TensorRT engines only; fp8: the FP8 graph (quantize --format fp8), simulated on "
+                        "ONNX Runtime on the CPU, an FP8 engine with --backend trt")
     add_backend(p, "runs the UNet")
     p.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
     p.add_argument("--steps", type=int, default=50)

@@ -16,12 +16,14 @@ from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from pipelines.conditioning import Conditioning
+from engines.backends import fp8_backend
 from pipelines.text2image import latent_decoder
 from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 from engines.ort_session import OrtSession
 from pipelines.runner import DenoiseRunner
 from pipelines.schedulers import make_scheduler
 from pipelines.families.registry import family_of
+from quantization.fp8 import max_ranges
 from quantization.qdq_policy import QDQPolicy
 from quantization.record import QuantizeRecord
 from tools.cli_parser import (
@@ -33,7 +35,7 @@ from tools.cli_parser import (
     cpu_backend_arg,
 )
 from validation.sensitivity import METRICS, ErrorProbe, ImageProbe, SensitivityConfig, StepProbe, rank_layers
-from validation.sensitivity_file import FILE_NAME, SensitivityResult
+from validation.sensitivity_file import FILE_NAME, SensitivityResult, sensitivity_file
 from validation.trajectory_inputs import spread_steps, trajectory_feeds
 
 SHOWN = 10
@@ -55,7 +57,10 @@ def parse(argv: list[str]) -> argparse.Namespace:
     add_backend(p, "CPU backend that runs the single-layer models; default ort: the same ranking on every CPU",
                 default="ort")
     add_conditioning_args(p.add_argument_group("conditioning (conditional models)"), GUIDANCE)
-    p.add_argument("--out", type=Path, help=f"ranking file (default WORK/report/{FILE_NAME})")
+    p.add_argument("--precision", default="int8", choices=["int8", "fp8"],
+                   help="rank the layers of the INT8 or the FP8 graph (fp8: simulated on ONNX Runtime)")
+    p.add_argument("--out", type=Path, help=f"ranking file (default WORK/report/{FILE_NAME}, or "
+                                            f"{sensitivity_file('fp8')} with --precision fp8)")
     args = p.parse_args(argv)
     if args.out is not None and args.out.suffix != ".json":
         raise UserError(f"--out '{args.out}' must end in .json")
@@ -64,15 +69,19 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def recorded_policy(work: WorkDir) -> QDQPolicy:
-    """The policy of the work folder's Q/DQ model (its quantize record) without the layers a previous ``--keep-float
-    N`` kept float; the default ONNX Runtime policy, with the family's float-kept layers, when nothing was quantized
-    yet."""
-    default = QDQPolicy(target="onnxruntime", exclude=family_of(work.load_export_info()).keep_float)
-    models = work.int8_models()
-    if not models:
+def recorded_policy(work: WorkDir, precision: str = "int8") -> QDQPolicy:
+    """The policy of the work folder's Q/DQ model of ``precision`` (its quantize record) without the layers a previous
+    ``--keep-float N`` kept float; when nothing was quantized yet the default ONNX Runtime policy (int8) or the
+    default FP8 one (tensorrt target), with the family's float-kept layers."""
+    keep = family_of(work.load_export_info()).keep_float
+    default = (QDQPolicy(target="tensorrt", format="fp8", exclude=keep) if precision == "fp8"
+               else QDQPolicy(target="onnxruntime", exclude=keep))
+    if precision == "fp8":
+        path = work.quantize_record(work.fp8_model)
+    elif not work.int8_models():
         return default
-    path = work.quantize_record(work.model_for("int8"))
+    else:
+        path = work.quantize_record(work.model_for("int8"))
     if not path.is_file():
         return default
     record = QuantizeRecord.load(path)
@@ -110,21 +119,27 @@ def main(argv: list[str]) -> int:
         raise UserError(f"no ranges file '{work.ranges}': run python -m tools calibrate {work.root} first")
     model_sha = onnx_model_sha256(model_path)
     ranges = TensorRanges.load(work.ranges, expected_model_sha256=model_sha)
-    policy = recorded_policy(work)
+    policy = recorded_policy(work, args.precision)
+    if policy.fp8:
+        ranges = max_ranges(ranges)  # quantize --format fp8's default activation amax
     cfg = SensitivityConfig(args.steps, args.points, args.num, args.seed, args.scheduler, args.threads, args.metric,
                             args.use_clipped_model_output)
     start = time.perf_counter()
     cond = conditioning_from_args(args, info, args.seed, work_root=work.root)
     probe, settings = make_probe(model_path, info, cfg, cond)
     model = onnx.load(str(model_path))
-    print(f"ranking quantized layers ({policy.target} policy, {cfg.metric} metric: {settings['what']})")
+    print(f"ranking quantized layers ({policy.target} {policy.format} policy, {cfg.metric} metric: "
+          f"{settings['what']})")
     backend = args.backend
+    if policy.fp8:
+        backend, note = fp8_backend(args.backend, backend)
+        print(note)
     layers = rank_layers(model, ranges, policy, probe, cfg.threads, backend=backend)
     settings["backend"] = backend
     seconds = time.perf_counter() - start
     result = SensitivityResult(model_sha, sha256_files([work.ranges]), policy.to_json(), settings, tuple(layers),
                                "python -m tools sensitivity " + " ".join(argv), round(seconds, 1))
-    out = args.out or work.report_dir / FILE_NAME
+    out = args.out or work.report_dir / sensitivity_file(args.precision)
     result.save(out)
     for layer in layers[:SHOWN]:
         print(f"  {layer.rank:3d}. {layer.node:60s} {layer.op_type:8s} MSE {layer.mse:.3e}  cosine {layer.cosine:.6f}")

@@ -16,7 +16,7 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("work", type=Path, help="work folder made by export (and quantize for --precision int8)")
     model = p.add_argument_group("model")
     add_backend(model, "runs the UNet")
-    model.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp16"],
+    model.add_argument("--precision", default="fp32", choices=["fp32", "int8", "fp8", "fp16"],
                        help="fp16: TensorRT engines only")
     model.add_argument("--scheduler", default="ddim", choices=list(SCHEDULERS))
     model.add_argument("--steps", type=int, default=50, help="steps of a request that sends none")

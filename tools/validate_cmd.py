@@ -15,7 +15,7 @@ from common.atomic import write_json
 from common.errors import CheckFailed, UserError
 from common.images import save_grid
 from common.workdir import WorkDir
-from engines.backends import describe_groups, resolve_backend
+from engines.backends import describe_groups, fp8_backend, resolve_backend
 from engines.cpu_backend import CPU_NAMES, choose_cpu_backend, cpu_session, openvino_model, saturation_warning
 from engines.openvino_session import CACHE_FOLDER
 from pipelines.runner import clipped_output_hint
@@ -36,6 +36,7 @@ from validation.validate import (
     Thresholds,
     ValidateConfig,
     check_work,
+    validate_file,
     compare_steps,
     final_images,
     image_metrics,
@@ -52,7 +53,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p = CliParser(prog="python -m tools validate", description=__doc__)
     p.add_argument("work", type=Path)
     g = p.add_argument_group("what to compare")
-    g.add_argument("--precision", default="int8", choices=["int8"])
+    g.add_argument("--precision", default="int8", choices=["int8", "fp8"],
+                   help="fp8: the FP8 graph (quantize --format fp8); simulated on ONNX Runtime on the CPU")
     add_backend(g, "runs the quantized model (FP32 reference: ONNX Runtime)")
     add_trajectory_args(g, "time steps compared, spread over the schedule")
     g.add_argument("--images", type=int, default=16, help="seeds for the final-image metrics (0: skip)")
@@ -103,6 +105,9 @@ def main(argv: list[str]) -> int:
             backend = choose_cpu_backend()[0]
             print(f"no TensorRT engine {plan.name}: validating the Q/DQ model on {CPU_NAMES[backend]} instead")
             plan = None
+    if args.precision == "fp8" and plan is None:
+        backend, note = fp8_backend(args.backend, backend)
+        print(note)
     openvino_cache = work.root / CACHE_FOLDER if backend == "openvino" else None
     image_backend = "openvino" if openvino_cache is not None else "ort"  # final images: the CPU backend
     if backend == "openvino":
@@ -146,7 +151,8 @@ def main(argv: list[str]) -> int:
     import onnxruntime
     import polygraphy
 
-    write_json(report / "validate.json", {
+    out = report / validate_file(args.precision)
+    write_json(out, {
         "schema_version": 1,
         "command": "python -m tools validate " + " ".join(argv),
         # the per-step comparison runs the engine when there is one; the final images come from the CPU backend
@@ -171,7 +177,7 @@ def main(argv: list[str]) -> int:
         "versions": {"python": platform.python_version(), "onnx": onnx.__version__,
                      "onnxruntime": onnxruntime.__version__, "polygraphy": polygraphy.__version__},
     })
-    print(f"wrote {report / 'validate.json'}; inputs for `polygraphy run {work.model} --onnxrt --load-inputs "
+    print(f"wrote {out}; inputs for `polygraphy run {work.model} --onnxrt --load-inputs "
           f"{inputs_json}`")
     sys.stdout.flush()
     if bad:

@@ -21,7 +21,8 @@ from common.jsonfile import read_json
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from validation.sensitivity_file import FILE_NAME as SENSITIVITY_FILE
-from validation.sensitivity_file import SensitivityResult
+from validation.sensitivity_file import SensitivityResult, sensitivity_file
+from validation.validate import validate_file
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 DEFAULT_VALIDATE_BATCH = 4
@@ -47,13 +48,19 @@ pre { padding: 8px; white-space: pre-wrap; word-break: break-all; }
 class ReportConfig:
     """latency: measure ORT step latency when validate.json has none; repeats: interleaved rounds per model and
     batch; threads: intra-op threads (0 = all cores); top_layers: bars in the sensitivity chart; backend: the CPU
-    backend of the latency rows (``ort`` or ``openvino``)."""
+    backend of the latency rows (``ort`` or ``openvino``); precision: the quantized graph reported (``int8``:
+    ``index.html`` from validate.json and sensitivity.json; ``fp8``: ``fp8.html`` from their ``.fp8`` twins)."""
 
     latency: bool = True
     repeats: int = 5
     threads: int = 0
     top_layers: int = 30
     backend: str = "ort"
+    precision: str = "int8"
+
+    @property
+    def page(self) -> str:
+        return "index.html" if self.precision == "int8" else f"{self.precision}.html"
 
 
 
@@ -125,11 +132,12 @@ def section_summary(work: WorkDir, export: dict[str, Any], quantize: dict[str, A
     return out
 
 
-def section_images(work: WorkDir, validate: dict[str, Any] | None) -> str:
-    out = "<h2>Final images: FP32 vs INT8 (same seeds)</h2>"
+def section_images(work: WorkDir, validate: dict[str, Any] | None, precision: str = "int8") -> str:
+    title_q = precision.upper() + (" (simulated on the CPU)" if precision == "fp8" else "")
+    out = f"<h2>Final images: FP32 vs {_e(title_q)} (same seeds)</h2>"
     grids = (validate or {}).get("grids") or {}
     figures = []
-    for key, title in (("fp32", "FP32"), ("int8", "INT8")):
+    for key, title in (("fp32", "FP32"), ("int8", precision.upper())):
         uri = embedded_png(str(grids[key]), work.report_dir) if key in grids else None
         if uri is not None:
             figures.append(f'<figure><figcaption>{title}</figcaption><img id="grid-{key}" alt="{title} samples" '
@@ -200,6 +208,8 @@ def latency_rows(work: WorkDir, export: dict[str, Any], validate: dict[str, Any]
     models = {f"{short} FP32": work.model}
     for target, path in work.int8_models().items():
         models[f"{short} INT8 ({target} graph)"] = path
+    if cfg.precision == "fp8" and work.fp8_model.is_file():
+        models["ORT FP8 (simulated: dequantized, float arithmetic)"] = work.fp8_model
     batch = int(((validate or {}).get("settings") or {}).get("num", DEFAULT_VALIDATE_BATCH))
     rows = step_latency_ms(models, export, sorted({1, batch}), cfg.repeats, cfg.threads, cfg.backend,
                            work.root / CACHE_FOLDER)
@@ -251,11 +261,13 @@ def runtime_versions() -> dict[str, str]:
 def build_html(work: WorkDir, cfg: ReportConfig = ReportConfig()) -> str:
     """The whole page for ``work`` (an exported work folder)."""
     export = work.load_export_info()
-    int8 = work.int8_models()
-    quantize = read_json(work.quantize_record(work.model_for("int8"))) if int8 else None
+    if cfg.precision == "fp8":
+        quantize = read_json(work.quantize_record(work.model_for("fp8")))
+    else:
+        quantize = read_json(work.quantize_record(work.model_for("int8"))) if work.int8_models() else None
     ranges = read_json(work.ranges)
-    validate = read_json(work.report_dir / "validate.json")
-    sens_path = work.report_dir / SENSITIVITY_FILE
+    validate = read_json(work.report_dir / validate_file(cfg.precision))
+    sens_path = work.report_dir / sensitivity_file(cfg.precision)
     sensitivity, stale = None, ""
     if sens_path.is_file():
         try:
@@ -273,7 +285,7 @@ def build_html(work: WorkDir, cfg: ReportConfig = ReportConfig()) -> str:
         f"<h1>Quantization report: {_e(work.root.name)}</h1><p class=\"sub\">generated {stamp} by "
         f"<code>python -m tools report</code></p>",
         section_summary(work, export, quantize, ranges, validate),
-        section_images(work, validate),
+        section_images(work, validate, cfg.precision),
         section_steps(work, validate),
         section_sensitivity(work, sensitivity, kept, cfg.top_layers, stale),
         section_latency(lat_rows, lat_source),
@@ -284,9 +296,9 @@ def build_html(work: WorkDir, cfg: ReportConfig = ReportConfig()) -> str:
 
 
 def write_report(work: WorkDir, cfg: ReportConfig = ReportConfig()) -> Path:
-    """Write ``WORK/report/index.html`` atomically; returns its path."""
+    """Write ``WORK/report/index.html`` (``fp8.html`` for ``cfg.precision`` fp8) atomically; returns its path."""
     page = build_html(work, cfg)
-    out = work.report_dir / "index.html"
+    out = work.report_dir / cfg.page
     with atomic_path(out) as tmp:
         tmp.write_text(page, encoding="utf-8")
         tmp.chmod(0o644)

@@ -104,7 +104,8 @@ def ort_session(model: onnx.ModelProto, threads: int = 0) -> Iterator[BytesSessi
     """An ONNX Runtime session on ``model``: from bytes when it fits a protobuf, else via a temporary file."""
     import onnxruntime as ort
 
-    opts, providers = session_options(threads), resolve_providers("auto")
+    fp8 = any(t.data_type == onnx.TensorProto.FLOAT8E4M3FN for t in model.graph.initializer)
+    opts, providers = session_options(threads, fp8=fp8), resolve_providers("auto")
     if fits_protobuf(model):
         yield BytesSession(ort.InferenceSession(model.SerializeToString(), sess_options=opts, providers=providers))
         return

@@ -35,6 +35,12 @@ SCHEMA_VERSION = 1
 FILE_NAME = "sensitivity.json"
 
 
+def sensitivity_file(precision: str = "int8") -> str:
+    """The ranking's file name in WORK/report/: ``sensitivity.json`` (INT8), ``sensitivity.fp8.json`` (FP8: a layer's
+    FP8 error differs from its INT8 error, so each format keeps its own ranking)."""
+    return FILE_NAME if precision == "int8" else f"sensitivity.{precision}.json"
+
+
 @dataclass(frozen=True)
 class LayerSensitivity:
     """One quantized layer: the output error of the model in which only this layer is quantized."""

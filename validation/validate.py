@@ -25,7 +25,7 @@ from common.onnx_file import load_onnx
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.group_manifest import grouped_manifest_for
-from engines.ort_session import OrtSession, session_options
+from engines.ort_session import OrtSession, holds_fp8, session_options
 from pipelines.conditioning import Conditioning
 from pipelines.runner import sample_images, seeded_noise
 from pipelines.trajectory_health import TrajectoryHealth
@@ -66,13 +66,18 @@ class ValidateConfig:
     thresholds: Thresholds = field(default_factory=Thresholds)
 
 
+def validate_file(precision: str = "int8") -> str:
+    """The file ``validate`` writes in WORK/report/: ``validate.json`` (INT8) or ``validate.<precision>.json``."""
+    return "validate.json" if precision == "int8" else f"validate.{precision}.json"
+
+
 def check_work(work: WorkDir, precision: str) -> tuple[dict[str, Any], Path]:
     """The export info and quantized model, after the bad-input checks (each a one-line UserError)."""
     info = work.load_export_info()
     qpath = work.model_for(precision)
     fp32 = work.model_for("fp32")
     record_path = work.quantize_record(qpath)
-    if precision == "int8" and record_path.is_file():
+    if precision in ("int8", "fp8") and record_path.is_file():
         record = QuantizeRecord.load(record_path)
         sha = onnx_model_sha256(fp32)
         if record.source_model_sha256 != sha:
@@ -162,7 +167,8 @@ def compare_steps(fp32: Path, quantized: Path, feeds: list[dict[str, np.ndarray]
         G_LOGGER.module_severity = G_LOGGER.CRITICAL  # our per-step table replaces Polygraphy's histograms
 
     def cpu_session(path: Path) -> Any:  # our session options (exact INT8 kernels on CPUs without VNNI)
-        return lambda: ort.InferenceSession(str(path), session_options(), providers=["CPUExecutionProvider"])
+        return lambda: ort.InferenceSession(str(path), session_options(fp8=holds_fp8(path)),
+                                            providers=["CPUExecutionProvider"])
 
     graphs = quantized_graphs(quantized, plan)
     grouped = graphs[0].bounds is not None

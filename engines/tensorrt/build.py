@@ -87,6 +87,8 @@ def build_mode(trt_version: str, precision: str) -> BuildMode:
     """TensorRT >= 10: strongly typed + FP16 conversion. TensorRT 8.x (JetPack 5 / 6.0): INT8 and FP16 flags."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown --precision '{precision}'; known: {', '.join(PRECISIONS)}")
+    if precision == "fp8" and trt_major(trt_version) < 10:
+        raise UserError(f"TensorRT {trt_version} has no strongly typed networks; FP8 engines need TensorRT >= 10")
     if trt_major(trt_version) >= 10:
         return BuildMode(strongly_typed=True, convert_fp16=True, fp16_flag=False, int8_flag=False)
     int8 = precision == "int8"
@@ -95,10 +97,13 @@ def build_mode(trt_version: str, precision: str) -> BuildMode:
 
 def source_onnx(work: WorkDir, precision: str) -> Path:
     """The ONNX an engine of ``precision`` is built from: the tensorrt-target Q/DQ graph for int8 (``model.int8.trt.onnx``,
-    or a legacy ``model.int8.onnx`` whose record says tensorrt), the FP32 graph for fp16."""
+    or a legacy ``model.int8.onnx`` whose record says tensorrt), the FP8 graph for fp8 (``model.fp8.trt.onnx``), the
+    FP32 graph for fp16."""
     if precision not in PRECISIONS:
         raise UserError(f"unknown --precision '{precision}'; known: {', '.join(PRECISIONS)}")
-    return work.model_for("int8", "tensorrt") if precision == "int8" else work.model_for("fp32")
+    if precision == "fp16":
+        return work.model_for("fp32")
+    return work.model_for(precision, "tensorrt")
 
 
 @dataclass(frozen=True)
@@ -152,6 +157,10 @@ class LayerInfo:
     def int8_input(self) -> bool:
         return bool(self.input_types) and "int8" in self.input_types[0].lower()
 
+    @property
+    def fp8_input(self) -> bool:
+        return bool(self.input_types) and "fp8" in self.input_types[0].lower()
+
 
 def parse_engine_layers(engine_json: str) -> list[LayerInfo]:
     """Layers of ``inspector.get_engine_information(LayerInformationFormat.JSON)``.
@@ -187,10 +196,12 @@ def onnx_layer_names(metadata: str) -> tuple[str, ...]:
 
 
 def precision_summary(layers: list[LayerInfo]) -> dict[str, int]:
-    """Counts for ``.plan.json``: layers, convolutions, convolutions with INT8 input."""
+    """Counts for ``.plan.json``: layers, convolutions, convolutions with INT8 input, layers with FP8 input."""
     convs = [layer for layer in layers if layer.is_convolution]
     return {"layers": len(layers), "convolutions": len(convs),
-            "int8_convolutions": sum(1 for layer in convs if layer.int8_input)}
+            "int8_convolutions": sum(1 for layer in convs if layer.int8_input),
+            "fp8_convolutions": sum(1 for layer in convs if layer.fp8_input),
+            "fp8_layers": sum(1 for layer in layers if layer.fp8_input)}
 
 
 # --- TensorRT --------------------------------------------------------------------------------------------------

@@ -40,8 +40,8 @@ from engines.tensorrt.plan import (
 
 
 def source_groups(work: WorkDir, precision: str) -> GroupManifest | None:
-    """The group manifest beside the ONNX an engine of ``precision`` is built from (int8 only), or None."""
-    return grouped_manifest_for(source_onnx(work, precision)) if precision == "int8" else None
+    """The group manifest beside the ONNX an engine of ``precision`` is built from (int8 and fp8), or None."""
+    return grouped_manifest_for(source_onnx(work, precision)) if precision in ("int8", "fp8") else None
 
 
 def build_grouped_engines(work: WorkDir, options: BuildOptions, command: str = "") -> tuple[Path, PlanInfo]:

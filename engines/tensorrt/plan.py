@@ -23,7 +23,10 @@ from common.hashing import onnx_model_sha256, sha256_files
 from common.lazy import lazy_import
 
 PLAN_SCHEMA_VERSION = 1
-PRECISIONS = ("int8", "fp16")
+PRECISIONS = ("int8", "fp8", "fp16")
+#: FP8 engines: Ada (8.9), Hopper (9.0) and later; TensorRT >= 10 (strongly typed networks, DataType.FP8).
+FP8_MIN_COMPUTE_CAPABILITY = (8, 9)
+FP8_MIN_TENSORRT_MAJOR = 10
 TRT_HINT = "pip install -r requirements-gpu.txt (needs an NVIDIA GPU), or run in the Docker image (see README)"
 
 
@@ -92,6 +95,24 @@ def current_gpu(device: int = 0) -> GpuInfo:
                         f"{TRT_HINT}")
     major, minor = torch.cuda.get_device_capability(device)
     return GpuInfo(name=str(torch.cuda.get_device_name(device)), compute_capability=f"{major}.{minor}")
+
+
+def fp8_unsupported(trt_version: str, trt_has_fp8: bool, compute_capability: str) -> str:
+    """Why this machine cannot build an FP8 engine ("" when it can): a GPU below compute capability 8.9, a TensorRT
+    below 10 or one without ``DataType.FP8``. One line, for ``build --precision fp8`` before it builds."""
+    major, _, minor = compute_capability.partition(".")
+    try:
+        cc = (int(major), int(minor or 0))
+    except ValueError:
+        return f"cannot read the GPU's compute capability '{compute_capability}'"
+    need_cc = ".".join(map(str, FP8_MIN_COMPUTE_CAPABILITY))
+    if cc < FP8_MIN_COMPUTE_CAPABILITY:
+        return (f"this GPU has compute capability {compute_capability}; FP8 engines need >= {need_cc} (Ada, Hopper, "
+                "Blackwell): build --precision int8 here")
+    if trt_major(trt_version) < FP8_MIN_TENSORRT_MAJOR or not trt_has_fp8:
+        return (f"TensorRT {trt_version} cannot build strongly typed FP8 engines (needs TensorRT >= "
+                f"{FP8_MIN_TENSORRT_MAJOR} with DataType.FP8): {TRT_HINT}")
+    return ""
 
 
 # --- the metadata ------------------------------------------------------------------------------------------------
@@ -226,7 +247,8 @@ class PlanInfo:
 def plan_path(work_root: Path, precision: str) -> Path:
     """``WORK/model.<precision>.plan``."""
     if precision not in PRECISIONS:
-        raise UserError(f"TensorRT engines are built as {' or '.join(PRECISIONS)}, not '{precision}'")
+        raise UserError(f"TensorRT engines are built as {', '.join(PRECISIONS[:-1])} or {PRECISIONS[-1]}, "
+                        f"not '{precision}'")
     return Path(work_root) / f"model.{precision}.plan"
 
 

@@ -121,7 +121,8 @@ def test_inspector_json_of_tensorrt_10_and_11() -> None:
     layers = parse_engine_layers(TRT10_JSON)
     assert [(layer.is_convolution, layer.int8_input) for layer in layers] == [(True, True), (False, False),
                                                                               (True, False)]
-    assert precision_summary(layers) == {"layers": 3, "convolutions": 2, "int8_convolutions": 1}
+    assert precision_summary(layers) == {"layers": 3, "convolutions": 2, "int8_convolutions": 1,
+                                         "fp8_convolutions": 0, "fp8_layers": 0}
     [layer] = parse_engine_layers(TRT11_JSON)
     assert layer.is_convolution and layer.int8_input and layer.name == "/conv_in/Conv"
     with pytest.raises(ValueError, match="profiling_verbosity=DETAILED"):

@@ -109,7 +109,7 @@ def test_stale_engine_when_the_source_onnx_changed(tiny_work: Path, tmp_path: Pa
 
 def test_plan_path_and_versions(tmp_path: Path) -> None:
     assert plan_path(tmp_path, "int8") == tmp_path / "model.int8.plan"
-    with pytest.raises(UserError, match="int8 or fp16, not 'fp32'"):
+    with pytest.raises(UserError, match="int8, fp8 or fp16, not 'fp32'"):
         plan_path(tmp_path, "fp32")
     assert trt_major("10.13.0.35") == 10 and trt_major("8.6.1") == 8 and trt_major("11.4.0.106") == 11
 
