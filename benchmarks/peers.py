@@ -205,7 +205,7 @@ def our_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
     start = time.perf_counter()
     _cli("quantize", work)
     path = subject.work.int8_model("onnxruntime")
-    yield Built("ours default (calibrate + quantize defaults)", "qdiff-trt", calib + time.perf_counter() - start,
+    yield Built(OURS_DEFAULT, "qdiff-trt", calib + time.perf_counter() - start,
                 lambda: OrtSession(path))
     best = out_dir / "ours_best.onnx"
     start = time.perf_counter()
@@ -245,6 +245,36 @@ def ort_static_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
                 time.perf_counter() - start, lambda: OrtSession(out))
 
 
+def recipe_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
+    """Our re-implementation of ModelOpt's recipe on the ONNX graph (calibrators/modelopt_recipe.py, ModelOpt's
+    placement), to check it against the real package (issue 26 item 3)."""
+    import onnx
+
+    from benchmarks.accuracy import Variant, variant_policy
+    from calibrators.modelopt_recipe import SMOOTHQUANT_ALPHA, modelopt_ranges, modelopt_samples
+    from engines.ort_session import OrtSession
+    from quantization.qdq_rules import calibration_tensors
+    from quantization.quantize import quantize
+
+    start = time.perf_counter()
+    ranges = modelopt_ranges(subject.work, calibration_tensors, cond=subject.cond, clipped_model_output=subject.clipped_eps,
+                             progress=False)
+    samples = modelopt_samples(subject.work, cond=subject.cond, clipped_model_output=subject.clipped_eps,
+                               progress=False)
+    calib = time.perf_counter() - start
+    for alpha in (0.0, SMOOTHQUANT_ALPHA):
+        start = time.perf_counter()
+        policy = variant_policy(Variant("", "modelopt", shortcut="float", target="tensorrt", modelopt=True,
+                                        smoothquant=alpha))
+        qmodel, _ = quantize(onnx.load(str(subject.work.model)), ranges, policy, samples=samples,
+                             scratch_dir=subject.work.root, progress=False)
+        out = out_dir / f"recipe_sq{alpha:g}.onnx"
+        onnx.save(qmodel, str(out))
+        label = "our re-implementation of the recipe (min-mean" + (f", SmoothQuant {alpha:g})" if alpha else ")")
+        yield Built(label, "calibrators/modelopt_recipe.py", calib + time.perf_counter() - start,
+                    lambda p=out: OrtSession(p))
+
+
 def modelopt_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
     from benchmarks.peers_modelopt import modelopt_built
 
@@ -260,7 +290,7 @@ def nncf_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
 #: row group -> builder; ``--rows`` picks groups (ours always runs first: the others reuse its calibration samples)
 ROWS: dict[str, Callable[[Subject, Path], Iterator[Built]]] = {
     "ours": our_rows, "ours-fp8": our_fp8_rows, "modelopt": modelopt_rows, "nncf": nncf_rows,
-    "ort": ort_static_rows,
+    "ort": ort_static_rows, "recipe": recipe_rows,
 }
 
 
@@ -307,6 +337,7 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, dict[str, float]] = {}
     rows: list[list[object]] = []
     fp32_digit: dict[int, float] = {}
+    measured: dict[int, dict[str, Metrics]] = {}
     for steps in args.steps:
         from engines.ort_session import OrtSession
 
@@ -314,7 +345,7 @@ def main(argv: list[str] | None = None) -> int:
         ref_digits = digits(features, ref)
         target = subject.asked if subject.asked is not None else ref_digits
         fp32_digit[steps] = float(np.mean(ref_digits == target))
-        at_steps: dict[str, Metrics] = {}
+        at_steps = measured.setdefault(steps, {})
         for b in built:
             m = None
             if b.open is not None:
@@ -328,12 +359,30 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(table_row(b, steps, m))
             print(" | ".join(str(c) for c in rows[-1]), flush=True)
             (subject.work.root / f"{section}.json").write_text(json.dumps(results, indent=1))
-            write_section(section, section_body(args, command, subject, versions, load_start, fp32_digit, rows))
+            write_section(section, section_body(args, command, subject, versions, load_start, fp32_digit, rows,
+                                                margins(measured)))
     return 0
 
 
+OURS_DEFAULT = "ours default (calibrate + quantize defaults)"
+
+
+def margins(measured: dict[int, dict[str, Metrics]]) -> list[list[object]]:
+    """Per step count: our default against the best peer by pooled and by median PSNR (dB, ours minus theirs)."""
+    out: list[list[object]] = []
+    for steps, at in measured.items():
+        if OURS_DEFAULT not in at or len(at) < 2 or all(k.startswith("ours") for k in at):
+            continue
+        ours, (pooled, median) = at[OURS_DEFAULT], best_peer(at, "ours")
+        out.append([steps, f"{ours.pooled:.2f}", f"{pooled}: {at[pooled].pooled:.2f}",
+                    f"{ours.pooled - at[pooled].pooled:+.2f}", f"{ours.median:.2f}",
+                    f"{median}: {at[median].median:.2f}", f"{ours.median - at[median].median:+.2f}"])
+    return out
+
+
 def section_body(args: argparse.Namespace, command: str, subject: Subject, versions: dict[str, str],
-                 load_start: float, fp32_digit: dict[int, float], rows: list[list[object]]) -> str:
+                 load_start: float, fp32_digit: dict[int, float], rows: list[list[object]],
+                 margin_rows: list[list[object]]) -> str:
     import onnxruntime
     import openvino
     import torch
@@ -363,6 +412,11 @@ def section_body(args: argparse.Namespace, command: str, subject: Subject, versi
         "",
         markdown_table(["row", "package", "steps", "pooled PSNR", "median PSNR", "worst image", digit,
                         "quantize s", "note"], rows),
+        "",
+        "Our default against the best peer row (any package, any backend) at each step count, dB:",
+        "",
+        markdown_table(["steps", "ours pooled", "best peer pooled", "margin", "ours median", "best peer median",
+                        "margin"], margin_rows),
     ])
 
 

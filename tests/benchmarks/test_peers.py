@@ -76,3 +76,12 @@ def test_example_filter_keeps_the_example_float_set() -> None:
         assert example_filter(name), name
     for name in ("down_blocks.0.resnets.0.conv1.input_quantizer", "mid_block.attentions.0.to_q.weight_quantizer"):
         assert not example_filter(name), name
+
+
+def test_margins_compare_our_default_with_the_best_peer_per_step_count() -> None:
+    at = {peers.OURS_DEFAULT: peers.Metrics(45.0, 47.0, 30.0, 1.0),
+          "ours best (time embedding float too)": peers.Metrics(49.0, 49.0, 40.0, 1.0),
+          "NNCF default preset, OpenVINO": peers.Metrics(41.0, 46.5, 30.0, 1.0)}
+    (row,) = peers.margins({20: at, 50: {peers.OURS_DEFAULT: at[peers.OURS_DEFAULT]}})
+    assert row[0] == 20 and row[3] == "+4.00" and row[6] == "+0.50"
+    assert row[2] == "NNCF default preset, OpenVINO: 41.00"
