@@ -135,6 +135,7 @@ class Subject:
     asked: np.ndarray | None  # text to image: the digit each prompt asks for
     prompts: tuple[str, ...]
     modelopt_calib_size: int = 32  # the example's --calib-size (smaller only for quick checks)
+    threads: int = 1  # intra-op threads of every backend (torch, ONNX Runtime, OpenVINO)
 
     @property
     def text_to_image(self) -> bool:
@@ -152,7 +153,8 @@ class Subject:
                                      use_clipped_model_output=self.clipped_eps).images
         from pipelines.text2image import open_text_to_image
 
-        with open_text_to_image(self.work.root, self.info, session, scheduler, batch_size=32) as t2i:
+        with open_text_to_image(self.work.root, self.info, session, scheduler, batch_size=32,
+                                threads=self.threads) as t2i:
             images, _ = t2i.generate(self.cond, self.noise, steps, use_clipped_model_output=self.clipped_eps)
         return images
 
@@ -200,18 +202,18 @@ def our_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
     if subject.text_to_image:
         flags += ["--prompts", subject.model / "prompts.txt"]
     start = time.perf_counter()
-    _cli("calibrate", work, *flags)
+    _cli("calibrate", work, "--threads", subject.threads, *flags)
     calib = time.perf_counter() - start
     start = time.perf_counter()
     _cli("quantize", work)
     path = subject.work.int8_model("onnxruntime")
     yield Built(OURS_DEFAULT, "qdiff-trt", calib + time.perf_counter() - start,
-                lambda: OrtSession(path))
+                lambda: OrtSession(path, threads=subject.threads))
     best = out_dir / "ours_best.onnx"
     start = time.perf_counter()
     _cli("quantize", work, "--out", best, "--exclude", *BEST_EXCLUDE)
     yield Built("ours best (time embedding float too)", "qdiff-trt", calib + time.perf_counter() - start,
-                lambda: OrtSession(best))
+                lambda: OrtSession(best, threads=subject.threads))
 
 
 def our_fp8_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
@@ -242,7 +244,7 @@ def ort_static_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
     ort_quantize_static(subject.work.model, out, calibration_samples(subject), op_types=["Conv", "MatMul", "Gemm"],
                         symmetric_activations=True)
     yield Built("ORT quantize_static (Conv/MatMul/Gemm, per-channel, sym.)", f"onnxruntime {onnxruntime.__version__}",
-                time.perf_counter() - start, lambda: OrtSession(out))
+                time.perf_counter() - start, lambda: OrtSession(out, threads=subject.threads))
 
 
 def recipe_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
@@ -272,7 +274,7 @@ def recipe_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
         onnx.save(qmodel, str(out))
         label = "our re-implementation of the recipe (min-mean" + (f", SmoothQuant {alpha:g})" if alpha else ")")
         yield Built(label, "calibrators/modelopt_recipe.py", calib + time.perf_counter() - start,
-                    lambda p=out: OrtSession(p))
+                    lambda p=out: OrtSession(p, threads=subject.threads))
 
 
 def modelopt_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
@@ -304,6 +306,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--rows", nargs="+", default=["ours", "modelopt", "nncf", "ort"], choices=list(ROWS))
     p.add_argument("--modelopt-calib-size", type=int, default=32,
                    help="ModelOpt calibration images (the example's --calib-size 32; fewer only for quick checks)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="intra-op threads of torch, ONNX Runtime and OpenVINO (default 1: on shared, busy cores two "
+                        "spinning threads ran a torch UNet call 30x slower than one)")
     p.add_argument("--section", default=None, help="docs/benchmarks.md section (default peers-<model name>)")
     args = p.parse_args(argv)
     try:
@@ -313,12 +318,13 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     import torch
 
-    torch.set_num_threads(os.cpu_count() or 1)
+    torch.set_num_threads(args.threads)
     name = args.model.name
     work_dir = args.work or REPO / "work" / f"peers-{name}"
     section = args.section or f"peers-{name}"
     command = command_line("benchmarks.peers", argv)
-    subject = replace(prepare(args.model, work_dir, args.num), modelopt_calib_size=args.modelopt_calib_size)
+    subject = replace(prepare(args.model, work_dir, args.num), modelopt_calib_size=args.modelopt_calib_size,
+                      threads=args.threads)
     from validation.digit_classifier import DigitFeatures
 
     features = DigitFeatures(REPO / "models" / "digit-classifier")
@@ -341,7 +347,7 @@ def main(argv: list[str] | None = None) -> int:
     for steps in args.steps:
         from engines.ort_session import OrtSession
 
-        ref = subject.images(OrtSession(subject.work.model), steps)
+        ref = subject.images(OrtSession(subject.work.model, threads=subject.threads), steps)
         ref_digits = digits(features, ref)
         target = subject.asked if subject.asked is not None else ref_digits
         fp32_digit[steps] = float(np.mean(ref_digits == target))

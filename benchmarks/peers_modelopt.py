@@ -239,8 +239,9 @@ def modelopt_built(subject: Any, out_dir: Path) -> Any:
         try:
             start = time.perf_counter()
             path = export_onnx(unet, example_feeds(subject.info), out_dir / f"modelopt_{config}.onnx")
-            with OrtSession(path) as s:  # loads here, so a graph ORT refuses is one line now
+            with OrtSession(path, threads=subject.threads) as s:  # loads here: a graph ORT refuses is one line now
                 s.run(example_feeds(subject.info))
-            yield Built(label, package, seconds + time.perf_counter() - start, lambda p=path: OrtSession(p))
+            yield Built(label, package, seconds + time.perf_counter() - start,
+                        lambda p=path: OrtSession(p, threads=subject.threads))
         except Exception as exc:
             yield Built(label, package, seconds, None, one_line(exc))

@@ -48,5 +48,7 @@ def nncf_built(subject: Any, samples: list[Any], out_dir: Path) -> Iterator[Any]
         start = time.perf_counter()
         nncf_quantize(subject.work.model, feeds, out, transformer)
         seconds = time.perf_counter() - start
-        yield Built(f"NNCF {label}, OpenVINO", package, seconds, lambda p=out: OpenVinoSession(p, cache_dir=cache))
-        yield Built(f"NNCF {label}, ONNX Runtime", package, seconds, lambda p=out: OrtSession(p))
+        threads = subject.threads
+        yield Built(f"NNCF {label}, OpenVINO", package, seconds,
+                    lambda p=out: OpenVinoSession(p, threads=threads, cache_dir=cache))
+        yield Built(f"NNCF {label}, ONNX Runtime", package, seconds, lambda p=out: OrtSession(p, threads=threads))
