@@ -50,7 +50,9 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                         "sums (docs/cpu-backends.md): 'all' (the bare flag) puts every 8-bit weight in [-64, 64] "
                         "(ONNX Runtime's reduce_range); 'pairs' keeps 8-bit convolution weights on scales that make "
                         "input-channel pairs safe, MatMul/Gemm in [-64, 64] (more accurate)")
-    g.add_argument("--shortcut", default="split", choices=list(SHORTCUT_MODES))
+    g.add_argument("--shortcut", default="float", choices=list(SHORTCUT_MODES),
+                   help="the shortcut convolution of a skip connection: float (default: measured best on both bundled "
+                        "models, no CPU speed cost: docs/accuracy-notes.md), split (one scale per skip branch), shared")
     g.add_argument("--attention-matmul", action="store_true", help="also quantize QK^T and softmax·V")
     g.add_argument("--no-residual-add", action="store_true", help="leave residual Add inputs in float")
     g.add_argument("--exclude", nargs="*", default=None, metavar="PATTERN",
