@@ -247,36 +247,6 @@ def ort_static_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
                 time.perf_counter() - start, lambda: OrtSession(out, threads=subject.threads))
 
 
-def recipe_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
-    """Our re-implementation of ModelOpt's recipe on the ONNX graph (calibrators/modelopt_recipe.py, ModelOpt's
-    placement), to check it against the real package (issue 26 item 3)."""
-    import onnx
-
-    from benchmarks.accuracy import Variant, variant_policy
-    from calibrators.modelopt_recipe import SMOOTHQUANT_ALPHA, modelopt_ranges, modelopt_samples
-    from engines.ort_session import OrtSession
-    from quantization.qdq_rules import calibration_tensors
-    from quantization.quantize import quantize
-
-    start = time.perf_counter()
-    ranges = modelopt_ranges(subject.work, calibration_tensors, cond=subject.cond, clipped_model_output=subject.clipped_eps,
-                             progress=False)
-    samples = modelopt_samples(subject.work, cond=subject.cond, clipped_model_output=subject.clipped_eps,
-                               progress=False)
-    calib = time.perf_counter() - start
-    for alpha in (0.0, SMOOTHQUANT_ALPHA):
-        start = time.perf_counter()
-        policy = variant_policy(Variant("", "modelopt", shortcut="float", target="tensorrt", modelopt=True,
-                                        smoothquant=alpha))
-        qmodel, _ = quantize(onnx.load(str(subject.work.model)), ranges, policy, samples=samples,
-                             scratch_dir=subject.work.root, progress=False)
-        out = out_dir / f"recipe_sq{alpha:g}.onnx"
-        onnx.save(qmodel, str(out))
-        label = "our re-implementation of the recipe (min-mean" + (f", SmoothQuant {alpha:g})" if alpha else ")")
-        yield Built(label, "calibrators/modelopt_recipe.py", calib + time.perf_counter() - start,
-                    lambda p=out: OrtSession(p, threads=subject.threads))
-
-
 def modelopt_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
     from benchmarks.peers_modelopt import modelopt_built
 
@@ -292,7 +262,7 @@ def nncf_rows(subject: Subject, out_dir: Path) -> Iterator[Built]:
 #: row group -> builder; ``--rows`` picks groups (ours always runs first: the others reuse its calibration samples)
 ROWS: dict[str, Callable[[Subject, Path], Iterator[Built]]] = {
     "ours": our_rows, "ours-fp8": our_fp8_rows, "modelopt": modelopt_rows, "nncf": nncf_rows,
-    "ort": ort_static_rows, "recipe": recipe_rows,
+    "ort": ort_static_rows,
 }
 
 
