@@ -170,8 +170,8 @@ def export_onnx(unet: Any, feeds: dict[str, np.ndarray], out: Path, opset: int =
             self.m = m
 
         def forward(self, *a: Any) -> Any:
-            kw = dict(zip(names[2:], a[2:]))
-            return self.m(a[0], a[1], **kw, return_dict=False)[0]
+            kw = dict(zip(names, a))  # the export's input order (text to image: sample, timestep, hidden states)
+            return self.m(kw.pop("sample"), kw.pop("timestep"), **kw, return_dict=False)[0]
 
     with torch.no_grad():
         torch.onnx.export(_Wrap(unet), args, str(out), input_names=names, output_names=["out"], opset_version=opset,
