@@ -56,7 +56,7 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--attention-matmul", action="store_true", help="also quantize QK^T and softmax·V")
     g.add_argument("--no-residual-add", action="store_true", help="leave residual Add inputs in float")
     g.add_argument("--exclude", nargs="*", default=None, metavar="PATTERN",
-                   help=f"node-name patterns (fnmatch) left float; default {' '.join(DEFAULT_EXCLUDE)}; "
+                   help=f"node-name patterns (fnmatch) left float; default {' '.join(COMMAND_EXCLUDE)}; "
                         "give the flag with no pattern to quantize every layer")
     g.add_argument("--keep-float-nodes", nargs="*", default=[], metavar="NODE", help="node names left float")
     g.add_argument("--smoothquant", type=float, default=0.0, metavar="ALPHA",
@@ -65,10 +65,15 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                         "weights only (docs/modelopt-recipe.md)")
 
 
+#: The command's default float set: the policy's (conv_in, conv_out) and the time-embedding path, as ModelOpt's
+#: diffusers example keeps it (issue 26: better pooled and median PSNR on both bundled models, docs/accuracy-notes.md).
+COMMAND_EXCLUDE: tuple[str, ...] = (*DEFAULT_EXCLUDE, "*/time_embedding/*", "*/time_emb_proj/*")
+
+
 def policy_from_args(args: argparse.Namespace) -> QDQPolicy:
     return QDQPolicy(target=args.target, weight_bits=args.weight_bits, shortcut=args.shortcut,
                      attention_matmul=args.attention_matmul, residual_add=not args.no_residual_add,
-                     exclude=DEFAULT_EXCLUDE if args.exclude is None else tuple(args.exclude),
+                     exclude=COMMAND_EXCLUDE if args.exclude is None else tuple(args.exclude),
                      keep_float=tuple(args.keep_float_nodes), weight_rounding=args.weight_rounding or "",
                      int4_scope=args.int4_scope, int4_block_size=args.int4_block_size,
                      reduce_range=args.reduce_range, smoothquant=args.smoothquant)
