@@ -16,7 +16,7 @@ import os
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -38,9 +38,8 @@ from engines.session import Session
 from pipelines.trajectory_health import ABS_LIMIT, TrajectoryHealth
 from quantization.quantize import quantize
 from quantization.weight_memory import weight_memory
-from quantization.qdq_policy import DEFAULT_EXCLUDE, QDQPolicy
+from quantization.qdq_policy import QDQPolicy
 from quantization.timestep_groups import quantize_groups, save_grouped
-from calibrators.modelopt_recipe import FLOAT_PATTERNS, SMOOTHQUANT_ALPHA, modelopt_ranges, modelopt_samples
 from engines.backends import onnx_session
 from validation.digit_classifier import DigitFeatures
 from validation.image_metrics import frechet_distance, psnr, ssim
@@ -61,15 +60,13 @@ class Variant:
     rounding: str = ""  # weight rounding ("" = the policy default: nearest for W8, mse for W4)
     int4_scope: str = "all"
     groups: int = 0  # > 0: quantize --timestep-groups K (K graphs, each step routed to its group's graph)
-    modelopt: bool = False  # ModelOpt's float set (shortcut convs, time embeddings); no residual-Add Q/DQ
     reduce_range: str = ""  # quantize --reduce-range: "all" (8-bit weights in [-64, 64]) or "pairs"
-    smoothquant: float = 0.0  # > 0: SmoothQuant with this alpha on the quantized MatMul/Gemm inputs (modelopt rows)
     format: str = "int8"  # quantize --format: int8 or fp8 (E4M3; tensorrt target)
     attention: bool = False  # quantize --attention-matmul (the ranges need the attention tensors)
 
 
-#: The time-step-group rows (issue 16): the global graph against K group graphs from the same calibration, ModelOpt's
-#: recipe (method "modelopt": calibrators/modelopt_recipe.py) and our uniform row, measured in one run.
+#: The time-step-group rows (issue 16): the global graph against K group graphs from the same calibration and our
+#: uniform row, measured in one run. (ModelOpt's rows: benchmarks/peers.py, the real package.)
 GROUPS = [
     Variant("ndtc + split", "ndtc"),
     Variant("ndtc + split, 1 step group", "ndtc", groups=1),
@@ -77,17 +74,7 @@ GROUPS = [
     Variant("ndtc + split, 4 step groups", "ndtc", groups=4),
     Variant("uniform + split", "uniform"),
     Variant("uniform + split, 4 step groups", "uniform", groups=4),
-    # ModelOpt's placement: Q/DQ on Conv/Linear inputs only (its output quantizers are disabled), i.e. the tensorrt
-    # target without residual-Add Q/DQ; the onnxruntime target would also quantize every op output with the
-    # recipe's min-mean ranges, which ModelOpt never does (docs/modelopt-recipe.md: -4.5 dB)
-    Variant("ModelOpt recipe (min-mean, 32 x 20 steps, no SmoothQuant)", "modelopt", shortcut="float",
-            target="tensorrt", modelopt=True),
-    Variant(f"ModelOpt recipe + SmoothQuant {SMOOTHQUANT_ALPHA}", "modelopt", shortcut="float", target="tensorrt",
-            modelopt=True, smoothquant=SMOOTHQUANT_ALPHA),
 ]
-
-#: ModelOpt's recipe next to our NDTC and uniform rows, without the group rows (``--rows peers``).
-PEERS = [v for v in GROUPS if not v.groups]
 
 
 W8 = [
@@ -171,13 +158,10 @@ def fp16_weights(model: Path, out: Path) -> Path:
 
 
 def variant_policy(v: Variant) -> QDQPolicy:
-    """The Q/DQ policy of row ``v`` (ModelOpt rows: its float set, no residual-Add Q/DQ)."""
-    policy = QDQPolicy(target=v.target, weight_bits=v.weight_bits, shortcut=v.shortcut, weight_rounding=v.rounding,
-                       int4_scope=v.int4_scope, reduce_range=v.reduce_range, format=v.format,
-                       attention_matmul=v.attention)
-    if v.modelopt:
-        policy = replace(policy, exclude=(*DEFAULT_EXCLUDE, *FLOAT_PATTERNS), residual_add=False)
-    return replace(policy, smoothquant=v.smoothquant)
+    """The Q/DQ policy of row ``v``."""
+    return QDQPolicy(target=v.target, weight_bits=v.weight_bits, shortcut=v.shortcut, weight_rounding=v.rounding,
+                     int4_scope=v.int4_scope, reduce_range=v.reduce_range, format=v.format,
+                     attention_matmul=v.attention)
 
 
 def benchmark_inputs(model: Path, work_dir: Path, num: int) -> tuple[WorkDir, dict, DigitFeatures, np.ndarray]:  # type: ignore[type-arg]
@@ -206,7 +190,7 @@ def build_variant(v: Variant, work: WorkDir, info: dict, ranges: dict[str, Tenso
         grouped = quantize_groups(onnx.load(str(work.model)), ranges[f"{v.method}@{v.groups}"], policy, v.groups)
         save_grouped(grouped, out, out.with_suffix(".quantize.json"))
         return out
-    # SmoothQuant rows: quantize smooths the graph first, with per-channel statistics on the recipe's samples
+    # AdaRound rows learn their rounding on the calibration samples
     qmodel, record = quantize(onnx.load(str(work.model)), ranges[v.method], policy, samples=samples_for[v.method],
                               scratch_dir=work.root, progress=False)
     if record.weight_rounding is not None:
@@ -253,21 +237,20 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--num", type=int, default=64)
     p.add_argument("--samples", type=int, default=256, help="calibration samples per method")
     p.add_argument("--no-w4", action="store_true")
-    p.add_argument("--rows", choices=["all", "groups", "peers"], default="all",
-                   help="groups: only the time-step-group and ModelOpt-recipe rows (docs/timestep-groups.md); "
-                   "peers: only ModelOpt's recipe next to our ndtc and uniform rows")
+    p.add_argument("--rows", choices=["all", "groups"], default="all",
+                   help="groups: only the time-step-group rows (docs/timestep-groups.md)")
     p.add_argument("--section", default=None, help="docs/benchmarks.md section (default: accuracy, or "
-                   "accuracy-groups / accuracy-peers with --rows groups / peers)")
+                   "accuracy-groups with --rows groups)")
     args = p.parse_args(argv)
     command = command_line("benchmarks.accuracy", argv)
     work, info, features, noise = benchmark_inputs(args.model, args.work, args.num)
-    variants = {"groups": GROUPS, "peers": PEERS}.get(args.rows) or W8 + ([] if args.no_w4 else W4)
-    section = args.section or {"groups": "accuracy-groups", "peers": "accuracy-peers"}.get(args.rows, "accuracy")
+    variants = GROUPS if args.rows == "groups" else W8 + ([] if args.no_w4 else W4)
+    section = args.section or ("accuracy-groups" if args.rows == "groups" else "accuracy")
     ranges: dict[str, TensorRanges] = {}
     samples_for: dict[str, list] = {}  # type: ignore[type-arg]
     calib_seconds: dict[str, float] = {}
     sha = onnx_model_sha256(work.model)
-    for method in sorted({v.method for v in variants} - {"modelopt"}):
+    for method in sorted({v.method for v in variants}):
         # one statistics collection per method; the global amax and every K's group amaxes are estimated from it
         cfg = CalibrateConfig(SourceConfig(method=method, samples=args.samples, steps=50),
                               EstimatorConfig("mse"), AggregationConfig("groups", groups=4))
@@ -281,11 +264,6 @@ def main(argv: list[str] | None = None) -> int:
         del stats
         ranges[method] = ranges[f"{method}@4"]  # the global rows: the global amax (the same for every K)
         samples_for[method] = generate_samples(work, info, cfg, sha, progress=False)
-    if any(v.modelopt for v in variants):
-        start = time.perf_counter()
-        ranges["modelopt"] = modelopt_ranges(work, calibration_tensors, progress=False)
-        calib_seconds["modelopt"] = time.perf_counter() - start
-        samples_for["modelopt"] = modelopt_samples(work, progress=False)  # cached: SmoothQuant's statistics
     out_dir = work.root / "bench-models"
     out_dir.mkdir(exist_ok=True)
     rounding_seconds: dict[str, float] = {}
@@ -341,9 +319,8 @@ def main(argv: list[str] | None = None) -> int:
             f"- Model: `{args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model}`; "
             f"calibration: {args.samples} samples per method (DDIM 50-step trajectories), estimator mse, "
             "4 step groups recorded (rows with K step groups: calibrated with K groups, `quantize --timestep-groups K`, "
-            "each step run on its group's graph); the ModelOpt rows: calibrators/modelopt_recipe.py with ModelOpt's "
-            "placement (Q/DQ on Conv/MatMul/Gemm inputs only: the `tensorrt` target without residual-Add Q/DQ; "
-            "SmoothQuant: quantization/smoothquant.py; docs/modelopt-recipe.md); our rows use the defaults (`onnxruntime` target: real INT8 kernels; conv_in and "
+            "each step run on its group's graph); our rows use the defaults (`onnxruntime` target: real INT8 kernels; "
+            "conv_in and "
             "conv_out float) unless marked; ORT's rows quantize every matching op.",
             "- Calibration wall time per method (s): "
             + ", ".join(f"{m} {s:.1f}" for m, s in sorted(calib_seconds.items())),

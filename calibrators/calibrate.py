@@ -165,7 +165,7 @@ def calibrate(work: WorkDir, cfg: CalibrateConfig, tensors: TensorSelector, cond
 def collect_stats(work: WorkDir, cfg: CalibrateConfig, tensors: TensorSelector, cond: Conditioning | None = None,
                   progress: bool = True) -> tuple[TensorStats, str, dict[str, Any]]:
     """The per-step statistics ``calibrate`` estimates ranges from, the FP32 model's sha256 and the parameters to
-    record (for a recipe that estimates several ways from one collection: calibrators/modelopt_recipe.py)."""
+    record (for a caller that estimates several ways from one collection, as benchmarks/accuracy.py does)."""
     info = work.load_export_info()
     model_path = work.model_for("fp32")
     model_sha = onnx_model_sha256(model_path)

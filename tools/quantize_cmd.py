@@ -18,10 +18,11 @@ from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from quantization.adaround import AdaRoundConfig
+from pipelines.families.ddpm import UNET_KEEP_FLOAT
 from pipelines.families.family import Family
 from pipelines.families.registry import family_of
 from quantization.fp8 import FP8_AMAX_SOURCES, FP8_DEFAULT_AMAX, FP8_MAX_SCALES, max_ranges
-from quantization.qdq_policy import (DEFAULT_EXCLUDE, FORMATS, INT4_SCOPES, REDUCE_RANGE_MODES, SHORTCUT_MODES,
+from quantization.qdq_policy import (FORMATS, INT4_SCOPES, REDUCE_RANGE_MODES, SHORTCUT_MODES,
                                      TARGETS, WEIGHT_ROUNDINGS, QDQPolicy)
 from quantization.quantize import quantize, save_quantized
 from quantization.timestep_groups import quantize_groups, save_grouped
@@ -59,12 +60,14 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                         "sums (docs/cpu-backends.md): 'all' (the bare flag) puts every 8-bit weight in [-64, 64] "
                         "(ONNX Runtime's reduce_range); 'pairs' keeps 8-bit convolution weights on scales that make "
                         "input-channel pairs safe, MatMul/Gemm in [-64, 64] (more accurate)")
-    g.add_argument("--shortcut", default="split", choices=list(SHORTCUT_MODES))
+    g.add_argument("--shortcut", default="float", choices=list(SHORTCUT_MODES),
+                   help="the shortcut convolution of a skip connection: float (default: measured best on both bundled "
+                        "models, no CPU speed cost: docs/accuracy-notes.md), split (one scale per skip branch), shared")
     g.add_argument("--attention-matmul", action="store_true", help="also quantize QK^T and softmax·V")
     g.add_argument("--no-residual-add", action="store_true", help="leave residual Add inputs in float")
     g.add_argument("--exclude", nargs="*", default=None, metavar="PATTERN",
                    help=f"node-name patterns (fnmatch) left float; default: the model family's float-kept layers "
-                        f"(UNets: {' '.join(DEFAULT_EXCLUDE)}); give the flag with no pattern to quantize every layer")
+                        f"(UNets: {' '.join(UNET_KEEP_FLOAT)}); give the flag with no pattern to quantize every layer")
     g.add_argument("--keep-float-nodes", nargs="*", default=[], metavar="NODE", help="node names left float")
     g.add_argument("--smoothquant", type=float, default=0.0, metavar="ALPHA",
                    help="SmoothQuant the inputs of the quantized MatMul/Gemm layers with this alpha (ModelOpt's "

@@ -34,9 +34,13 @@ SD15_SCHEDULER: dict[str, Any] = {
     "steps_offset": 1,
     "prediction_type": "epsilon",
 }
-#: Layers a UNet keeps float by default (measured on the reference model: docs/quantization.md): the first and
-#: the last convolution.
-UNET_KEEP_FLOAT: tuple[str, ...] = ("*/conv_in/*", "*/conv_out/*")
+#: The first and the last convolution of a UNet: float in every UNet policy (measured on the reference model:
+#: docs/quantization.md); the library's ``QDQPolicy`` default.
+UNET_EDGE_CONVS: tuple[str, ...] = ("*/conv_in/*", "*/conv_out/*")
+#: Layers ``quantize`` keeps float in a UNet by default: the edge convolutions and the time-embedding path, as
+#: ModelOpt's diffusers example keeps it (issue 26: better pooled and median PSNR on both bundled models against
+#: the real peers, docs/accuracy-notes.md).
+UNET_KEEP_FLOAT: tuple[str, ...] = (*UNET_EDGE_CONVS, "*/time_embedding/*", "*/time_emb_proj/*")
 #: Inputs of an SDXL-type UNet (``addition_embed_type`` "text_time") that only its text encoders give.
 TEXT_TIME_INPUTS = ("text_embeds", "time_ids")
 

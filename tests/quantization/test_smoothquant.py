@@ -181,13 +181,17 @@ def test_smoothed_ranges_take_the_rescaled_amax(smoothed) -> None:  # type: igno
 
 
 
-def test_recipe_step_on_a_unet_keeps_its_function_and_quantizes_the_smoothed_inputs(tiny_work, tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """ModelOpt's recipe + SmoothQuant on the tiny UNet: the smoothed FP32 UNet equals the original (attention's
+def test_smoothquant_on_a_unet_keeps_its_function_and_quantizes_the_smoothed_inputs(tiny_work, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """SmoothQuant 0.8 with ModelOpt's float set and placement on the tiny UNet: the smoothed FP32 UNet equals the original (attention's
     to_q/k/v folded into the GroupNorm affine, to_out through an explicit Mul), and ``quantize`` with
     ``policy.smoothquant`` gives each smoothed linear input a Q/DQ with the rescaled amax and records it."""
     import shutil
 
-    from calibrators.modelopt_recipe import FLOAT_PATTERNS, modelopt_ranges, modelopt_samples
+    from calibrators.aggregation import AggregationConfig
+    from calibrators.calibrate import CalibrateConfig, calibrate, generate_samples
+    from calibrators.estimators import EstimatorConfig
+    from calibrators.sources import SourceConfig
+    from common.hashing import onnx_model_sha256
     from common.workdir import WorkDir
     from quantization.qdq_policy import DEFAULT_EXCLUDE, QDQPolicy
     from quantization.qdq_rules import calibration_tensors
@@ -197,13 +201,16 @@ def test_recipe_step_on_a_unet_keeps_its_function_and_quantizes_the_smoothed_inp
     work = tmp_path / "w"
     shutil.copytree(tiny_work, work, ignore=shutil.ignore_patterns("calib", "ranges.json", "*.int8.*"))
     wd = WorkDir(work)
-    policy = QDQPolicy(target="tensorrt", shortcut="float", exclude=(*DEFAULT_EXCLUDE, *FLOAT_PATTERNS),
+    time_embeddings = ("*/time_embedding/*", "*/time_emb_proj/*")
+    policy = QDQPolicy(target="tensorrt", shortcut="float", exclude=(*DEFAULT_EXCLUDE, *time_embeddings),
                        residual_add=False, smoothquant=0.8)
     model = onnx.load(str(wd.model))
     linears = smoothable_linears(model, policy)
     assert linears and all("time_emb" not in n for n in linears)
-    ranges = modelopt_ranges(wd, calibration_tensors, progress=False, calib_size=2, n_steps=4)
-    samples = modelopt_samples(wd, progress=False, calib_size=2, n_steps=4)
+    cfg = CalibrateConfig(SourceConfig(method="uniform", samples=8, steps=4, every=1), EstimatorConfig("max"),
+                          AggregationConfig("global"), batch_rows=2)
+    ranges = calibrate(wd, cfg, calibration_tensors, progress=False)
+    samples = generate_samples(wd, wd.load_export_info(), cfg, onnx_model_sha256(wd.model), progress=False)
     smoothed, _, items = smooth_with_samples(model, ranges, policy, samples, work, progress=False)
     assert {n for i in items for n in i.nodes} == set(linears)
     assert any(i.folded_into for i in items) and any(not i.folded_into for i in items)

@@ -53,10 +53,10 @@ def test_folders_exported_before_families_keep_loading(tiny_sd_work: Path, tiny_
 
 
 def test_families_state_what_the_stages_ask() -> None:
-    """The UNet families keep conv_in/conv_out float; only text-to-image families take prompts; SDXL's added
+    """The UNet families keep conv_in/conv_out and the time embedding float; only text-to-image families take prompts; SDXL's added
     conditions refuse raw embeddings, a bare conditional UNet takes them."""
     for family in (ddpm.FAMILY, sd.FAMILY, sdxl.FAMILY):
-        assert family.keep_float == ("*/conv_in/*", "*/conv_out/*")
+        assert family.keep_float == ("*/conv_in/*", "*/conv_out/*", "*/time_embedding/*", "*/time_emb_proj/*")
         x = object()
         assert family.pack_latents(x) is x and family.unpack_latents(x) is x  # type: ignore[arg-type]
     assert not ddpm.FAMILY.text_to_image and sd.FAMILY.text_to_image and sdxl.FAMILY.text_to_image
