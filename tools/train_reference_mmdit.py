@@ -18,7 +18,6 @@ from __future__ import annotations
 import json
 import math
 import os
-import platform
 import sys
 import time
 from dataclasses import asdict, dataclass
@@ -31,6 +30,7 @@ from common.atomic import atomic_dir
 from common.errors import UserError
 from common.images import save_grid
 from common.lazy import lazy_import
+from common.machine import machine
 from tools.cli_parser import CliParser
 from tools.t2i_tokenizer import build_tokenizer, save_tokenizer
 from tools.t2i_training import (build_vae, digits_rgb, encode_dataset, loss_curve, measure_prompt_following,
@@ -64,7 +64,7 @@ class MMDiTConfig:
     logit_mean: float = 0.0
     logit_std: float = 1.0
     vae_steps: int = 300
-    steps: int = 3000  # transformer + text encoder steps
+    steps: int = 4500  # transformer + text encoder steps
     batch: int = 32
     lr: float = 1e-3
     vae_lr: float = 1e-3
@@ -271,7 +271,7 @@ def train(out: Path, cfg: MMDiTConfig, command: str, classifier: Path | None = N
         "parameters": {name: sum(p.numel() for p in m.parameters())
                        for name, m in (("vae", vae), ("text_encoder", ema[1]), ("text_encoder_2", ema[2]),
                                        ("transformer", ema[0]))},
-        "machine": f"{platform.machine()} {_cpu_model()}, {os.cpu_count()} cores, threads={torch.get_num_threads()}",
+        "machine": f"{machine()}, threads={torch.get_num_threads()}",
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
@@ -297,16 +297,6 @@ def train(out: Path, cfg: MMDiTConfig, command: str, classifier: Path | None = N
         (tmp / "training.json").write_text(json.dumps(record, indent=2) + "\n")
         (tmp / "README.md").write_text(model_card(record))
     return record
-
-
-def _cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or "unknown CPU"
 
 
 def model_card(record: dict[str, Any]) -> str:
