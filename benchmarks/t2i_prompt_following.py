@@ -41,7 +41,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"guidance {g}: {result['share']:.2f} per digit {result['per_digit']}", flush=True)
     index = json.loads((args.model / "model_index.json").read_text())
     body = "\n".join([
-        *section_head("Text-to-image reference model: prompt following (PyTorch FP32)",
+        *section_head(f"Text-to-image reference model {args.model.name}: prompt following (PyTorch FP32)",
                       command_line("benchmarks.t2i_prompt_following", argv), "1 torch thread, "),
         f"- Model: `{args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model}`; diffusers'"
         f" `{index['_class_name']}`, {result['scheduler']} {args.steps} steps, {args.images_per_digit} images per"

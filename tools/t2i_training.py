@@ -8,6 +8,7 @@ diffusers' own pipeline. Each model's command keeps its denoiser and its loss.
 
 from __future__ import annotations
 
+import argparse
 import copy
 import json
 import math
@@ -19,6 +20,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from common.digits_data import digits_dataset, digits_labels
+from common.errors import UserError
 from common.lazy import lazy_import
 from validation.digit_prompts import TEMPLATES, prompt_following, prompts_for_digit
 
@@ -66,10 +68,11 @@ def build_vae(cfg: VaeSettings) -> Any:
         mid_block_add_attention=False)
 
 
-def train_vae(vae: Any, images: Any, cfg: VaeSettings, gen: Any) -> list[float]:
-    """Train ``vae`` in place on N×3×H×W images in [-1, 1]: per-pixel MSE + kl_weight × per-element KL; losses."""
+def train_vae(vae: Any, images: Any, cfg: VaeSettings, gen: Any, lr: float | None = None) -> list[float]:
+    """Train ``vae`` in place on N×3×H×W images in [-1, 1]: per-pixel MSE + kl_weight × per-element KL, learning rate
+    ``lr`` (default ``cfg.lr``); returns the losses."""
     torch = lazy_import("torch")
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
+    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr if lr is None else lr, weight_decay=0.0)
     sched = torch.optim.lr_scheduler.LambdaLR(opt, cosine(cfg.vae_steps))
     latent_elems = cfg.latent_channels * (cfg.image_size // 2 ** (len(cfg.vae_channels) - 1)) ** 2
     losses: list[float] = []
@@ -219,3 +222,32 @@ def measure_prompt_following(folder: Path, classifier: Path, images_per_digit: i
     result.update(steps=steps, scheduler=type(pipe.scheduler).__name__, guidance_scale=guidance_scale,
                   images_per_digit=images_per_digit, seed=seed, predicted=predicted.tolist())
     return result, rgb
+
+
+def add_training_arguments(p: argparse.ArgumentParser, cfg: Any, denoiser: str) -> None:
+    """The flags both training commands take (defaults from their config ``cfg``): OUT, --steps, --vae-steps,
+    --batch, --lr, --seed, --threads, --classifier, --no-measure, --guidance-scale, --force."""
+    p.add_argument("out", type=Path, help="output pipeline folder (e.g. models/digits-t2i)")
+    p.add_argument("--steps", type=int, default=cfg.steps, help=f"{denoiser} + text encoder steps")
+    p.add_argument("--vae-steps", type=int, default=cfg.vae_steps)
+    p.add_argument("--batch", type=int, default=cfg.batch)
+    p.add_argument("--lr", type=float, default=cfg.lr)
+    p.add_argument("--seed", type=int, default=cfg.seed)
+    p.add_argument("--threads", type=int, default=cfg.threads,
+                   help="torch threads (1 is much faster when the cores are shared with other work)")
+    p.add_argument("--classifier", type=Path, default=Path("models/digit-classifier"),
+                   help="digit-classifier folder for the prompt-following measurement")
+    p.add_argument("--no-measure", action="store_true", help="skip the prompt-following measurement")
+    p.add_argument("--guidance-scale", type=float, default=5.0, help="of the prompt-following measurement")
+    p.add_argument("--force", action="store_true", help="replace an existing output folder")
+
+
+def checked_classifier(args: argparse.Namespace) -> Path | None:
+    """The classifier folder to measure with (None with --no-measure), after checking that OUT may be written."""
+    if args.out.exists() and any(args.out.iterdir()) and not args.force:
+        raise UserError(f"output folder '{args.out}' is not empty (use --force to replace it)")
+    classifier = None if args.no_measure else args.classifier
+    if classifier is not None and not (classifier / "model.safetensors").is_file():
+        raise UserError(f"--classifier: '{classifier}/model.safetensors' missing "
+                        f"(python -m tools train-classifier {classifier}, or --no-measure)")
+    return classifier

@@ -33,8 +33,9 @@ from common.lazy import lazy_import
 from common.machine import machine
 from tools.cli_parser import CliParser
 from tools.t2i_tokenizer import build_tokenizer, save_tokenizer
-from tools.t2i_training import (build_vae, digits_rgb, encode_dataset, loss_curve, measure_prompt_following,
-                                prompt_table, recon_psnr_db, sample_batch, train_vae, train_with_ema)
+from tools.t2i_training import (add_training_arguments, build_vae, checked_classifier, digits_rgb, encode_dataset,
+                                loss_curve, measure_prompt_following, prompt_table, recon_psnr_db, sample_batch,
+                                train_vae, train_with_ema)
 from validation.digit_prompts import TEMPLATES, VOCABULARY, all_prompts
 
 WEIGHTINGS = ("logit_normal", "uniform")
@@ -75,25 +76,6 @@ class MMDiTConfig:
     threads: int = 1
 
 
-@dataclass(frozen=True)
-class _VaeStage:
-    """The VAE stage's settings (tools/t2i_training.VaeSettings) taken from an MMDiTConfig."""
-
-    vae_channels: tuple[int, ...]
-    vae_groups: int
-    latent_channels: int
-    image_size: int
-    vae_steps: int
-    batch: int
-    lr: float
-    kl_weight: float
-
-
-def _vae_stage(cfg: MMDiTConfig) -> _VaeStage:
-    return _VaeStage(cfg.vae_channels, cfg.vae_groups, cfg.latent_channels, cfg.image_size, cfg.vae_steps, cfg.batch,
-                     cfg.vae_lr, cfg.kl_weight)
-
-
 def build_models(cfg: MMDiTConfig, vocab_size: int, bos: int, eos: int) -> tuple[Any, Any, Any, Any]:
     """Untrained (vae, text_encoder, text_encoder_2, transformer) with the sizes of ``cfg``.
 
@@ -116,7 +98,7 @@ def build_models(cfg: MMDiTConfig, vocab_size: int, bos: int, eos: int) -> tuple
         attention_head_dim=cfg.head_dim, num_attention_heads=cfg.heads, joint_attention_dim=width,
         caption_projection_dim=cfg.heads * cfg.head_dim, pooled_projection_dim=width,
         out_channels=cfg.latent_channels, pos_embed_max_size=latent // cfg.patch_size)
-    return (build_vae(_vae_stage(cfg)), clip(cfg.clip_l_hidden, cfg.clip_l_heads),
+    return (build_vae(cfg), clip(cfg.clip_l_hidden, cfg.clip_l_heads),
             clip(cfg.clip_g_hidden, cfg.clip_g_heads), transformer)
 
 
@@ -240,7 +222,7 @@ def train(out: Path, cfg: MMDiTConfig, command: str, classifier: Path | None = N
     images, labels = digits_rgb(cfg.image_size)
 
     start = time.time()
-    vae_losses = train_vae(vae, images, _vae_stage(cfg), gen)
+    vae_losses = train_vae(vae, images, cfg, gen, lr=cfg.vae_lr)
     vae_seconds = time.time() - start
     mean, std, sampled = encode_dataset(vae, images)
     shift, scaling = float(sampled.mean()), 1.0 / float(sampled.std())
@@ -317,13 +299,14 @@ def model_card(record: dict[str, Any]) -> str:
 A tiny Stable-Diffusion-3-structured pipeline (diffusers `StableDiffusion3Pipeline` folder) trained by this repository
 from scratch on scikit-learn's bundled digits (1,797 8×8 images, bilinearly upsampled to 32×32, grey copied to 3
 channels, [-1, 1]) with short prompts (`prompts.txt`: {len(TEMPLATES)} phrasings per digit, as `models/digits-t2i`).
-No download is involved.
+No download is involved. Load it as diffusers loads SD3 without T5:
+`StableDiffusion3Pipeline.from_pretrained("models/digits-mmdit", text_encoder_3=None, tokenizer_3=None)`.
 
 - Tokenizers: `tokenizer/` and `tokenizer_2/` are the same `CLIPTokenizer` (byte-level BPE) built here from the prompt
   words (`tools/t2i_tokenizer.py`); `model_max_length` {cfg['max_length']}; `<|endoftext|>` pads.
 - Text encoders: `text_encoder` (CLIP-L-like) `CLIPTextModelWithProjection`, hidden {cfg['clip_l_hidden']},
   {cfg['clip_l_heads']} heads ({params['text_encoder']:,} parameters); `text_encoder_2` (CLIP-G-like), hidden
-  {cfg['clip_g_hidden']}, {cfg['clip_g_heads']} heads ({params['text_encoder_2']:,} parameters); {cfg['text_layers']} layers
+  {cfg['clip_g_hidden']}, {cfg['clip_g_heads']} heads ({params['text_encoder_2']:,} parameters); {cfg['text_layers']} layer(s)
   each, projection width = hidden width; **trained jointly with the transformer** from scratch. No T5
   (`text_encoder_3`/`tokenizer_3` None): the pipeline appends `max_sequence_length` (default 256) zero tokens, and
   the model was trained for exactly that (`RepeatedLastToken` in `tools/train_reference_mmdit.py`).
@@ -361,34 +344,17 @@ loss curves. Measure again: `python -m benchmarks.t2i_prompt_following --model m
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tools train-reference-mmdit``."""
     p = CliParser(prog="python -m tools train-reference-mmdit", description=__doc__.splitlines()[0])
-    p.add_argument("out", type=Path, help="output pipeline folder (e.g. models/digits-mmdit)")
     d = MMDiTConfig()
-    p.add_argument("--steps", type=int, default=d.steps, help="transformer + text encoder steps")
-    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
+    add_training_arguments(p, d, "transformer")
     p.add_argument("--shift", type=float, default=d.shift, help="the flow-matching scheduler's shift")
     p.add_argument("--weighting", choices=WEIGHTINGS, default=d.weighting, help="sigma sampling")
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help="torch threads (1 is much faster when the cores are shared with other work)")
-    p.add_argument("--classifier", type=Path, default=Path("models/digit-classifier"),
-                   help="digit-classifier folder for the prompt-following measurement")
-    p.add_argument("--no-measure", action="store_true", help="skip the prompt-following measurement")
-    p.add_argument("--guidance-scale", type=float, default=5.0, help="of the prompt-following measurement")
     p.add_argument("--sample-steps", type=int, default=28, help="of the prompt-following measurement")
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
     args = p.parse_args(argv)
     if min(args.steps, args.vae_steps, args.batch, args.threads, args.sample_steps) < 1:
         raise UserError("--steps, --vae-steps, --batch, --threads and --sample-steps must be positive")
     if args.lr <= 0 or args.shift <= 0:
         raise UserError("--lr and --shift must be positive")
-    if args.out.exists() and any(args.out.iterdir()) and not args.force:
-        raise UserError(f"output folder '{args.out}' is not empty (use --force to replace it)")
-    classifier = None if args.no_measure else args.classifier
-    if classifier is not None and not (classifier / "model.safetensors").is_file():
-        raise UserError(f"--classifier: '{classifier}/model.safetensors' missing "
-                        f"(python -m tools train-classifier {classifier}, or --no-measure)")
+    classifier = checked_classifier(args)
     cfg = MMDiTConfig(steps=args.steps, vae_steps=args.vae_steps, batch=args.batch, lr=args.lr, shift=args.shift,
                       weighting=args.weighting, seed=args.seed, threads=args.threads)
     command = "python -m tools train-reference-mmdit " + " ".join(sys.argv[2:] if argv is None else argv)

@@ -31,8 +31,8 @@ from common.images import save_grid
 from common.lazy import lazy_import
 from tools.cli_parser import CliParser
 from tools.t2i_tokenizer import build_tokenizer, save_tokenizer
-from tools.t2i_training import (build_vae, digits_rgb, encode_dataset, loss_curve, prompt_table, recon_psnr_db,
-                                sample_batch, train_vae, train_with_ema)
+from tools.t2i_training import (add_training_arguments, build_vae, checked_classifier, digits_rgb, encode_dataset,
+                                loss_curve, prompt_table, recon_psnr_db, sample_batch, train_vae, train_with_ema)
 from tools.t2i_training import measure_prompt_following as measure_with_pipeline
 from validation.digit_prompts import TEMPLATES, VOCABULARY, all_prompts
 
@@ -272,33 +272,15 @@ images. `training.json`: the full record and loss curves.
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tools train-reference-t2i``."""
     p = CliParser(prog="python -m tools train-reference-t2i", description=__doc__.splitlines()[0])
-    p.add_argument("out", type=Path, help="output pipeline folder (e.g. models/digits-t2i)")
-    d = T2IConfig()
-    p.add_argument("--steps", type=int, default=d.steps, help="UNet + text encoder steps")
-    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help="torch threads (1 is much faster when the cores are shared with other work)")
-    p.add_argument("--classifier", type=Path, default=Path("models/digit-classifier"),
-                   help="digit-classifier folder for the prompt-following measurement")
-    p.add_argument("--no-measure", action="store_true", help="skip the prompt-following measurement")
-    p.add_argument("--guidance-scale", type=float, default=5.0, help="of the prompt-following measurement")
+    add_training_arguments(p, T2IConfig(), "UNet")
     p.add_argument("--init", type=Path, help="continue from the weights of a folder this command wrote "
                    "(--vae-steps 0 keeps its VAE); may be OUT itself with --force")
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
     args = p.parse_args(argv)
     if min(args.steps, args.batch, args.threads) < 1 or args.vae_steps < (0 if args.init else 1):
         raise UserError("--steps, --vae-steps, --batch and --threads must be positive (--vae-steps 0 needs --init)")
     if args.init is not None and not (args.init / "training.json").is_file():
         raise UserError(f"--init: '{args.init}' is not a folder written by train-reference-t2i (no training.json)")
-    if args.out.exists() and any(args.out.iterdir()) and not args.force:
-        raise UserError(f"output folder '{args.out}' is not empty (use --force to replace it)")
-    classifier = None if args.no_measure else args.classifier
-    if classifier is not None and not (classifier / "model.safetensors").is_file():
-        raise UserError(f"--classifier: '{classifier}/model.safetensors' missing "
-                        f"(python -m tools train-classifier {classifier}, or --no-measure)")
+    classifier = checked_classifier(args)
     cfg = T2IConfig(steps=args.steps, vae_steps=args.vae_steps, batch=args.batch, lr=args.lr, seed=args.seed,
                     threads=args.threads)
     command = "python -m tools train-reference-t2i " + " ".join(sys.argv[2:] if argv is None else argv)
