@@ -3,33 +3,17 @@
 from __future__ import annotations
 
 import datetime
-import os
-import platform
 import re
 import shlex
 import sys
 from pathlib import Path
 
 from common.atomic import atomic_path
+from common.machine import machine  # noqa: F401  (re-exported: the benchmarks call benchmarks.common.machine)
 
 REPO = Path(__file__).resolve().parents[1]
 DOC = REPO / "docs" / "benchmarks.md"
 
-
-def machine() -> str:
-    """CPU model, cores, memory and OS, one line."""
-    model = platform.processor() or "unknown CPU"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-        mem_kb = next(int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines()
-                      if line.startswith("MemTotal"))
-        mem = f"{mem_kb / 2**20:.0f} GiB"
-    except (OSError, StopIteration):
-        mem = "? GiB"
-    return f"{model}, {os.cpu_count()} cores, {mem}, {platform.system()} {platform.release()}"
 
 
 def today() -> str:

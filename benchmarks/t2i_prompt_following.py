@@ -1,20 +1,23 @@
-"""Prompt following of the bundled text-to-image reference model in PyTorch FP32 (diffusers' StableDiffusionPipeline).
+"""Prompt following of a bundled digits text-to-image model in PyTorch FP32 (the diffusers pipeline its folder names).
 
     python -m benchmarks.t2i_prompt_following [--model models/digits-t2i] [--guidance-scale 1 3 5 7.5]
+    python -m benchmarks.t2i_prompt_following --model models/digits-mmdit --steps 28 --section mmdit_prompt_following
 
 One row per guidance scale: the share of images whose digit, read by the in-repo digit classifier, is the one the
-prompt asks for (10 images per digit by default, DDIM 50 steps, image i: phrasing i mod 6 and seed i). Calls the same
-function as the training command (``tools.train_reference_t2i.measure_prompt_following``).
+prompt asks for (10 images per digit by default, the folder's own scheduler (digits-t2i: DDIM) 50 steps, image i:
+phrasing i mod 6 and seed i). Calls the same function as the training commands
+(``tools.t2i_training.measure_prompt_following``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import time
 from pathlib import Path
 
 from benchmarks.common import REPO, command_line, markdown_table, section_head, write_section
-from tools.train_reference_t2i import measure_prompt_following
+from tools.t2i_training import measure_prompt_following
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -36,12 +39,13 @@ def main(argv: list[str] | None = None) -> int:
         rows.append([g, f"{result['share'] * 100:.0f}%", " ".join(f"{v * 100:.0f}" for v in result["per_digit"]),
                      f"{time.time() - start:.0f}"])
         print(f"guidance {g}: {result['share']:.2f} per digit {result['per_digit']}", flush=True)
+    index = json.loads((args.model / "model_index.json").read_text())
     body = "\n".join([
-        *section_head("Text-to-image reference model: prompt following (PyTorch FP32)",
+        *section_head(f"Text-to-image reference model {args.model.name}: prompt following (PyTorch FP32)",
                       command_line("benchmarks.t2i_prompt_following", argv), "1 torch thread, "),
         f"- Model: `{args.model.relative_to(REPO) if args.model.is_relative_to(REPO) else args.model}`; diffusers'"
-        f" `StableDiffusionPipeline`, DDIM {args.steps} steps, {args.images_per_digit} images per digit (image i:"
-        " phrasing i mod 6, seed i); digit read by `models/digit-classifier`. Guidance 1 = no guidance.",
+        f" `{index['_class_name']}`, {result['scheduler']} {args.steps} steps, {args.images_per_digit} images per"
+        " digit (image i: phrasing i mod 6, seed i); digit read by `models/digit-classifier`. Guidance 1 = no guidance.",
         "",
         markdown_table(["guidance scale", "prompt following", "per digit 0..9 (%)", "seconds"], rows),
     ])

@@ -21,6 +21,7 @@ COMMANDS: dict[str, str] = {
     "serve": "tools.serve_cmd",
     "train-classifier": "tools.train_classifier_cmd",
     "train-reference": "tools.train_reference",
+    "train-reference-mmdit": "tools.train_reference_mmdit",
     "train-reference-t2i": "tools.train_reference_t2i",
     "validate": "tools.validate_cmd",
 }

@@ -14,9 +14,7 @@ units, where autocast to bf16 measured 5× slower).
 
 from __future__ import annotations
 
-import copy
 import json
-import math
 import os
 import platform
 import sys
@@ -28,13 +26,15 @@ from typing import Any
 import numpy as np
 
 from common.atomic import atomic_dir
-from common.digits_data import digits_dataset, digits_labels
 from common.errors import UserError
 from common.images import save_grid
 from common.lazy import lazy_import
 from tools.cli_parser import CliParser
 from tools.t2i_tokenizer import build_tokenizer, save_tokenizer
-from validation.digit_prompts import TEMPLATES, VOCABULARY, all_prompts, prompt_following, prompts_for_digit
+from tools.t2i_training import (add_training_arguments, build_vae, checked_classifier, digits_rgb, encode_dataset,
+                                loss_curve, prompt_table, recon_psnr_db, sample_batch, train_vae, train_with_ema)
+from tools.t2i_training import measure_prompt_following as measure_with_pipeline
+from validation.digit_prompts import TEMPLATES, VOCABULARY, all_prompts
 
 # Stable Diffusion 1.x's noise schedule, with DDIM as the saved scheduler.
 SCHEDULER_CONFIG: dict[str, Any] = {
@@ -75,11 +75,7 @@ def build_models(cfg: T2IConfig, vocab_size: int, bos: int, eos: int) -> tuple[A
     diffusers = lazy_import("diffusers")
     transformers = lazy_import("transformers")
     n = len(cfg.vae_channels)
-    vae = diffusers.AutoencoderKL(
-        in_channels=3, out_channels=3, down_block_types=("DownEncoderBlock2D",) * n,
-        up_block_types=("UpDecoderBlock2D",) * n, block_out_channels=cfg.vae_channels, layers_per_block=1,
-        latent_channels=cfg.latent_channels, norm_num_groups=cfg.vae_groups, sample_size=cfg.image_size,
-        mid_block_add_attention=False)
+    vae = build_vae(cfg)
     text_encoder = transformers.CLIPTextModel(transformers.CLIPTextConfig(
         vocab_size=vocab_size, hidden_size=cfg.text_hidden, intermediate_size=4 * cfg.text_hidden,
         num_hidden_layers=cfg.text_layers, num_attention_heads=cfg.text_heads, projection_dim=cfg.text_hidden,
@@ -93,60 +89,6 @@ def build_models(cfg: T2IConfig, vocab_size: int, bos: int, eos: int) -> tuple[A
     return vae, text_encoder, unet
 
 
-def _cosine(steps: int) -> Any:
-    """Warm-up then cosine decay to 5% of the learning rate, as a LambdaLR factor."""
-    warmup = max(1, min(200, steps // 10))
-    return lambda s: min(1.0, (s + 1) / warmup) * (0.5 * (1 + math.cos(math.pi * s / steps)) * 0.95 + 0.05)
-
-
-def train_vae(vae: Any, images: Any, cfg: T2IConfig, gen: Any) -> list[float]:
-    """Train ``vae`` in place on N×3×H×W images in [-1, 1]: per-pixel MSE + kl_weight × per-element KL; losses."""
-    torch = lazy_import("torch")
-    opt = torch.optim.AdamW(vae.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg.vae_steps))
-    latent_elems = cfg.latent_channels * (cfg.image_size // 2 ** (len(cfg.vae_channels) - 1)) ** 2
-    losses: list[float] = []
-    vae.train()
-    from tqdm import tqdm
-
-    for _ in tqdm(range(cfg.vae_steps), desc="vae", file=sys.stderr, mininterval=10):
-        x = images[torch.randint(0, len(images), (cfg.batch,), generator=gen)]
-        posterior = vae.encode(x).latent_dist
-        z = posterior.mean + posterior.std * torch.randn(posterior.mean.shape, generator=gen)
-        recon = vae.decode(z).sample
-        loss = (recon - x).pow(2).mean() + cfg.kl_weight * posterior.kl().mean() / latent_elems
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        losses.append(loss.item())
-    vae.eval().requires_grad_(False)
-    return losses
-
-
-def encode_dataset(vae: Any, images: Any) -> tuple[Any, Any, float]:
-    """Posterior mean and std of every image, and the std of sampled latents (SD's ``scaling_factor`` = 1 / it)."""
-    torch = lazy_import("torch")
-    with torch.no_grad():
-        posterior = vae.encode(images).latent_dist
-        mean, std = posterior.mean, posterior.std
-        sampled = mean + std * torch.randn(mean.shape, generator=torch.Generator().manual_seed(0))
-    return mean, std, float(sampled.std())
-
-
-def _prompt_table(tokenizer: Any) -> tuple[Any, Any]:
-    """Token ids of every phrasing, 10×len(TEMPLATES)×L, and of the empty prompt, L."""
-    torch = lazy_import("torch")
-
-    def ids(texts: list[str]) -> Any:
-        return tokenizer(texts, padding="max_length", truncation=True, max_length=tokenizer.model_max_length,
-                         return_tensors="pt").input_ids
-
-    table = torch.stack([ids(prompts_for_digit(d)) for d in range(10)])
-    return table, ids([""])[0]
-
-
 def train_denoiser(unet: Any, text_encoder: Any, latents: tuple[Any, Any], labels: Any, tokenizer: Any,
                    scheduler: Any, cfg: T2IConfig, gen: Any) -> tuple[Any, Any, list[float]]:
     """Train UNet and text encoder jointly (ε-MSE); returns their EMA copies and the losses.
@@ -154,42 +96,21 @@ def train_denoiser(unet: Any, text_encoder: Any, latents: tuple[Any, Any], label
     ``latents``: posterior (mean, std), N×C×h×w each, already multiplied by the scaling factor; ``labels``: N digits.
     """
     torch = lazy_import("torch")
-    table, empty = _prompt_table(tokenizer)
-    modules = torch.nn.ModuleList([unet, text_encoder]).train()
-    ema = copy.deepcopy(modules).eval().requires_grad_(False)
-    opt = torch.optim.AdamW(modules.parameters(), lr=cfg.lr, weight_decay=0.0)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(cfg.steps))
+    prompts = prompt_table(tokenizer)
     alphas = scheduler.alphas_cumprod
-    mean, std = latents
-    losses: list[float] = []
-    from tqdm import tqdm
 
-    bar = tqdm(range(cfg.steps), desc="unet+text", file=sys.stderr, mininterval=10)
-    for step in bar:
-        idx = torch.randint(0, len(mean), (cfg.batch,), generator=gen)
-        x0 = mean[idx] + std[idx] * torch.randn(mean[idx].shape, generator=gen)
-        phrasing = torch.randint(0, len(TEMPLATES), (cfg.batch,), generator=gen)
-        drop = torch.rand(cfg.batch, generator=gen) < cfg.uncond_prob
-        ids = torch.where(drop[:, None], empty[None], table[labels[idx], phrasing])
+    def loss_fn() -> Any:
+        x0, ids = sample_batch(latents, labels, prompts, cfg.batch, cfg.uncond_prob, gen)
         noise = torch.randn(x0.shape, generator=gen)
         t = torch.randint(0, scheduler.config.num_train_timesteps, (cfg.batch,), generator=gen)
         a = alphas[t].view(-1, 1, 1, 1)
         xt = a.sqrt() * x0 + (1 - a).sqrt() * noise
         cond = text_encoder(ids).last_hidden_state
         pred = unet(xt, t, encoder_hidden_states=cond).sample
-        loss = (pred - noise).pow(2).mean()
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(modules.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        decay = min(cfg.ema_decay, (1 + step) / (10 + step))
-        with torch.no_grad():
-            for pe, p in zip(ema.parameters(), modules.parameters(), strict=True):
-                pe.mul_(decay).add_(p.detach(), alpha=1 - decay)
-        losses.append(loss.item())
-        if step % 100 == 99:
-            bar.set_postfix(loss=f"{np.mean(losses[-100:]):.4f}")
+        return (pred - noise).pow(2).mean()
+
+    ema, losses = train_with_ema(torch.nn.ModuleList([unet, text_encoder]), loss_fn, cfg.steps, cfg.lr,
+                                 cfg.ema_decay, "unet+text")
     return ema[0], ema[1], losses
 
 
@@ -218,29 +139,22 @@ def train(out: Path, cfg: T2IConfig, command: str, classifier: Path | None = Non
         text_encoder = transformers.CLIPTextModel.from_pretrained(str(init), subfolder="text_encoder")
         unet = diffusers.UNet2DConditionModel.from_pretrained(str(init), subfolder="unet")
         previous = json.loads((Path(init) / "training.json").read_text())
-    gray = torch.from_numpy(digits_dataset(cfg.image_size))
-    images = gray.expand(-1, 3, -1, -1).contiguous()  # 3 channels, as Stable Diffusion's VAE
-    labels = torch.from_numpy(digits_labels())
+    images, labels = digits_rgb(cfg.image_size)
 
     start = time.time()
     vae_losses = train_vae(vae, images, cfg, gen) if cfg.vae_steps > 0 else []
     vae.eval().requires_grad_(False)
     vae_seconds = time.time() - start
-    mean, std, latent_std = encode_dataset(vae, images)
+    mean, std, sampled = encode_dataset(vae, images)
+    latent_std = float(sampled.std())
     scaling = 1.0 / latent_std
     vae.register_to_config(scaling_factor=scaling)
-    with torch.no_grad():
-        recon = vae.decode(mean[:256]).sample.clamp(-1, 1)
-    recon_mse = float((recon - images[:256]).pow(2).mean())  # on [-1, 1]
 
     scheduler = diffusers.DDIMScheduler(**SCHEDULER_CONFIG)
     start = time.time()
     unet_ema, text_ema, losses = train_denoiser(unet, text_encoder, (mean * scaling, std * scaling), labels, tokenizer,
                                                 scheduler, cfg, gen)
     denoiser_seconds = time.time() - start
-
-    def curve(values: list[float]) -> list[float]:
-        return [round(float(np.mean(values[i : i + 100])), 5) for i in range(0, len(values), 100)]
 
     record: dict[str, Any] = {
         "command": command,
@@ -252,12 +166,12 @@ def train(out: Path, cfg: T2IConfig, command: str, classifier: Path | None = Non
         "unet_text_train_seconds": round(denoiser_seconds, 1),
         "train_wall_seconds": round(vae_seconds + denoiser_seconds, 1),
         "vae_final_loss_mean_last_100": round(float(np.mean(vae_losses[-100:])), 5) if vae_losses else None,
-        "vae_recon_psnr_db_first_256": round(10 * math.log10(4.0 / max(recon_mse, 1e-12)), 2),
+        "vae_recon_psnr_db_first_256": recon_psnr_db(vae, mean, images),
         "latent_std": round(latent_std, 5),
         "scaling_factor": scaling,
         "final_loss_mean_last_100": round(float(np.mean(losses[-100:])), 5),
-        "vae_loss_curve_every_100": curve(vae_losses),
-        "loss_curve_every_100": curve(losses),
+        "vae_loss_curve_every_100": loss_curve(vae_losses),
+        "loss_curve_every_100": loss_curve(losses),
         "parameters": {name: sum(p.numel() for p in m.parameters())
                        for name, m in (("vae", vae), ("text_encoder", text_ema), ("unet", unet_ema))},
         "machine": f"{platform.machine()} {platform.processor()} threads={torch.get_num_threads()}",
@@ -293,31 +207,7 @@ def measure_prompt_following(folder: Path, classifier: Path, images_per_digit: i
     empty prompt. Returns the share of images the in-repo digit classifier reads as the asked digit (overall and per
     digit) and the images, 10·images_per_digit × 3 × 32 × 32 in [0, 1], digit by digit.
     """
-    torch = lazy_import("torch")
-    diffusers = lazy_import("diffusers")
-    from validation.digit_classifier import DigitFeatures
-
-    reader = DigitFeatures(classifier)
-    pipe = diffusers.StableDiffusionPipeline.from_pretrained(
-        str(folder), safety_checker=None, feature_extractor=None, requires_safety_checker=False)
-    pipe.scheduler = diffusers.DDIMScheduler.from_config(pipe.scheduler.config)
-    pipe.set_progress_bar_config(disable=True)
-    prompts = [prompts_for_digit(d)[i % len(TEMPLATES)] for d in range(10) for i in range(images_per_digit)]
-    asked = np.repeat(np.arange(10), images_per_digit)
-    images = []
-    for d in range(10):  # one digit per call keeps the CFG batch (2 × images_per_digit) small
-        chunk = prompts[d * images_per_digit : (d + 1) * images_per_digit]
-        gens = [torch.Generator().manual_seed(seed + i) for i in range(images_per_digit)]
-        with torch.no_grad():
-            out = pipe(chunk, num_inference_steps=steps, guidance_scale=guidance_scale, generator=gens,
-                       output_type="np").images  # n×H×W×3 in [0, 1]
-        images.append(out.transpose(0, 3, 1, 2))
-    rgb = np.concatenate(images).astype(np.float32)
-    predicted = reader.predict(rgb.mean(axis=1, keepdims=True))
-    result: dict[str, Any] = prompt_following(predicted, asked)
-    result.update(steps=steps, scheduler="DDIMScheduler", guidance_scale=guidance_scale,
-                  images_per_digit=images_per_digit, seed=seed, predicted=predicted.tolist())
-    return result, rgb
+    return measure_with_pipeline(folder, classifier, images_per_digit, steps, guidance_scale, seed, "DDIMScheduler")
 
 
 def model_card(record: dict[str, Any]) -> str:
@@ -382,33 +272,15 @@ images. `training.json`: the full record and loss curves.
 def main(argv: list[str] | None = None) -> int:
     """Entry point of ``python -m tools train-reference-t2i``."""
     p = CliParser(prog="python -m tools train-reference-t2i", description=__doc__.splitlines()[0])
-    p.add_argument("out", type=Path, help="output pipeline folder (e.g. models/digits-t2i)")
-    d = T2IConfig()
-    p.add_argument("--steps", type=int, default=d.steps, help="UNet + text encoder steps")
-    p.add_argument("--vae-steps", type=int, default=d.vae_steps)
-    p.add_argument("--batch", type=int, default=d.batch)
-    p.add_argument("--lr", type=float, default=d.lr)
-    p.add_argument("--seed", type=int, default=d.seed)
-    p.add_argument("--threads", type=int, default=d.threads,
-                   help="torch threads (1 is much faster when the cores are shared with other work)")
-    p.add_argument("--classifier", type=Path, default=Path("models/digit-classifier"),
-                   help="digit-classifier folder for the prompt-following measurement")
-    p.add_argument("--no-measure", action="store_true", help="skip the prompt-following measurement")
-    p.add_argument("--guidance-scale", type=float, default=5.0, help="of the prompt-following measurement")
+    add_training_arguments(p, T2IConfig(), "UNet")
     p.add_argument("--init", type=Path, help="continue from the weights of a folder this command wrote "
                    "(--vae-steps 0 keeps its VAE); may be OUT itself with --force")
-    p.add_argument("--force", action="store_true", help="replace an existing output folder")
     args = p.parse_args(argv)
     if min(args.steps, args.batch, args.threads) < 1 or args.vae_steps < (0 if args.init else 1):
         raise UserError("--steps, --vae-steps, --batch and --threads must be positive (--vae-steps 0 needs --init)")
     if args.init is not None and not (args.init / "training.json").is_file():
         raise UserError(f"--init: '{args.init}' is not a folder written by train-reference-t2i (no training.json)")
-    if args.out.exists() and any(args.out.iterdir()) and not args.force:
-        raise UserError(f"output folder '{args.out}' is not empty (use --force to replace it)")
-    classifier = None if args.no_measure else args.classifier
-    if classifier is not None and not (classifier / "model.safetensors").is_file():
-        raise UserError(f"--classifier: '{classifier}/model.safetensors' missing "
-                        f"(python -m tools train-classifier {classifier}, or --no-measure)")
+    classifier = checked_classifier(args)
     cfg = T2IConfig(steps=args.steps, vae_steps=args.vae_steps, batch=args.batch, lr=args.lr, seed=args.seed,
                     threads=args.threads)
     command = "python -m tools train-reference-t2i " + " ".join(sys.argv[2:] if argv is None else argv)
