@@ -25,7 +25,8 @@ from calibrators.sources import SourceConfig, TrajectorySource
 from common.hashing import onnx_model_sha256
 from common.workdir import WorkDir
 from engines.ort_session import OrtSession
-from pipelines.conditioning import Conditioning, conditioning_for
+from pipelines.conditioning import Conditioning
+from pipelines.conditioning_inputs import raw_conditioning
 from pipelines.runner import DenoiseRunner
 from pipelines.schedulers import make_scheduler
 from exporter.shortcut_split import split_shortcuts
@@ -73,7 +74,7 @@ def generate_samples(work: WorkDir, info: dict[str, Any], cfg: CalibrateConfig, 
         return cached
     c, h, w = info["inputs"]["sample"]["shape"][1:]
     scheduler = make_scheduler(cfg.source.scheduler, info["scheduler"])
-    conditioning = cond if cond is not None else conditioning_for(info["inputs"], guidance_scale=cfg.source.guidance_scale,
+    conditioning = cond if cond is not None else raw_conditioning(info, guidance_scale=cfg.source.guidance_scale,
                                                                   seed=cfg.source.seed)
     with OrtSession(work.model, threads=cfg.threads) as sess:
         runner = DenoiseRunner(sess, scheduler, batch_size=cfg.batch_rows)

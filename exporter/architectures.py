@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from common.errors import UserError
+from pipelines.families import ddpm
 
 # google/ddpm-cifar10-32: UNet2DModel, 35.7 M parameters, 3x32x32.
 DDPM_CIFAR10_UNET: dict[str, Any] = {
@@ -60,27 +61,9 @@ SD15_UNET: dict[str, Any] = {
     "mid_block_scale_factor": 1,
 }
 
-# The schedulers these models were trained with (diffusers scheduler configs).
-DDPM_SCHEDULER: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.0001,
-    "beta_end": 0.02,
-    "beta_schedule": "linear",
-    "variance_type": "fixed_large",
-    "clip_sample": True,
-    "prediction_type": "epsilon",
-}
-SD15_SCHEDULER: dict[str, Any] = {
-    "num_train_timesteps": 1000,
-    "beta_start": 0.00085,
-    "beta_end": 0.012,
-    "beta_schedule": "scaled_linear",
-    "clip_sample": False,
-    "set_alpha_to_one": False,
-    "skip_prk_steps": True,  # as Stable Diffusion 1.5's scheduler_config.json: PLMS steps only (no Runge-Kutta warm-up)
-    "steps_offset": 1,
-    "prediction_type": "epsilon",
-}
+# The schedulers these models were trained with: the bare-UNet family's defaults (pipelines/families/ddpm.py).
+DDPM_SCHEDULER = ddpm.DDPM_SCHEDULER
+SD15_SCHEDULER = ddpm.SD15_SCHEDULER
 
 
 @dataclass(frozen=True)

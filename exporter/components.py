@@ -1,8 +1,8 @@
 """Export the other components of a text-to-image pipeline: text encoder(s) and VAE decoder, one ONNX each.
 
-- ``text_encoder.onnx`` (``text_encoder_2.onnx``): ``input_ids`` B×L int64 -> ``last_hidden_state`` B×L×D; for the
-  SDXL structure also ``penultimate_hidden_state`` (``hidden_states[-2]``, what SDXL feeds the UNet) and, for an
-  encoder with a projection (``CLIPTextModelWithProjection``), the pooled ``text_embeds`` B×P.
+- ``text_encoder.onnx`` (``text_encoder_2.onnx``): ``input_ids`` B×L int64 -> ``last_hidden_state`` B×L×D; when the
+  family's denoiser takes it also ``penultimate_hidden_state`` (``hidden_states[-2]``, what SDXL feeds the UNet) and,
+  for an encoder with a projection (``CLIPTextModelWithProjection``), the pooled ``text_embeds`` B×P.
 - ``vae_decoder.onnx``: ``latents`` B×C×h×w (already divided by the scaling factor) -> ``images`` B×3×H×W in [-1, 1].
 
 Each is checked against PyTorch on one batch; the record goes to export.json under ``components``.
@@ -21,10 +21,9 @@ from common.lazy import lazy_import
 from exporter.onnx_export import DEFAULT_OPSET, export_module
 from exporter.pipeline_folder import PipelineSource, TextEncoderSource, load_text_encoder, load_vae
 from exporter.verify import verify_outputs
+from pipelines.families.family import LAST_HIDDEN, PENULTIMATE_HIDDEN
 
 INPUT_IDS = "input_ids"
-LAST_HIDDEN = "last_hidden_state"
-PENULTIMATE_HIDDEN = "penultimate_hidden_state"
 POOLED = "text_embeds"
 LATENTS = "latents"
 IMAGES = "images"
@@ -84,15 +83,17 @@ def _shape(arr: np.ndarray) -> list[int | str]:
     return ["batch", *[int(d) for d in arr.shape[1:]]]
 
 
-def export_text_encoder(source: TextEncoderSource, tokenizer: Any, sdxl: bool, out_dir: Path, cond_len: int | None,
+def export_text_encoder(source: TextEncoderSource, tokenizer: Any, out_dir: Path, cond_len: int | None,
                         tolerance: float, opset: int = DEFAULT_OPSET) -> dict[str, Any]:
-    """Export one text encoder to ``out_dir/<name>.onnx``, verify it, and return its export.json record."""
+    """Export one text encoder to ``out_dir/<name>.onnx`` (with the hidden state its family's denoiser takes),
+    verify it, and return its export.json record."""
     torch = lazy_import("torch")
     encoder = load_text_encoder(source)
     length = sequence_length(tokenizer, encoder, cond_len)
     pooled = hasattr(encoder, "text_projection")
-    outputs = [LAST_HIDDEN] + ([PENULTIMATE_HIDDEN] if sdxl else []) + ([POOLED] if pooled else [])
-    module = _text_wrapper(encoder, sdxl, pooled)
+    penultimate = source.hidden_output == PENULTIMATE_HIDDEN
+    outputs = [LAST_HIDDEN] + ([PENULTIMATE_HIDDEN] if penultimate else []) + ([POOLED] if pooled else [])
+    module = _text_wrapper(encoder, penultimate, pooled)
     vocab = int(encoder.config.vocab_size)
     ids = np.random.default_rng(0).integers(0, vocab, (2, length)).astype(np.int64)
     path = out_dir / f"{source.name}.onnx"
@@ -112,7 +113,7 @@ def export_text_encoder(source: TextEncoderSource, tokenizer: Any, sdxl: bool, o
         "sequence_length": length,
         "inputs": {INPUT_IDS: {"shape": ["batch", length], "dtype": "int64"}},
         "outputs": {n: {"shape": _shape(a), "dtype": "float32"} for n, a in zip(outputs, shapes, strict=True)},
-        "hidden_output": PENULTIMATE_HIDDEN if sdxl else LAST_HIDDEN,
+        "hidden_output": source.hidden_output,
         "pooled_output": POOLED if pooled else None,
         "num_parameters": sum(p.numel() for p in encoder.parameters()),
         "verification": check,
@@ -162,7 +163,7 @@ def export_components(pipe: PipelineSource, latent_shape: tuple[int, int, int], 
     records: dict[str, Any] = {}
     for enc in pipe.text_encoders:
         tokenizer = load_tokenizer(enc.tokenizer_dir)
-        records[enc.name] = export_text_encoder(enc, tokenizer, pipe.sdxl, out_dir, cond_len, tolerance, opset)
+        records[enc.name] = export_text_encoder(enc, tokenizer, out_dir, cond_len, tolerance, opset)
     lengths = {r["sequence_length"] for r in records.values()}
     if len(lengths) != 1:
         raise UserError(f"--model '{pipe.root}': the tokenizers have different lengths {sorted(lengths)}; "
@@ -173,7 +174,7 @@ def export_components(pipe: PipelineSource, latent_shape: tuple[int, int, int], 
 
 def check_unet_fits(pipe: PipelineSource, records: dict[str, Any], cond_dim: int | None,
                     pooled_dim: int | None) -> None:
-    """The UNet must take what the text encoders give: hidden size (summed over SDXL's encoders) and pooled size."""
+    """The UNet must take what the text encoders give: hidden size (summed over the encoders) and pooled size."""
     hidden = sum(records[e.name]["outputs"][records[e.name]["hidden_output"]]["shape"][-1] for e in pipe.text_encoders)
     if cond_dim != hidden:
         raise UserError(f"--model '{pipe.root}': the UNet's cross_attention_dim is {cond_dim} but the text "
@@ -188,9 +189,7 @@ def check_unet_fits(pipe: PipelineSource, records: dict[str, Any], cond_dim: int
 def text_to_image_record(pipe: PipelineSource, image_size: tuple[int, int]) -> dict[str, Any]:
     """The ``text_to_image`` part of export.json: how the runner puts the components together."""
     return {
-        "pipeline_class": pipe.class_name,
         "model_dir": str(pipe.root.resolve()),
-        "sdxl": pipe.sdxl,
         "text_encoders": [e.name for e in pipe.text_encoders],
         "vae_decoder": VAE_DECODER,
         "force_zeros_for_empty_prompt": pipe.force_zeros_for_empty_prompt,

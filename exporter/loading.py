@@ -10,9 +10,12 @@ from common.errors import UserError
 from common.hashing import sha256_files
 from common.jsonfile import read_json
 from common.lazy import lazy_import
-from exporter.architectures import DDPM_SCHEDULER, SD15_SCHEDULER
+from pipelines.families.family import Family
+from pipelines.families.registry import BARE, FAMILIES
 
-UNET_CLASSES = ("UNet2DModel", "UNet2DConditionModel")
+#: Denoiser classes and the folders of a pipeline they live in, over every family.
+UNET_CLASSES = tuple(dict.fromkeys(c for f in FAMILIES for c in f.denoiser_classes))
+DENOISER_FOLDERS = tuple(dict.fromkeys(f.denoiser_folder for f in FAMILIES))
 WEIGHT_SUFFIXES = (".safetensors", ".bin")
 
 
@@ -36,14 +39,15 @@ def _read_config(path: Path) -> dict[str, Any] | None:
     return read_json(path)
 
 
-def locate_model(model_dir: Path) -> ModelSource:
-    """Accept a UNet folder (``config.json`` of a UNet class) or a pipeline folder with ``unet/``."""
+def locate_model(model_dir: Path, family: Family = BARE) -> ModelSource:
+    """Accept a UNet folder (``config.json`` of a UNet class) or a pipeline folder with ``unet/``; without a
+    ``scheduler/`` beside it, the ``family``'s default scheduler for that class."""
     model_dir = Path(model_dir)
     if not model_dir.exists():
         raise UserError(f"--model folder '{model_dir}' does not exist")
     if not model_dir.is_dir():
         raise UserError(f"--model '{model_dir}' is not a folder")
-    candidates = [model_dir, model_dir / "unet"]
+    candidates = [model_dir, *(model_dir / folder for folder in DENOISER_FOLDERS)]
     for unet_dir in candidates:
         cfg = _read_config(unet_dir / "config.json")
         if cfg is not None and cfg.get("_class_name") in UNET_CLASSES:
@@ -63,8 +67,7 @@ def locate_model(model_dir: Path) -> ModelSource:
     if sched_cfg is not None and sched_path is not None:
         source = str(sched_path)
     else:
-        default = DDPM_SCHEDULER if class_name == "UNet2DModel" else SD15_SCHEDULER
-        sched_cfg = {"_class_name": "DDPMScheduler" if class_name == "UNet2DModel" else "PNDMScheduler", **default}
+        sched_cfg = family.default_scheduler(class_name)
         source = f"default:{sched_cfg['_class_name']}"
     return ModelSource(unet_dir, class_name, cfg, weights, sched_cfg, source)
 

@@ -76,7 +76,7 @@ def shapes_for(unet: Any, cond_len: int = 77) -> ExportShapes:
     size = cfg.sample_size
     h, w = (size, size) if isinstance(size, int) else tuple(size)
     cross = getattr(cfg, "cross_attention_dim", None)
-    if type(unet).__name__ == "UNet2DConditionModel":
+    if cross is not None:  # a text-conditional UNet (UNet2DConditionModel); a pixel UNet2DModel has no such field
         pooled = None
         if getattr(cfg, "addition_embed_type", None) == "text_time":
             pooled = int(cfg.projection_class_embeddings_input_dim) - TIME_IDS_LEN * int(cfg.addition_time_embed_dim)

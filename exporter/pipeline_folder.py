@@ -1,9 +1,9 @@
 """Recognise a local diffusers text-to-image pipeline folder and check that its components are there.
 
-A text-to-image folder has a ``model_index.json`` naming ``text_encoder`` (and, for SDXL, ``text_encoder_2``) beside
-``unet``, ``vae`` and ``scheduler``; each text encoder has its tokenizer (``tokenizer``, ``tokenizer_2``). A folder
-whose ``model_index.json`` names no text encoder (an unconditional ``DDPMPipeline``) is not one: it exports as a
-UNet, exactly as before.
+A text-to-image folder has a ``model_index.json`` naming its family's text encoders (pipelines/families/: SD's
+``text_encoder``, SDXL's ``text_encoder`` and ``text_encoder_2``) beside the denoiser, ``vae`` and ``scheduler``;
+each text encoder has its tokenizer (``tokenizer``, ``tokenizer_2``). A folder whose family has no text encoder (an
+unconditional ``DDPMPipeline``) is not one: it exports as a bare denoiser.
 """
 
 from __future__ import annotations
@@ -15,11 +15,10 @@ from typing import Any
 from common.errors import UserError
 from common.jsonfile import read_json
 from common.lazy import lazy_import
+from pipelines.families.family import Family
+from pipelines.families.registry import family_for_pipeline
 
-# (text encoder folder, tokenizer folder), in the order the pipelines concatenate their hidden states.
-TEXT_PAIRS = (("text_encoder", "tokenizer"), ("text_encoder_2", "tokenizer_2"))
 TOKENIZER_FILES = ("tokenizer.json", "vocab.json", "tokenizer_config.json")
-SDXL_CLASSES = ("StableDiffusionXLPipeline",)
 
 
 @dataclass(frozen=True)
@@ -30,21 +29,19 @@ class TextEncoderSource:
     folder: Path
     class_name: str  # e.g. "CLIPTextModel", "CLIPTextModelWithProjection"
     tokenizer_dir: Path
+    hidden_output: str  # the hidden state the denoiser takes (pipelines.families.family.LAST_HIDDEN, ...)
 
 
 @dataclass(frozen=True)
 class PipelineSource:
-    """A located text-to-image pipeline folder.
-
-    sdxl: the SDXL structure (penultimate hidden states of every encoder concatenated, the second encoder's pooled
-    projection and the size ids as the UNet's added conditions). force_zeros_for_empty_prompt: SDXL's config flag
-    (no negative prompt -> zero embeddings instead of the empty prompt's)."""
+    """A located text-to-image pipeline folder of ``family``. force_zeros_for_empty_prompt: model_index.json's flag,
+    else the family's default (no negative prompt -> zero embeddings instead of the empty prompt's)."""
 
     root: Path
     class_name: str
     text_encoders: tuple[TextEncoderSource, ...]
     vae_dir: Path
-    sdxl: bool
+    family: Family
     force_zeros_for_empty_prompt: bool
 
 
@@ -57,18 +54,21 @@ def _component(index: dict[str, Any], name: str) -> tuple[str, str] | None:
 
 
 def locate_pipeline(model_dir: Path) -> PipelineSource | None:
-    """The text-to-image pipeline in ``model_dir``, or None when it is not one (no text encoder in its index).
+    """The text-to-image pipeline in ``model_dir``, or None when it is not one (its family has no text encoder).
 
     A text encoder listed without its folder, tokenizer or the VAE is a UserError naming what is missing."""
     model_dir = Path(model_dir)
     index = read_json(model_dir / "model_index.json")
     if index is None:
         return None
-    listed = [(enc, tok) for enc, tok in TEXT_PAIRS if _component(index, enc) is not None]
+    cls = str(index.get("_class_name", ""))
+    family = family_for_pipeline(cls, [k for k in index if _component(index, k) is not None])
+    listed = [slot for slot in family.text_encoders if _component(index, slot.encoder) is not None]
     if not listed:
         return None
     encoders = []
-    for enc, tok in listed:
+    for slot in listed:
+        enc, tok = slot.encoder, slot.tokenizer
         lib_cls = _component(index, enc)
         assert lib_cls is not None
         folder, tok_dir = model_dir / enc, model_dir / tok
@@ -77,18 +77,16 @@ def locate_pipeline(model_dir: Path) -> PipelineSource | None:
         if _component(index, tok) is None or not any((tok_dir / f).is_file() for f in TOKENIZER_FILES):
             raise UserError(f"--model '{model_dir}': {enc} has no tokenizer ('{tok_dir}' with one of "
                             f"{', '.join(TOKENIZER_FILES)}); a text-to-image pipeline needs its tokenizer")
-        encoders.append(TextEncoderSource(enc, folder, lib_cls[1], tok_dir))
+        encoders.append(TextEncoderSource(enc, folder, lib_cls[1], tok_dir, slot.hidden_output))
     vae_dir = model_dir / "vae"
     if _component(index, "vae") is None or not (vae_dir / "config.json").is_file():
         raise UserError(f"--model '{model_dir}': no VAE ('{vae_dir}' with config.json); a text-to-image pipeline "
                         "needs its VAE to decode latents into images")
-    if _component(index, "unet") is None:
-        raise UserError(f"--model '{model_dir}': model_index.json lists no unet (transformer-based pipelines are "
-                        "not supported)")
-    cls = str(index.get("_class_name", ""))
-    sdxl = cls in SDXL_CLASSES or any(e.name == "text_encoder_2" for e in encoders)
-    force_zeros = bool(index.get("force_zeros_for_empty_prompt", sdxl))
-    return PipelineSource(model_dir, cls, tuple(encoders), vae_dir, sdxl, force_zeros)
+    if _component(index, family.denoiser_folder) is None:
+        raise UserError(f"--model '{model_dir}': model_index.json lists no {family.denoiser_folder} (transformer-based "
+                        "pipelines are not supported)")
+    force_zeros = bool(index.get("force_zeros_for_empty_prompt", family.force_zeros))
+    return PipelineSource(model_dir, cls, tuple(encoders), vae_dir, family, force_zeros)
 
 
 def load_text_encoder(source: TextEncoderSource) -> Any:

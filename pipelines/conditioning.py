@@ -18,8 +18,6 @@ from common.errors import UserError
 
 #: The UNet input that carries the text embeddings (diffusers' name).
 HIDDEN_STATES = "encoder_hidden_states"
-#: SDXL's added conditions (UNet ``addition_embed_type`` "text_time"): pooled text embedding B×P and size ids B×6.
-ADDED_INPUTS = ("text_embeds", "time_ids")
 
 
 @dataclass(frozen=True)
@@ -104,17 +102,13 @@ def conditioning_for(inputs: Mapping[str, dict], cond: np.ndarray | None = None,
                      guidance_scale: float = 7.5, seed: int = 0) -> Conditioning | None:
     """The conditioning of a model whose export inputs (``export.json`` ``inputs``) are ``inputs``: None for an
     unconditional UNet; the given embeddings (``cond`` R×L×D, ``uncond`` R'×L×D or zeros); without ``cond``,
-    ``RANDOM_ROWS`` seeded N(0, 1) rows, as for a random-weight model. The one rule every command uses. A UNet with
-    SDXL's added conditions is a UserError here: its conditioning comes from prompts (``prompt_conditioning``)."""
+    ``RANDOM_ROWS`` seeded N(0, 1) rows, as for a random-weight model. The one rule every command uses; whether raw
+    embeddings can drive the model at all is its family's to say (``conditioning_inputs.raw_conditioning``)."""
     spec = inputs.get(HIDDEN_STATES)
     if spec is None:
         if cond is not None or uncond is not None:
             raise UserError(f"conditioning given but the model has no {HIDDEN_STATES} input (an unconditional UNet)")
         return None
-    added = [name for name in ADDED_INPUTS if name in inputs]
-    if added:  # their rows come from the text encoders (pipelines.text2image.prompt_conditioning), not from here
-        raise UserError(f"the UNet also takes {' and '.join(added)} (SDXL's added conditions), which only its text "
-                        "encoders give: export the whole SDXL pipeline folder and give --prompt/--prompts")
     _, length, dim = spec["shape"]
     if cond is None:
         cond = np.random.default_rng(seed).standard_normal((RANDOM_ROWS, length, dim)).astype(np.float32)

@@ -21,7 +21,8 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError
-from pipelines.conditioning import Conditioning, conditioning_for
+from pipelines.conditioning import HIDDEN_STATES, Conditioning, conditioning_for
+from pipelines.families.registry import family_of
 
 PROMPTS_FILE = "prompts.txt"
 
@@ -29,7 +30,7 @@ PROMPTS_FILE = "prompts.txt"
 @dataclass(frozen=True)
 class ConditioningInputs:
     """What the user gave. random_seed: seeds the random embeddings of a bare conditional UNet
-    (pipelines.conditioning.conditioning_for)."""
+    (``raw_conditioning``)."""
 
     prompts: tuple[str, ...] = ()
     negative_prompt: str | None = None
@@ -103,9 +104,9 @@ def resolve_conditioning(work_root: Path, info: dict[str, Any], inputs: Conditio
         if not prompts:
             raise UserError(f"'{work_root}' is a text-to-image model: give --prompt TEXT or --prompts FILE")
         return _encode(work_root, info, list(prompts), inputs, threads)
-    if "text_embeds" in info["inputs"] and inputs.cond is not None:
-        raise UserError("--cond embeddings cannot drive an SDXL-type UNet (it also takes pooled text embeddings and "
-                        "size ids): use --prompt/--prompts")
+    refusal = family_of(info).raw_conditioning(info["inputs"])
+    if refusal and inputs.cond is not None:
+        raise UserError(f"--cond embeddings cannot drive this model: {refusal}")
     cond = None if inputs.cond is None else _check_rows(inputs.cond, "--cond", length, dim)
     uncond = None if inputs.uncond is None else _check_rows(inputs.uncond, "--uncond", length, dim)
     if inputs.negative_prompt is not None and (not text or uncond is not None):
@@ -114,10 +115,21 @@ def resolve_conditioning(work_root: Path, info: dict[str, Any], inputs: Conditio
     if uncond is None and cond is not None and text:  # the real unconditional row: the (empty) negative prompt's
         uncond = _encode(work_root, info, [inputs.negative_prompt or ""], ConditioningInputs(guidance_scale=1.0),
                          threads).cond
-    result = conditioning_for(info["inputs"], cond, uncond, inputs.guidance_scale, inputs.random_seed)
+    result = raw_conditioning(info, cond, uncond, inputs.guidance_scale, inputs.random_seed)
     if cond is None:
         print("no --cond given: using seeded random N(0,1) text embeddings, as for a random-weight model")
     return result
+
+
+def raw_conditioning(info: dict[str, Any], cond: np.ndarray | None = None, uncond: np.ndarray | None = None,
+                     guidance_scale: float = 7.5, seed: int = 0) -> Conditioning | None:
+    """``conditioning_for`` the exported model's inputs, once its family has said raw embeddings (given, or
+    seeded random rows) can drive it; a UserError with the family's reason otherwise."""
+    if info["inputs"].get(HIDDEN_STATES) is not None:
+        refusal = family_of(info).raw_conditioning(info["inputs"])
+        if refusal:
+            raise UserError(refusal)
+    return conditioning_for(info["inputs"], cond, uncond, guidance_scale, seed)
 
 
 def _check_rows(arr: np.ndarray, flag: str, length: int, dim: int) -> np.ndarray:
@@ -130,8 +142,9 @@ def _check_rows(arr: np.ndarray, flag: str, length: int, dim: int) -> np.ndarray
 
 def _encode(work_root: Path, info: dict[str, Any], prompts: list[str], inputs: ConditioningInputs,
             threads: int) -> Conditioning:
-    from pipelines.text2image import TextToImageSpec, open_prompt_encoder, prompt_conditioning
+    from pipelines.prompt_encoder import open_prompt_encoder
+    from pipelines.text2image import TextToImageSpec, prompt_conditioning
 
     spec = TextToImageSpec.from_export_info(info, Path(work_root))
-    with open_prompt_encoder(work_root, spec, threads) as encoder:
+    with open_prompt_encoder(work_root, spec.text_encoders, threads) as encoder:
         return prompt_conditioning(spec, encoder, prompts, inputs.negative_prompt, inputs.guidance_scale)

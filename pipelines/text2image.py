@@ -1,13 +1,9 @@
 """Text to image on Sessions: tokenize, encode prompt and negative prompt, denoise with classifier-free guidance
 (the DenoiseRunner's loop, any diffusers scheduler), ``latents / scaling_factor`` through the VAE decoder.
 
-What it does is what diffusers' ``StableDiffusionPipeline`` and ``StableDiffusionXLPipeline`` do, step for step:
-- SD: the text encoder's ``last_hidden_state`` for the prompt and for the negative prompt (the empty prompt
-  by default), both padded to the tokenizer's length.
-- SDXL: the penultimate hidden states of both encoders concatenated; the second encoder's pooled projection and
-  the size ids ``(H, W, 0, 0, H, W)`` as the UNet's added conditions; with ``force_zeros_for_empty_prompt`` and no
-  negative prompt, zero embeddings for the unconditional half.
-The component layout comes from export.json (``text_to_image`` and ``components``, written by export).
+What differs between pipelines (which hidden states, the unconditional row, added conditions such as SDXL's, the
+latent layout) is the work folder's family's (pipelines/families/); this module puts the components together.
+The component layout comes from export.json (``family``, ``text_to_image`` and ``components``, written by export).
 """
 
 from __future__ import annotations
@@ -22,22 +18,12 @@ import numpy as np
 
 from common.errors import UserError
 from engines.ort_session import OrtSession
-from pipelines.conditioning import Conditioning
-from pipelines.runner import DenoiseRunner, StepCallback, to_images
 from engines.session import Session
-from pipelines.tokenizers import load_tokenizer, tokenize
-
-
-@dataclass(frozen=True)
-class TextEncoderSpec:
-    """One exported text encoder: ONNX file, tokenizer folder, sequence length, which outputs the UNet takes."""
-
-    name: str
-    file: str
-    tokenizer_dir: Path
-    sequence_length: int
-    hidden_output: str
-    pooled_output: str | None
+from pipelines.conditioning import Conditioning
+from pipelines.families.family import Family, PromptRequest
+from pipelines.families.registry import family_of
+from pipelines.prompt_encoder import PromptEncoder, TextEncoderSpec, component_session, open_prompt_encoder
+from pipelines.runner import DenoiseRunner, StepCallback, to_images
 
 
 @dataclass(frozen=True)
@@ -49,7 +35,7 @@ class TextToImageSpec:
     scaling_factor: float
     shift_factor: float | None
     image_size: tuple[int, int]
-    sdxl: bool
+    family: Family
     force_zeros_for_empty_prompt: bool
 
     @staticmethod
@@ -67,41 +53,14 @@ class TextToImageSpec:
             for name in t2i["text_encoders"])
         vae = comps[t2i["vae_decoder"]]
         return TextToImageSpec(encoders, vae["file"], float(vae["scaling_factor"]), vae.get("shift_factor"),
-                               (int(t2i["image_size"][0]), int(t2i["image_size"][1])), bool(t2i["sdxl"]),
+                               (int(t2i["image_size"][0]), int(t2i["image_size"][1])), family_of(info),
                                bool(t2i["force_zeros_for_empty_prompt"]))
 
 
 def is_text_to_image(info: dict[str, Any]) -> bool:
-    """True when export.json describes a text-to-image pipeline (text encoder(s) and VAE exported)."""
-    return info.get("text_to_image") is not None
-
-
-@dataclass(frozen=True)
-class PromptEmbeddings:
-    """Encoded prompts: ``hidden`` N×L×D (what the UNet cross-attends to); ``pooled`` N×P (SDXL) or None."""
-
-    hidden: np.ndarray
-    pooled: np.ndarray | None
-
-
-class PromptEncoder:
-    """Tokenizers and text-encoder Sessions (active) of one work folder."""
-
-    def __init__(self, specs: tuple[TextEncoderSpec, ...], sessions: list[Session], tokenizers: list[Any]) -> None:
-        self.specs = specs
-        self.sessions = sessions
-        self.tokenizers = tokenizers
-
-    def encode(self, prompts: list[str], warn: bool = True) -> PromptEmbeddings:
-        """Embeddings of ``prompts``; a prompt longer than the tokenizer's length is truncated with a warning."""
-        hidden, pooled = [], None
-        for spec, sess, tok in zip(self.specs, self.sessions, self.tokenizers, strict=True):
-            ids = tokenize(tok, prompts, spec.sequence_length, warn=warn)
-            out = sess.run({"input_ids": ids})
-            hidden.append(out[spec.hidden_output].astype(np.float32, copy=False))
-            if spec.pooled_output is not None and pooled is None:  # diffusers: the first pooled output
-                pooled = out[spec.pooled_output].astype(np.float32, copy=False)
-        return PromptEmbeddings(np.concatenate(hidden, axis=-1), pooled)
+    """True when export.json describes a text-to-image pipeline (its family has text encoders, exported with the
+    VAE decoder)."""
+    return family_of(info).text_to_image and info.get("text_to_image") is not None
 
 
 class TextToImage:
@@ -121,7 +80,7 @@ class TextToImage:
         return prompt_conditioning(self.spec, self.encoder, prompts, negative_prompt, guidance_scale)
 
     def decode(self, latents: np.ndarray, batch_size: int | None = None) -> np.ndarray:
-        """Final latents N×C×h×w -> images N×3×H×W in [0, 1] (see ``decode_latents``)."""
+        """Final latents (the scheduler's layout) -> images N×3×H×W in [0, 1] (see ``decode_latents``)."""
         return decode_latents(self.spec, self.vae, latents, batch_size or self.runner.batch_size)
 
     def generate(self, cond: Conditioning, noise: np.ndarray, num_steps: int, seed: int = 0,
@@ -132,9 +91,10 @@ class TextToImage:
 
 
 def decode_latents(spec: TextToImageSpec, vae: Session, latents: np.ndarray, batch_size: int = 16) -> np.ndarray:
-    """Final latents N×C×h×w -> images N×3×H×W in [0, 1]: ``latents / scaling_factor (+ shift_factor)`` through the
-    VAE decoder, then ``x / 2 + 0.5`` clamped, as diffusers' image processor does."""
-    z = latents / spec.scaling_factor
+    """Final latents (the scheduler's layout, unpacked by the family to N×C×h×w) -> images N×3×H×W in [0, 1]:
+    ``latents / scaling_factor (+ shift_factor)`` through the VAE decoder, then ``x / 2 + 0.5`` clamped, as
+    diffusers' image processor does."""
+    z = spec.family.unpack_latents(latents) / spec.scaling_factor
     if spec.shift_factor is not None:
         z = z + spec.shift_factor
     out = [vae.run({"latents": np.ascontiguousarray(z[i : i + batch_size], dtype=np.float32)})["images"]
@@ -158,58 +118,10 @@ def latent_decoder(work_root: Path, info: dict[str, Any], threads: int = 0) -> C
 
 def prompt_conditioning(spec: TextToImageSpec, encoder: PromptEncoder, prompts: list[str],
                         negative_prompt: str | None, guidance_scale: float) -> Conditioning:
-    """See ``TextToImage.conditioning``."""
-    if not prompts:
-        raise UserError("no prompt given")
-    pos = encoder.encode(prompts)
-    guided = guidance_scale > 1.0
-    time_ids = None
-    if spec.sdxl:
-        h, w = spec.image_size
-        time_ids = np.asarray([[h, w, 0, 0, h, w]], dtype=np.float32)
-    uncond, uncond_pooled = None, None
-    if guided:
-        if negative_prompt is None and spec.force_zeros_for_empty_prompt:
-            uncond = np.zeros_like(pos.hidden[:1])
-            uncond_pooled = None if pos.pooled is None else np.zeros_like(pos.pooled[:1])
-        else:
-            neg = encoder.encode([negative_prompt or ""])
-            uncond, uncond_pooled = neg.hidden, neg.pooled
-    added: dict[str, np.ndarray] = {}
-    added_uncond: dict[str, np.ndarray] = {}
-    if spec.sdxl:  # SDXL's added conditions: pooled prompt embedding and size ids (the same ids for both halves)
-        assert pos.pooled is not None and time_ids is not None
-        added = {"text_embeds": pos.pooled, "time_ids": time_ids}
-        if guided:
-            assert uncond_pooled is not None
-            added_uncond = {"text_embeds": uncond_pooled, "time_ids": time_ids}
-    return Conditioning(pos.hidden, uncond, guidance_scale, added, added_uncond)
-
-
-def component_session(work_root: Path, file: str, backend: str = "ort", threads: int = 0) -> Session:
-    """An inactive Session of one float component (``text_encoder.onnx``, ``vae_decoder.onnx``): its FP16 TensorRT
-    engine (``<name>.fp16.plan``, from ``build``) with ``backend`` "trt" when built, else ONNX Runtime FP32."""
-    root = Path(work_root)
-    if backend == "trt":
-        from engines.tensorrt.components import component_plan_path
-
-        plan = component_plan_path(root, Path(file).stem)
-        if plan.is_file():
-            from engines.tensorrt.session import TrtSession
-
-            return TrtSession(plan)
-    return OrtSession(root / file, threads=threads)
-
-
-@contextlib.contextmanager
-def open_prompt_encoder(work_root: Path, spec: TextToImageSpec, threads: int = 0,
-                        backend: str = "ort") -> Iterator[PromptEncoder]:
-    """The tokenizers (from the source folder export.json names) and the float text encoder(s)."""
-    tokenizers = [load_tokenizer(s.tokenizer_dir) for s in spec.text_encoders]
-    with contextlib.ExitStack() as stack:
-        sessions: list[Session] = [stack.enter_context(component_session(work_root, s.file, backend, threads))
-                                   for s in spec.text_encoders]
-        yield PromptEncoder(spec.text_encoders, sessions, tokenizers)
+    """See ``TextToImage.conditioning``: the family's rule, with the folder's image size and empty-prompt flag."""
+    request = PromptRequest(tuple(prompts), negative_prompt, guidance_scale, spec.image_size,
+                            spec.force_zeros_for_empty_prompt)
+    return spec.family.prompt_conditioning(encoder, request)
 
 
 @contextlib.contextmanager
@@ -219,7 +131,7 @@ def open_text_to_image(work_root: Path, info: dict[str, Any], unet: Session, sch
     (they stay float, only the UNet is quantized: ONNX Runtime FP32, or their FP16 engines with backend "trt")."""
     spec = TextToImageSpec.from_export_info(info, Path(work_root))
     with contextlib.ExitStack() as stack:
-        encoder = stack.enter_context(open_prompt_encoder(work_root, spec, threads, backend))
+        encoder = stack.enter_context(open_prompt_encoder(work_root, spec.text_encoders, threads, backend))
         vae = stack.enter_context(component_session(work_root, spec.vae_file, backend, threads))
         stack.enter_context(unet)
         yield TextToImage(spec, encoder, DenoiseRunner(unet, scheduler, batch_size=batch_size), vae)

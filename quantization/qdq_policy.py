@@ -8,6 +8,7 @@ from typing import Any
 import numpy as np
 
 from common.errors import UserError
+from pipelines.families.ddpm import UNET_KEEP_FLOAT
 
 TARGETS = ("tensorrt", "onnxruntime")
 SHORTCUT_MODES = ("split", "shared", "float")
@@ -24,12 +25,13 @@ REDUCED_RANGE_QMAX = 64
 # MatMul/Gemm weights in [-64, 64]).
 REDUCE_RANGE_MODES = ("all", "pairs")
 
-# Default exclusions, by node-name pattern (fnmatch), chosen by measurement on the reference model
-# (docs/benchmarks.md, "Default exclusions and estimator": 16 seeds, DDIM 50, W8A8, max ranges): every layer
-# quantized 19.95 dB; conv_in float 20.14 dB; conv_out float 26.27 dB; both float 27.81 dB (37.32 dB with the default
-# MSE ranges). The first conv quantizes x_t itself, the last one's output is the predicted noise. NVIDIA Model
-# Optimizer leaves the same two in float.
-DEFAULT_EXCLUDE: tuple[str, ...] = ("*/conv_in/*", "*/conv_out/*")
+# Default exclusions of a policy built in code: the UNet families' float-kept layers (``quantize`` takes the work
+# folder's family's, pipelines/families/). Chosen by measurement on the reference model (docs/benchmarks.md,
+# "Default exclusions and estimator": 16 seeds, DDIM 50, W8A8, max ranges): every layer quantized 19.95 dB; conv_in
+# float 20.14 dB; conv_out float 26.27 dB; both float 27.81 dB (37.32 dB with the default MSE ranges). The first conv
+# quantizes x_t itself, the last one's output is the predicted noise. NVIDIA Model Optimizer leaves the same two in
+# float.
+DEFAULT_EXCLUDE: tuple[str, ...] = UNET_KEEP_FLOAT
 
 
 @dataclass(frozen=True)

@@ -19,6 +19,8 @@ from common.hashing import onnx_model_sha256
 from common.workdir import EXPORT_SCHEMA_VERSION, WorkDir
 from exporter.onnx_export import DEFAULT_OPSET, OUTPUT, export_unet, shapes_for
 from exporter.verify import default_timesteps, verify_export
+from pipelines.families.family import Family
+from pipelines.families.registry import BARE
 from tools.cli_parser import CliParser
 
 
@@ -54,7 +56,8 @@ def parse(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--cond-len", type=int, default=None,
                    help="encoder_hidden_states length (conditional models; default: the tokenizer's "
                         "model_max_length for pipeline folders, else 77)")
-    p.add_argument("--tolerance", type=float, default=1e-3, help="max relative error ONNX vs PyTorch")
+    p.add_argument("--tolerance", type=float, default=None,
+                   help="max relative error ONNX vs PyTorch (default: the model family's, 1e-3 for UNet pipelines)")
     p.add_argument("--seed", type=int, default=0, help="seed of random weights for --arch")
     args = p.parse_args(argv)
     if not 13 <= args.opset <= 21:
@@ -64,22 +67,21 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return args
 
 
-def load_source(args: argparse.Namespace) -> tuple[Any, dict[str, Any]]:
+def load_source(args: argparse.Namespace, family: Family) -> tuple[Any, dict[str, Any]]:
     """The UNet module and the provenance part of export.json."""
     if args.arch:
         from exporter.architectures import build_random_unet, get_architecture
 
         arch = get_architecture(args.arch)
         unet = build_random_unet(arch, seed=args.seed)
-        cls = "DDPMScheduler" if arch.class_name == "UNet2DModel" else "PNDMScheduler"
         return unet, {
             "source": {"arch": arch.name, "random_weights_seed": args.seed},
-            "scheduler": {"_class_name": cls, **arch.scheduler_config},
+            "scheduler": {**family.default_scheduler(arch.class_name), **arch.scheduler_config},
             "scheduler_source": f"arch:{arch.name}",
         }
     from exporter.loading import load_unet, locate_model
 
-    source = locate_model(args.model)
+    source = locate_model(args.model, family)
     unet = load_unet(source)
     return unet, {
         "source": {
@@ -149,8 +151,11 @@ def export(args: argparse.Namespace, argv: list[str], random_arch: str | None = 
 
         locate_model(args.model)  # fail on a bad folder before torch is imported
         pipe = locate_pipeline(args.model)
+    family = BARE if pipe is None else pipe.family
+    if args.tolerance is None:
+        args.tolerance = family.export_tolerance
     start = time.time()
-    unet, provenance = load_source(args)
+    unet, provenance = load_source(args, family)
     shapes = shapes_for(unet, args.cond_len or 77)
     n_params = sum(p.numel() for p in unet.parameters())
     print(f"exporting {type(unet).__name__} ({n_params / 1e6:.1f} M parameters) to ONNX opset {args.opset} ...")
@@ -176,6 +181,7 @@ def export(args: argparse.Namespace, argv: list[str], random_arch: str | None = 
                 )
             info = {
                 "schema_version": EXPORT_SCHEMA_VERSION,
+                "family": family.name,
                 **provenance,
                 "model_class": type(unet).__name__,
                 "unet_config": {k: v for k, v in dict(unet.config).items() if not k.startswith("_")},

@@ -17,6 +17,8 @@ from common.errors import UserError
 from common.hashing import onnx_model_sha256, sha256_files
 from common.workdir import WorkDir
 from quantization.adaround import AdaRoundConfig
+from pipelines.families.family import Family
+from pipelines.families.registry import family_of
 from quantization.qdq_policy import (DEFAULT_EXCLUDE, INT4_SCOPES, REDUCE_RANGE_MODES, SHORTCUT_MODES, TARGETS,
                                      WEIGHT_ROUNDINGS, QDQPolicy)
 from quantization.quantize import quantize, save_quantized
@@ -54,8 +56,8 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--attention-matmul", action="store_true", help="also quantize QK^T and softmax·V")
     g.add_argument("--no-residual-add", action="store_true", help="leave residual Add inputs in float")
     g.add_argument("--exclude", nargs="*", default=None, metavar="PATTERN",
-                   help=f"node-name patterns (fnmatch) left float; default {' '.join(DEFAULT_EXCLUDE)}; "
-                        "give the flag with no pattern to quantize every layer")
+                   help=f"node-name patterns (fnmatch) left float; default: the model family's float-kept layers "
+                        f"(UNets: {' '.join(DEFAULT_EXCLUDE)}); give the flag with no pattern to quantize every layer")
     g.add_argument("--keep-float-nodes", nargs="*", default=[], metavar="NODE", help="node names left float")
     g.add_argument("--smoothquant", type=float, default=0.0, metavar="ALPHA",
                    help="SmoothQuant the inputs of the quantized MatMul/Gemm layers with this alpha (ModelOpt's "
@@ -63,10 +65,11 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                         "weights only (docs/modelopt-recipe.md)")
 
 
-def policy_from_args(args: argparse.Namespace) -> QDQPolicy:
+def policy_from_args(args: argparse.Namespace, family: Family) -> QDQPolicy:
+    """The policy the flags ask for; without ``--exclude``, the ``family``'s float-kept layers."""
     return QDQPolicy(target=args.target, weight_bits=args.weight_bits, shortcut=args.shortcut,
                      attention_matmul=args.attention_matmul, residual_add=not args.no_residual_add,
-                     exclude=DEFAULT_EXCLUDE if args.exclude is None else tuple(args.exclude),
+                     exclude=family.keep_float if args.exclude is None else tuple(args.exclude),
                      keep_float=tuple(args.keep_float_nodes), weight_rounding=args.weight_rounding or "",
                      int4_scope=args.int4_scope, int4_block_size=args.int4_block_size,
                      reduce_range=args.reduce_range, smoothquant=args.smoothquant)
@@ -145,7 +148,7 @@ def main(argv: list[str]) -> int:
     model_sha = onnx_model_sha256(model_path)
     ranges = TensorRanges.load(ranges_path, expected_model_sha256=model_sha)
     sensitivity_path = args.sensitivity or work.report_dir / SENSITIVITY_FILE
-    policy, sensitive = keep_most_sensitive(policy_from_args(args), sensitivity_path, args.keep_float, model_sha,
+    policy, sensitive = keep_most_sensitive(policy_from_args(args, family_of(info)), sensitivity_path, args.keep_float, model_sha,
                                             sha256_files([ranges_path]))
     out_path = args.out or work.int8_model(policy.target)
     if out_path.suffix != ".onnx":

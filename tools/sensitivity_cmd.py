@@ -22,6 +22,7 @@ from tools.cli_inputs import add_conditioning_args, conditioning_from_args
 from engines.ort_session import OrtSession
 from pipelines.runner import DenoiseRunner
 from pipelines.schedulers import SCHEDULERS, make_scheduler
+from pipelines.families.registry import family_of
 from quantization.qdq_policy import QDQPolicy
 from quantization.record import QuantizeRecord
 from tools.cli_parser import CliParser, add_clipped_model_output
@@ -62,14 +63,16 @@ def parse(argv: list[str]) -> argparse.Namespace:
 
 
 def recorded_policy(work: WorkDir) -> QDQPolicy:
-    """The policy of the work folder's Q/DQ model (its quantize record) without the layers a previous ``--keep-float N`` kept float; the default
-    ONNX Runtime policy when nothing was quantized yet."""
+    """The policy of the work folder's Q/DQ model (its quantize record) without the layers a previous ``--keep-float
+    N`` kept float; the default ONNX Runtime policy, with the family's float-kept layers, when nothing was quantized
+    yet."""
+    default = QDQPolicy(target="onnxruntime", exclude=family_of(work.load_export_info()).keep_float)
     models = work.int8_models()
     if not models:
-        return QDQPolicy(target="onnxruntime")
+        return default
     path = work.quantize_record(work.model_for("int8"))
     if not path.is_file():
-        return QDQPolicy(target="onnxruntime")
+        return default
     record = QuantizeRecord.load(path)
     chosen = set(record.kept_float_by_sensitivity)
     return replace(record.policy, keep_float=tuple(n for n in record.policy.keep_float if n not in chosen))

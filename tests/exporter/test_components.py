@@ -36,7 +36,7 @@ def test_sd_pipeline_exports_three_components(tiny_sd_work: Path, tiny_sd_dir: P
     vae = info["components"]["vae_decoder"]
     assert vae["scaling_factor"] == 0.18215 and vae["verification"]["max_rel_error"] < 1e-4
     assert vae["outputs"]["images"]["shape"] == ["batch", 3, 16, 16]
-    assert info["text_to_image"]["sdxl"] is False and info["text_to_image"]["image_size"] == [16, 16]
+    assert info["family"] == "sd" and info["text_to_image"]["image_size"] == [16, 16]
 
 
 def test_sdxl_pipeline_exports_added_conditions(tiny_sdxl_work: Path) -> None:

@@ -18,8 +18,8 @@ def test_unconditional_pipeline_is_not_text_to_image(tiny_unet_dir: Path) -> Non
 def test_sd_and_sdxl_are_recognised(tiny_sd_dir: Path, tiny_sdxl_dir: Path) -> None:
     sd, xl = locate_pipeline(tiny_sd_dir), locate_pipeline(tiny_sdxl_dir)
     assert sd is not None and xl is not None
-    assert [e.name for e in sd.text_encoders] == ["text_encoder"] and not sd.sdxl
-    assert [e.name for e in xl.text_encoders] == ["text_encoder", "text_encoder_2"] and xl.sdxl
+    assert [e.name for e in sd.text_encoders] == ["text_encoder"] and sd.family.name == "sd"
+    assert [e.name for e in xl.text_encoders] == ["text_encoder", "text_encoder_2"] and xl.family.name == "sdxl"
     assert xl.force_zeros_for_empty_prompt and not sd.force_zeros_for_empty_prompt
 
 

@@ -7,6 +7,7 @@ import pytest
 
 from common.errors import UserError
 from pipelines.conditioning import HIDDEN_STATES, RANDOM_ROWS, Conditioning, conditioning_for
+from pipelines.conditioning_inputs import raw_conditioning
 
 
 def _cond(rows: int, guided: bool = True) -> Conditioning:
@@ -53,4 +54,4 @@ def test_conditioning_for_refuses_sdxl_added_inputs() -> None:
     spec = {"sample": {"shape": ["batch", 4, 8, 8]}, HIDDEN_STATES: {"shape": ["batch", 5, 12]},
             "text_embeds": {"shape": ["batch", 16]}, "time_ids": {"shape": ["batch", 6]}}
     with pytest.raises(UserError, match="text_embeds and time_ids .*--prompt"):
-        conditioning_for(spec, seed=3)
+        raw_conditioning({"inputs": spec}, seed=3)
