@@ -9,8 +9,8 @@ keeps diffusers' argument names:
 |---|---|---|
 | ``sd3`` | ``encoder_hidden_states`` B×L×joint_attention_dim (CLIP-L/G + T5 tokens), ``pooled_projections`` B×P | B×C×H×W |
 | ``flux`` | ``guidance`` B (dev-type only), ``pooled_projections`` B×P, ``encoder_hidden_states`` B×L×D, ``txt_ids`` L×3, ``img_ids`` N×3 | B×N×C·4 |
-| ``pixart`` | ``encoder_hidden_states`` B×L×caption_channels, ``encoder_attention_mask`` B×L int64, ``resolution`` B×2 and ``aspect_ratio`` B×1 when the model uses them | B×2C×H×W (learned sigma) |
-| ``dit`` | ``class_labels`` B int64 (the null class = ``num_embeds_ada_norm``) | B×2C×H×W (learned sigma) |
+| ``pixart`` | ``encoder_hidden_states`` B×L×caption_channels, ``encoder_attention_mask`` B×L (1 token, 0 padding), ``resolution`` B×2 and ``aspect_ratio`` B×1 when the model uses them | B×2C×H×W (learned sigma) |
+| ``dit`` | ``class_labels`` B (the null class = ``num_embeds_ada_norm``; cast to int64 in the graph) | B×2C×H×W (learned sigma) |
 
 FLUX's ``sample`` is the 2×2-packed latents (N = H/2·W/2 tokens of C·4 channels, ``pipelines/flux_latents.py``).
 FluxPipeline calls its transformer with ``timestep / 1000`` (the transformer multiplies by 1000 again): the FLUX
@@ -36,7 +36,8 @@ FLUX_TIME_SCALE = 1000.0  # FluxPipeline passes timestep / 1000
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One graph input or output: name, shape ("batch" for the dynamic axis), dtype ("float32" or "int64")."""
+    """One graph input or output: name, shape ("batch" for the dynamic axis), dtype. Every denoiser input is
+    float32 (PixArt's mask and DiT's labels too, so conditioning rows travel as one dtype)."""
 
     name: str
     shape: tuple[int | str, ...]
@@ -93,7 +94,7 @@ def denoiser_signature(kind: str, transformer: Any, latent_hw: tuple[int, int], 
     t = TensorSpec(INPUT_TIMESTEP, _b())
     if kind == "dit":
         return DenoiserSignature(kind, (TensorSpec(INPUT_SAMPLE, _b(c, h, w)), t,
-                                        TensorSpec("class_labels", _b(), "int64")),
+                                        TensorSpec("class_labels", _b())),
                                  TensorSpec(OUTPUT, _b(int(cfg.out_channels), h, w)), image,
                                  latent_hw, int(cfg.num_embeds_ada_norm))
     assert text_len is not None, f"{kind} needs text_len"
@@ -115,7 +116,7 @@ def denoiser_signature(kind: str, transformer: Any, latent_hw: tuple[int, int], 
              if transformer.use_additional_conditions else ())
     inputs = (TensorSpec(INPUT_SAMPLE, _b(c, h, w)), t,
               TensorSpec("encoder_hidden_states", _b(text_len, int(cfg.caption_channels))),
-              TensorSpec("encoder_attention_mask", _b(text_len), "int64"), *added)
+              TensorSpec("encoder_attention_mask", _b(text_len)), *added)
     return DenoiserSignature(kind, inputs, TensorSpec(OUTPUT, _b(int(cfg.out_channels), h, w)), image, latent_hw)
 
 
@@ -149,7 +150,8 @@ def denoiser_for_onnx(transformer: Any, sig: DenoiserSignature) -> Any:
                 return m(a["sample"], encoder_hidden_states=a["encoder_hidden_states"],
                          encoder_attention_mask=a["encoder_attention_mask"], timestep=a["timestep"],
                          added_cond_kwargs=added, return_dict=False)[0]
-            return m(a["sample"], timestep=a["timestep"], class_labels=a["class_labels"], return_dict=False)[0]
+            labels = a["class_labels"].to(torch.int64)
+            return m(a["sample"], timestep=a["timestep"], class_labels=labels, return_dict=False)[0]
 
     return DenoiserForOnnx(transformer).eval()
 
@@ -173,14 +175,14 @@ def example_feeds(sig: DenoiserSignature, batch: int, timesteps: list[float], se
             feeds[s.name] = latent_image_ids(sig.latent_size[0] // 2, sig.latent_size[1] // 2)
         elif s.name == "encoder_attention_mask":
             lengths = rng.integers(1, shape[1] + 1, shape[0])
-            feeds[s.name] = (np.arange(shape[1])[None, :] < lengths[:, None]).astype(np.int64)
+            feeds[s.name] = (np.arange(shape[1])[None, :] < lengths[:, None]).astype(np.float32)
         elif s.name == "resolution":
             feeds[s.name] = np.tile(np.asarray(sig.image_size, np.float32), (shape[0], 1))
         elif s.name == "aspect_ratio":
             feeds[s.name] = np.full(shape, sig.image_size[0] / sig.image_size[1], np.float32)
         elif s.name == "class_labels":
             assert sig.num_classes is not None
-            feeds[s.name] = rng.integers(0, sig.num_classes + 1, shape).astype(np.int64)
+            feeds[s.name] = rng.integers(0, sig.num_classes + 1, shape).astype(np.float32)
         else:
             feeds[s.name] = rng.standard_normal(shape).astype(np.float32)
     return feeds
