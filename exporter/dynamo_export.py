@@ -3,7 +3,7 @@
 The TorchScript (legacy) exporter stays the first choice: it is what every UNet was exported with, and it writes the
 graphs our Q/DQ rules were written against. It has no symbolic for ``aten::rms_norm`` (FLUX's RMSNorm; ModelOpt
 issue 262), so a module it refuses goes to ``torch.onnx.export(..., dynamo=True)``. The dynamo graph is then repaired
-(exporter/onnx_fixes.py: no-op Squeezes, float64 tensors; for both exporters, shape-dependent branches), folded and cleaned like the legacy one, and saved with
+(exporter/onnx_fixes.py: node names from module scopes, no-op Squeezes, float64 tensors; for both exporters, shape-dependent branches), folded and cleaned like the legacy one, and saved with
 external data above 2 GB, at opset 18 at least (the lowest it writes; TensorRT 10.x parses it, TensorRT 8.5 on
 JetPack 5 does not). ``ExportOutcome.exporter`` says which exporter wrote the file; export.json records it.
 """
@@ -19,7 +19,7 @@ from typing import Any
 
 from common.lazy import lazy_import
 from exporter.onnx_export import DEFAULT_OPSET, TWO_GB, export_module, save_model, simplify
-from exporter.onnx_fixes import demote_float64, drop_noop_squeezes, fold_shape_branches
+from exporter.onnx_fixes import demote_float64, drop_noop_squeezes, fold_shape_branches, name_nodes_by_scope
 
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter writes opset-18 operators (Split's num_outputs); it does not go lower
 LEGACY = "torchscript"
@@ -93,6 +93,7 @@ def export_dynamo(module: Any, args: tuple[Any, ...], input_names: list[str], ou
     del program
     gc.collect()
     model = onnx.load(str(raw), load_external_data=True)
+    name_nodes_by_scope(model)
     squeezes = drop_noop_squeezes(model)
     demoted = demote_float64(model)
     model = simplify(model)

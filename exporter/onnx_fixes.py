@@ -8,6 +8,9 @@
   float64; TensorRT has no float64. Every float64 tensor of the graph (initializers, ``Constant`` values, ``Cast``
   targets, value infos) becomes float32: the tables reach the graph as float32. The export check against PyTorch
   (which keeps float64) measures what that costs.
+- ``name_nodes_by_scope``: dynamo names nodes ``node_linear_5``; the module path (``pkg.torch.onnx.name_scopes``
+  metadata) becomes the node name, ``/inner/proj_out/MatMul`` as the legacy exporter writes it, so the families'
+  keep-float patterns (``*/proj_out/*``) and sensitivity reports read the same for both exporters.
 - ``fold_shape_branches``: the legacy exporter writes the same no-op squeeze as
   ``If(Shape(x)[1] == 1, Squeeze, Identity)`` when a graph has a dynamic batch; ONNX Runtime type-checks the untaken
   branch and refuses it. With ONNX shape inference first, constant folding resolves the condition and keeps the
@@ -51,6 +54,30 @@ def drop_noop_squeezes(model: Any) -> int:
             del node.input[1:]
             changed += 1
     return changed
+
+
+def name_nodes_by_scope(model: Any) -> int:
+    """Rename every node that carries dynamo's ``name_scopes`` metadata to ``/<module path>/<op type>`` (unique:
+    ``_1``, ``_2`` ... on repeats), in place; returns how many were renamed."""
+    import ast
+
+    taken: dict[str, int] = {}
+    renamed = 0
+    for node in model.graph.node:
+        scopes = next((p.value for p in node.metadata_props if p.key == "pkg.torch.onnx.name_scopes"), None)
+        if scopes is None:
+            continue
+        try:
+            modules = [s for s in ast.literal_eval(scopes)[:-1] if s]  # nested, fully qualified: "inner.proj_out"
+        except (ValueError, SyntaxError):
+            continue
+        path = modules[-1].split(".") if modules else []
+        base = "/" + "/".join([*path, node.op_type])
+        count = taken.get(base, 0)
+        taken[base] = count + 1
+        node.name = base if count == 0 else f"{base}_{count}"
+        renamed += 1
+    return renamed
 
 
 def fold_shape_branches(path: Path, external: bool) -> int:
