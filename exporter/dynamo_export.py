@@ -10,9 +10,14 @@ JetPack 5 does not). ``ExportOutcome.exporter`` says which exporter wrote the fi
 
 from __future__ import annotations
 
+import contextlib
 import gc
+import os
+import sys
+import tempfile
 import shutil
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,9 +43,10 @@ class ExportOutcome:
     float64_demoted: int = 0
     shape_branches: int = 0
     legacy_error: str = ""
+    opset: int = DEFAULT_OPSET
 
     def to_json(self) -> dict[str, Any]:
-        return {"exporter": self.exporter, "noop_squeezes_removed": self.noop_squeezes,
+        return {"exporter": self.exporter, "opset": self.opset, "noop_squeezes_removed": self.noop_squeezes,
                 "float64_tensors_demoted": self.float64_demoted,
                 "shape_branches_folded": self.shape_branches, "legacy_error": self.legacy_error or None}
 
@@ -56,7 +62,8 @@ def export_with_fallback(module: Any, args: tuple[Any, ...], input_names: list[s
     error = ""
     if exporter in (None, LEGACY):
         try:
-            large = export_module(module, args, input_names, output_names, dynamic_axes, out_path, opset)
+            with _quiet():  # a refusing legacy exporter prints its whole TorchScript graph
+                large = export_module(module, args, input_names, output_names, dynamic_axes, out_path, opset)
         except Exception as exc:  # the legacy exporter raises several types for an operator it lacks
             if exporter == LEGACY:
                 raise
@@ -64,7 +71,8 @@ def export_with_fallback(module: Any, args: tuple[Any, ...], input_names: list[s
             error = text.splitlines()[0][:300] if text else type(exc).__name__
             shutil.rmtree(Path(out_path).parent / f"raw-{Path(out_path).stem}", ignore_errors=True)
         else:
-            return ExportOutcome(LEGACY, large, shape_branches=fold_shape_branches(Path(out_path), large))
+            return ExportOutcome(LEGACY, large, shape_branches=fold_shape_branches(Path(out_path), large),
+                                 opset=onnx_opset(Path(out_path)))
     return export_dynamo(module, args, input_names, output_names, dynamic_axes, out_path, opset, error)
 
 
@@ -103,7 +111,34 @@ def export_dynamo(module: Any, args: tuple[Any, ...], input_names: list[str], ou
     shutil.rmtree(raw_dir)
     branches = fold_shape_branches(out_path, large)
     onnx.checker.check_model(str(out_path))
-    return ExportOutcome(DYNAMO, large, squeezes, demoted, branches, legacy_error)
+    return ExportOutcome(DYNAMO, large, squeezes, demoted, branches, legacy_error, onnx_opset(out_path))
+
+
+@contextlib.contextmanager
+def _quiet() -> Iterator[None]:
+    """Send what Python and C++ code write to stdout and stderr (file descriptors 1, 2) to a scratch file."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as scratch:
+        os.dup2(scratch.fileno(), 1)
+        os.dup2(scratch.fileno(), 2)
+        try:
+            yield
+        finally:
+            sys.stdout.flush()
+            sys.stderr.flush()
+            for fd, copy in zip((1, 2), saved, strict=True):
+                os.dup2(copy, fd)
+                os.close(copy)
+
+
+def onnx_opset(path: Path) -> int:
+    """The default-domain opset of the ONNX file at ``path``."""
+    import onnx
+
+    model = onnx.load(str(path), load_external_data=False)
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=DEFAULT_OPSET)
 
 
 def _for_signature(module: Any, shapes: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -3,8 +3,8 @@
 The runner feeds ``sample``, ``timestep`` and the conditioning rows (``Conditioning.unet_feeds``) and reads ``out``.
 ``AdaptedDenoiser`` adds what a family's graph takes beyond that and trims what it gives:
 - ``fixed``: inputs that are the same every call (FLUX's ``txt_ids`` L×3 and ``img_ids`` N×3, no batch axis);
-- ``per_row``: inputs filled with one value per batch row (FLUX-dev's ``guidance``: the guidance scale);
-- feeds the graph does not take are dropped (DiT's placeholder text rows: its condition is ``class_labels``);
+- feeds the graph does not take are dropped (DiT's placeholder text rows: its condition is ``class_labels``;
+  FLUX-schnell's ``guidance``);
 - ``keep_channels``: learned-sigma models (PixArt, DiT) output 2C channels; the first C are the prediction the
   scheduler steps with, as diffusers' pipelines take them (guidance is linear per channel, so trimming before or
   after guidance gives the same prediction).
@@ -26,7 +26,6 @@ class DenoiserFeeds:
     """The family's additions to the runner's feeds (see the module docstring)."""
 
     fixed: Mapping[str, np.ndarray] = field(default_factory=dict)
-    per_row: Mapping[str, float] = field(default_factory=dict)
     keep_channels: int | None = None
 
 
@@ -46,11 +45,9 @@ class AdaptedDenoiser:
         return self.inner.output_names
 
     def run(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-        rows = len(feeds["sample"])
         names = set(self.inner.input_names)
         call = {k: v for k, v in feeds.items() if k in names}
         call.update({k: v for k, v in self.feeds.fixed.items() if k in names})
-        call.update({k: np.full((rows,), v, np.float32) for k, v in self.feeds.per_row.items() if k in names})
         out = self.inner.run(call)
         if self.feeds.keep_channels is not None:
             out = {**out, "out": np.ascontiguousarray(out["out"][:, : self.feeds.keep_channels])}

@@ -2,8 +2,7 @@
 position ids, the guidance embedding of dev-type models (none for schnell-type), VAE with shift factor, flow
 matching with FLUX's resolution-dependent shift ``mu``.
 
-No unconditional row: ``--guidance-scale`` feeds the guidance embedding (pipelines/families/transformer_parts.py,
-``flux_feeds``). The scheduler steps on the packed latents (FluxPipeline's ``latents=`` layout, N×tokens×C·4);
+No unconditional row: ``--guidance-scale`` feeds the guidance embedding (a ``guidance`` row per image). The scheduler steps on the packed latents (FluxPipeline's ``latents=`` layout, N×tokens×C·4);
 the VAE decoder gets them unpacked. Kept float by default, as ModelOpt's FLUX filter: ``proj_out``,
 ``time_text_embed`` (time step, guidance and pooled-text embedders), ``context_embedder``, ``x_embedder``,
 ``norm_out``.
@@ -27,7 +26,7 @@ KEEP_FLOAT = ("*/proj_out/*", "*/time_text_embed/*", "*/context_embedder/*", "*/
 
 def flux_prompts(encoder: PromptEncoder, request: PromptRequest) -> Conditioning:
     """FLUX's conditioning: no unconditional row (the guidance scale goes to the guidance embedding)."""
-    return flux_conditioning(encoder, list(request.prompts))
+    return flux_conditioning(encoder, list(request.prompts), request.guidance_scale)
 
 
 def flux_scheduler_config(denoiser_class: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 ``TransformerParts`` is the ``transformer`` field of a ``Family``: the denoiser's export kind
 (exporter/transformer_export.py), how each text encoder is exported (exporter/text_encoders.py), T5's default token
 count (diffusers' ``max_sequence_length`` default of the pipeline), the flow-matching set-up, and the feeds its
-denoiser takes beyond the conditioning rows (pipelines/denoiser_adapter.py).
+denoiser takes beyond the conditioning rows, from the export.json ``inputs`` (pipelines/denoiser_adapter.py).
 """
 
 from __future__ import annotations
@@ -30,24 +30,22 @@ class EncoderPlan:
     attention_mask: bool = False
 
 
-def no_feeds(inputs: Mapping[str, Any], guidance_scale: float) -> DenoiserFeeds:
+def no_feeds(inputs: Mapping[str, Any]) -> DenoiserFeeds:
     """Feeds of a denoiser that takes only the conditioning rows."""
     return DenoiserFeeds()
 
 
-def learned_sigma_feeds(inputs: Mapping[str, Any], guidance_scale: float) -> DenoiserFeeds:
+def learned_sigma_feeds(inputs: Mapping[str, Any]) -> DenoiserFeeds:
     """PixArt, DiT: a denoiser with twice the latent channels out keeps the first half (learned sigma)."""
     return DenoiserFeeds(keep_channels=int(inputs["sample"]["shape"][1]))
 
 
-def flux_feeds(inputs: Mapping[str, Any], guidance_scale: float) -> DenoiserFeeds:
-    """FLUX: ``txt_ids`` and ``img_ids`` of the exported shapes (a square token grid), and the guidance scale as
-    ``guidance`` for dev-type models (schnell-type graphs have no such input: the adapter drops it)."""
+def flux_feeds(inputs: Mapping[str, Any]) -> DenoiserFeeds:
+    """FLUX: ``txt_ids`` and ``img_ids`` of the exported shapes (a square token grid)."""
     tokens = int(inputs["img_ids"]["shape"][0])
     side = int(round(np.sqrt(tokens)))
     return DenoiserFeeds(fixed={"txt_ids": text_ids(int(inputs["txt_ids"]["shape"][0])),
-                                "img_ids": latent_image_ids(side, tokens // side)},
-                         per_row={"guidance": guidance_scale})
+                                "img_ids": latent_image_ids(side, tokens // side)})
 
 
 @dataclass(frozen=True)
@@ -58,7 +56,7 @@ class TransformerParts:
     kind: str
     encoders: tuple[EncoderPlan, ...]
     t5_length: int | None
-    feeds: Callable[[Mapping[str, Any], float], DenoiserFeeds] = no_feeds
+    feeds: Callable[[Mapping[str, Any]], DenoiserFeeds] = no_feeds
     flow: tuple[bool, bool, float] | None = None
 
 

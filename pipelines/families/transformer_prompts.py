@@ -5,8 +5,9 @@
   the two pooled projections concatenated as ``pooled_projections``; the negative prompt ("" by default) is the
   unconditional row at guidance scale > 1.
 - FLUX (``FluxPipeline``): T5's hidden states as ``encoder_hidden_states``, CLIP's ``pooler_output`` as
-  ``pooled_projections``; no unconditional row (dev-type models take the guidance scale as an embedding, fed by
-  ``AdaptedDenoiser``), except in true-CFG mode (a negative prompt and ``true_cfg_scale`` > 1).
+  ``pooled_projections``, the guidance scale as ``guidance`` (one value per row: dev-type models embed it;
+  ``AdaptedDenoiser`` drops it for schnell-type graphs); no unconditional row, except in true-CFG mode (a negative
+  prompt and ``true_cfg_scale`` > 1).
 - PixArt: T5 with its attention mask; the mask goes to the denoiser as ``encoder_attention_mask``; the resolution
   (H, W) in pixels and the aspect ratio H/W as added conditions (dropped by ``AdaptedDenoiser`` for a model
   without them); the negative prompt "" by default.
@@ -65,18 +66,20 @@ def flux_embeddings(encoder: PromptEncoder, prompts: list[str]) -> PromptEmbeddi
     return PromptEmbeddings(t5.hidden, clip.pooled)
 
 
-def flux_conditioning(encoder: PromptEncoder, prompts: list[str], negative_prompt: str | None = None,
-                      true_cfg_scale: float = 1.0) -> Conditioning:
-    """FLUX's conditioning: one row per image; with a negative prompt and ``true_cfg_scale`` > 1 (FluxPipeline's
-    true CFG), the negative prompt's row as the unconditional one."""
+def flux_conditioning(encoder: PromptEncoder, prompts: list[str], guidance_scale: float,
+                      negative_prompt: str | None = None, true_cfg_scale: float = 1.0) -> Conditioning:
+    """FLUX's conditioning: one row per image, ``guidance_scale`` as its ``guidance``; with a negative prompt and
+    ``true_cfg_scale`` > 1 (FluxPipeline's true CFG), the negative prompt's row as the unconditional one."""
     if not prompts:
         raise UserError("no prompt given")
     pos = flux_embeddings(encoder, prompts)
+    guidance = np.asarray([guidance_scale], np.float32)
+    added = {"pooled_projections": pos.pooled, "guidance": guidance}
     if negative_prompt is None or not _guided(true_cfg_scale):
-        return Conditioning(pos.hidden, None, 1.0, {"pooled_projections": pos.pooled})
+        return Conditioning(pos.hidden, None, 1.0, added)
     neg = flux_embeddings(encoder, [negative_prompt])
-    return Conditioning(pos.hidden, neg.hidden, true_cfg_scale, {"pooled_projections": pos.pooled},
-                        {"pooled_projections": neg.pooled})
+    return Conditioning(pos.hidden, neg.hidden, true_cfg_scale, added,
+                        {"pooled_projections": neg.pooled, "guidance": guidance})
 
 
 def _t5_with_mask(encoder: PromptEncoder, prompts: list[str]) -> tuple[np.ndarray, np.ndarray]:
