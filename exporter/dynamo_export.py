@@ -84,23 +84,20 @@ def export_dynamo(module: Any, args: tuple[Any, ...], input_names: list[str], ou
     import onnx
 
     out_path = Path(out_path)
-    raw_dir = out_path.parent / f"raw-{out_path.stem}"
-    raw_dir.mkdir()
-    raw = raw_dir / "raw.onnx"
-    n_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    large = n_bytes >= TWO_GB - (64 << 20)
+    large = sum(p.numel() * p.element_size() for p in module.parameters()) >= TWO_GB - (64 << 20)
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     shapes = tuple({0: batch} if 0 in dynamic_axes.get(name, {}) else None for name in input_names)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(module, args, None, input_names=input_names, output_names=output_names,
-                                    dynamic_shapes=_for_signature(module, shapes),
-                                    opset_version=max(opset, DYNAMO_MIN_OPSET), dynamo=True, optimize=True,
-                                    verbose=False)
-        program.save(str(raw), external_data=large)
-    del program
-    gc.collect()
-    model = onnx.load(str(raw), load_external_data=True)
+    with tempfile.TemporaryDirectory(prefix=f"raw-{out_path.stem}-", dir=out_path.parent) as scratch:
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            program = torch.onnx.export(module, args, None, input_names=input_names, output_names=output_names,
+                                        dynamic_shapes=_for_signature(module, shapes),
+                                        opset_version=max(opset, DYNAMO_MIN_OPSET), dynamo=True, optimize=True,
+                                        verbose=False)
+            program.save(str(Path(scratch) / "raw.onnx"), external_data=large)
+        del program
+        gc.collect()
+        model = onnx.load(str(Path(scratch) / "raw.onnx"), load_external_data=True)
     name_nodes_by_scope(model)
     squeezes = drop_noop_squeezes(model)
     demoted = demote_float64(model)
@@ -108,7 +105,6 @@ def export_dynamo(module: Any, args: tuple[Any, ...], input_names: list[str], ou
     model.producer_name = "qdiff-trt exporter (dynamo)"
     save_model(model, out_path, external=large)
     del model
-    shutil.rmtree(raw_dir)
     branches = fold_shape_branches(out_path, large)
     onnx.checker.check_model(str(out_path))
     return ExportOutcome(DYNAMO, large, squeezes, demoted, branches, legacy_error, onnx_opset(out_path))
