@@ -27,6 +27,8 @@ from common.workdir import WorkDir
 from engines.ort_session import OrtSession
 from pipelines.conditioning import Conditioning
 from pipelines.conditioning_inputs import raw_conditioning
+from pipelines.families.registry import family_of
+from pipelines.families.transformer_runtime import adapt_denoiser
 from pipelines.runner import DenoiseRunner
 from pipelines.schedulers import make_scheduler
 from exporter.shortcut_split import split_shortcuts
@@ -77,7 +79,8 @@ def generate_samples(work: WorkDir, info: dict[str, Any], cfg: CalibrateConfig, 
     conditioning = cond if cond is not None else raw_conditioning(info, guidance_scale=cfg.source.guidance_scale,
                                                                   seed=cfg.source.seed)
     with OrtSession(work.model, threads=cfg.threads) as sess:
-        runner = DenoiseRunner(sess, scheduler, batch_size=cfg.batch_rows)
+        denoiser, scheduler = adapt_denoiser(family_of(info), info, sess, scheduler)  # transformer families
+        runner = DenoiseRunner(denoiser, scheduler, batch_size=cfg.batch_rows)
         source = TrajectorySource(runner, cfg.source, (c, h, w), int(info["scheduler"]["num_train_timesteps"]),
                                   conditioning, batch=cfg.batch_rows)
         items = tqdm(source, total=len(source), desc=f"{cfg.source.method} samples", file=sys.stderr,

@@ -166,7 +166,7 @@ class TrajectorySource:
                                use_clipped_model_output=cfg.clipped_model_output)
             kept.sort(key=lambda r: (r[0], r[1]))
             for j, i, t, x in kept:
-                if int(round(schedule[i])) != t:
+                if int(schedule[i]) != t:  # the runner's callback truncates (flow matching: fractional t)
                     raise RuntimeError(f"step {i} ran at t={t} but the schedule says {schedule[i]}")
                 yield self._with_cond(x, t, i, start + j)
 

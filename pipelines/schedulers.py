@@ -13,6 +13,7 @@ SCHEDULERS: dict[str, str] = {
     "dpm": "DPMSolverMultistepScheduler",
     "euler": "EulerDiscreteScheduler",
     "pndm": "PNDMScheduler",
+    "flow": "FlowMatchEulerDiscreteScheduler",  # SD3, FLUX (set up by the family: pipelines/flow_matching.py)
 }
 
 

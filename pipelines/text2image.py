@@ -9,8 +9,8 @@ The component layout comes from export.json (``family``, ``text_to_image`` and `
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +22,7 @@ from engines.session import Session
 from pipelines.conditioning import Conditioning
 from pipelines.families.family import Family, PromptRequest
 from pipelines.families.registry import family_of
+from pipelines.families.transformer_runtime import adapt_denoiser
 from pipelines.prompt_encoder import PromptEncoder, TextEncoderSpec, component_session, open_prompt_encoder
 from pipelines.runner import DenoiseRunner, StepCallback, to_images
 
@@ -37,6 +38,7 @@ class TextToImageSpec:
     image_size: tuple[int, int]
     family: Family
     force_zeros_for_empty_prompt: bool
+    denoiser_inputs: Mapping[str, Any] = field(default_factory=dict)  # export.json ``inputs``
 
     @staticmethod
     def from_export_info(info: dict[str, Any], work_root: Path) -> TextToImageSpec:
@@ -54,7 +56,7 @@ class TextToImageSpec:
         vae = comps[t2i["vae_decoder"]]
         return TextToImageSpec(encoders, vae["file"], float(vae["scaling_factor"]), vae.get("shift_factor"),
                                (int(t2i["image_size"][0]), int(t2i["image_size"][1])), family_of(info),
-                               bool(t2i["force_zeros_for_empty_prompt"]))
+                               bool(t2i["force_zeros_for_empty_prompt"]), info.get("inputs", {}))
 
 
 def is_text_to_image(info: dict[str, Any]) -> bool:
@@ -120,7 +122,7 @@ def prompt_conditioning(spec: TextToImageSpec, encoder: PromptEncoder, prompts: 
                         negative_prompt: str | None, guidance_scale: float) -> Conditioning:
     """See ``TextToImage.conditioning``: the family's rule, with the folder's image size and empty-prompt flag."""
     request = PromptRequest(tuple(prompts), negative_prompt, guidance_scale, spec.image_size,
-                            spec.force_zeros_for_empty_prompt)
+                            spec.force_zeros_for_empty_prompt, spec.denoiser_inputs)
     return spec.family.prompt_conditioning(encoder, request)
 
 
@@ -133,5 +135,6 @@ def open_text_to_image(work_root: Path, info: dict[str, Any], unet: Session, sch
     with contextlib.ExitStack() as stack:
         encoder = stack.enter_context(open_prompt_encoder(work_root, spec.text_encoders, threads, backend))
         vae = stack.enter_context(component_session(work_root, spec.vae_file, backend, threads))
-        stack.enter_context(unet)
-        yield TextToImage(spec, encoder, DenoiseRunner(unet, scheduler, batch_size=batch_size), vae)
+        denoiser, scheduler = adapt_denoiser(spec.family, info, unet, scheduler)  # transformer families
+        stack.enter_context(denoiser)
+        yield TextToImage(spec, encoder, DenoiseRunner(denoiser, scheduler, batch_size=batch_size), vae)

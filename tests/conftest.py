@@ -219,3 +219,23 @@ def tiny_grouped(tiny_calibrated: Path, tmp_path_factory: pytest.TempPathFactory
     for target in ("onnxruntime", "tensorrt"):
         assert run_cli("quantize", work, "--target", target, "--timestep-groups", "4") == 0
     return work
+
+
+@pytest.fixture(scope="session")
+def tiny_transformer_dirs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Tiny random transformer pipelines by name (tests/tiny_pipelines.py): sd3, sd3-no-t5, flux (dev-type),
+    flux-schnell, pixart-alpha, pixart-sigma, dit; each built on first use."""
+    from tests import tiny_pipelines as tp
+
+    builders = {"sd3": tp.build_sd3_pipeline, "sd3-no-t5": lambda f: tp.build_sd3_pipeline(f, t5=False),
+                "flux": tp.build_flux_pipeline, "flux-schnell": lambda f: tp.build_flux_pipeline(f, guidance=False),
+                "pixart-alpha": tp.build_pixart_pipeline,
+                "pixart-sigma": lambda f: tp.build_pixart_pipeline(f, sigma=True), "dit": tp.build_dit_pipeline}
+    root = tmp_path_factory.mktemp("tiny-transformers")
+
+    class Lazy(dict):  # type: ignore[type-arg]
+        def __missing__(self, name: str) -> Path:
+            self[name] = builders[name](root / name)
+            return self[name]
+
+    return Lazy()

@@ -95,6 +95,15 @@ def load_source(args: argparse.Namespace, family: Family) -> tuple[Any, dict[str
     }
 
 
+def model_family(model_dir: Path) -> Family:
+    """The family of a model folder without text encoders: by model_index.json's ``_class_name``, else bare."""
+    from common.jsonfile import read_json
+    from pipelines.families.registry import family_for_pipeline
+
+    index = read_json(Path(model_dir) / "model_index.json") or {}
+    return family_for_pipeline(str(index.get("_class_name", "")), [])
+
+
 def versions() -> dict[str, str]:
     import diffusers
     import onnx
@@ -152,8 +161,14 @@ def export(args: argparse.Namespace, argv: list[str], random_arch: str | None = 
         locate_model(args.model)  # fail on a bad folder before torch is imported
         pipe = locate_pipeline(args.model)
     family = BARE if pipe is None else pipe.family
+    if args.model is not None and pipe is None:  # a folder whose family has no text encoder (DiT)
+        family = model_family(args.model)
     if args.tolerance is None:
         args.tolerance = family.export_tolerance
+    if family.transformer is not None:
+        from tools.export_transformer import export_transformer
+
+        return export_transformer(args, argv, pipe, family)
     start = time.time()
     unet, provenance = load_source(args, family)
     shapes = shapes_for(unet, args.cond_len or 77)

@@ -9,12 +9,13 @@ for a family by name. How to add one: docs/architecture.md.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
 from pipelines.conditioning import Conditioning
+from pipelines.families.transformer_parts import TransformerParts
 from pipelines.prompt_encoder import PromptEncoder
 
 #: Text-encoder outputs the denoiser can take (names of the exported ONNX outputs).
@@ -43,6 +44,7 @@ class PromptRequest:
     guidance_scale: float
     image_size: tuple[int, int]
     force_zeros_for_empty_prompt: bool
+    denoiser_inputs: Mapping[str, Any] = field(default_factory=dict)  # export.json ``inputs`` (SD3 reads T5's shape)
 
 
 #: (active prompt encoder, request) -> the denoiser's conditioning for those prompts.
@@ -78,7 +80,8 @@ class Family:
     raw_conditioning: "" when ``--cond`` embeddings can drive a denoiser with these export inputs, else why not;
     pack_latents / unpack_latents: scheduler layout <-> N×C×h×w latents (identity for UNets); force_zeros: the
     default of model_index.json's ``force_zeros_for_empty_prompt``; export_tolerance: max relative error of each
-    exported component against PyTorch, unless ``export --tolerance`` says otherwise.
+    exported component against PyTorch, unless ``export --tolerance`` says otherwise; transformer: the transformer
+    families' export kinds, encoder plans, flow-matching set-up and denoiser feeds (None: a UNet family).
     """
 
     name: str
@@ -95,6 +98,7 @@ class Family:
     unpack_latents: Callable[[np.ndarray], np.ndarray] = identity_latents
     force_zeros: bool = False
     export_tolerance: float = 1e-3
+    transformer: TransformerParts | None = None
 
     @property
     def text_to_image(self) -> bool:

@@ -9,11 +9,11 @@ from collections.abc import Iterable
 from typing import Any
 
 from common.errors import UserError
-from pipelines.families import ddpm, sd, sdxl
+from pipelines.families import ddpm, dit, flux, pixart, sd, sd3, sdxl
 from pipelines.families.family import Family
 
 #: Every family, the bare-denoiser family first.
-FAMILIES: tuple[Family, ...] = (ddpm.FAMILY, sd.FAMILY, sdxl.FAMILY)
+FAMILIES: tuple[Family, ...] = (ddpm.FAMILY, sd.FAMILY, sdxl.FAMILY, sd3.FAMILY, flux.FAMILY, pixart.FAMILY, dit.FAMILY)
 BARE = ddpm.FAMILY
 
 
