@@ -23,7 +23,8 @@ from pathlib import Path
 from typing import Any
 
 from common.lazy import lazy_import
-from exporter.onnx_export import DEFAULT_OPSET, TWO_GB, export_module, save_model, simplify
+from common.protobuf import PROTOBUF_LIMIT
+from exporter.onnx_export import DEFAULT_OPSET, export_module, save_model, simplify
 from exporter.onnx_fixes import demote_float64, drop_noop_squeezes, fold_shape_branches, name_nodes_by_scope
 
 DYNAMO_MIN_OPSET = 18  # the dynamo exporter writes opset-18 operators (Split's num_outputs); it does not go lower
@@ -84,7 +85,7 @@ def export_dynamo(module: Any, args: tuple[Any, ...], input_names: list[str], ou
     import onnx
 
     out_path = Path(out_path)
-    large = sum(p.numel() * p.element_size() for p in module.parameters()) >= TWO_GB - (64 << 20)
+    large = sum(p.numel() * p.element_size() for p in module.parameters()) >= PROTOBUF_LIMIT
     batch = torch.export.Dim("batch", min=1, max=1 << 16)
     shapes = tuple({0: batch} if 0 in dynamic_axes.get(name, {}) else None for name in input_names)
     with tempfile.TemporaryDirectory(prefix=f"raw-{out_path.stem}-", dir=out_path.parent) as scratch:
