@@ -50,7 +50,8 @@ def start_loop(scheduler: Any, noise: np.ndarray, num_steps: int, seed: int, *, 
         extra["eta"] = eta
     if use_clipped_model_output is not None:
         extra["use_clipped_model_output"] = use_clipped_model_output
-    return LoopStart(x * scheduler.init_noise_sigma, accepted_step_kwargs(scheduler, extra))
+    # flow-matching schedulers have no init_noise_sigma: x_T is the noise itself (as their pipelines use it)
+    return LoopStart(x * getattr(scheduler, "init_noise_sigma", 1.0), accepted_step_kwargs(scheduler, extra))
 
 
 def check_step_flags(scheduler: Any, use_clipped_model_output: bool | None) -> None:

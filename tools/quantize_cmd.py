@@ -32,6 +32,9 @@ from validation.sensitivity_file import FILE_NAME as SENSITIVITY_FILE
 from validation.sensitivity_file import sensitivity_file
 from validation.sensitivity_file import SensitivityResult
 
+#: ``quantize --shortcut`` default: float, measured best on both bundled models against the real peers (issue 26).
+DEFAULT_SHORTCUT = "float"
+
 
 def add_policy_args(p: argparse.ArgumentParser) -> None:
     """The QDQ policy argument group (shared with ``pipeline``)."""
@@ -60,7 +63,7 @@ def add_policy_args(p: argparse.ArgumentParser) -> None:
                         "sums (docs/cpu-backends.md): 'all' (the bare flag) puts every 8-bit weight in [-64, 64] "
                         "(ONNX Runtime's reduce_range); 'pairs' keeps 8-bit convolution weights on scales that make "
                         "input-channel pairs safe, MatMul/Gemm in [-64, 64] (more accurate)")
-    g.add_argument("--shortcut", default="float", choices=list(SHORTCUT_MODES),
+    g.add_argument("--shortcut", default=DEFAULT_SHORTCUT, choices=list(SHORTCUT_MODES),
                    help="the shortcut convolution of a skip connection: float (default: measured best on both bundled "
                         "models, no CPU speed cost: docs/accuracy-notes.md), split (one scale per skip branch), shared")
     g.add_argument("--attention-matmul", action="store_true", help="also quantize QK^T and softmax·V")

@@ -23,6 +23,7 @@ from engines.ort_session import OrtSession
 from pipelines.runner import DenoiseRunner
 from pipelines.schedulers import make_scheduler
 from pipelines.families.registry import family_of
+from tools.quantize_cmd import DEFAULT_SHORTCUT
 from quantization.fp8 import max_ranges
 from quantization.qdq_policy import QDQPolicy
 from quantization.record import QuantizeRecord
@@ -74,8 +75,8 @@ def recorded_policy(work: WorkDir, precision: str = "int8") -> QDQPolicy:
     ``--keep-float N`` kept float; when nothing was quantized yet the default ONNX Runtime policy (int8) or the
     default FP8 one (tensorrt target), with the family's float-kept layers."""
     keep = family_of(work.load_export_info()).keep_float
-    default = (QDQPolicy(target="tensorrt", format="fp8", exclude=keep) if precision == "fp8"
-               else QDQPolicy(target="onnxruntime", exclude=keep))
+    default = (QDQPolicy(target="tensorrt", format="fp8", exclude=keep, shortcut=DEFAULT_SHORTCUT) if precision == "fp8"
+               else QDQPolicy(target="onnxruntime", exclude=keep, shortcut=DEFAULT_SHORTCUT))
     if precision == "fp8":
         path = work.quantize_record(work.fp8_model)
     elif not work.int8_models():

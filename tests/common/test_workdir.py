@@ -33,8 +33,8 @@ def test_model_for_prefers_the_onnxruntime_graph_and_says_what_to_run(tmp_path: 
     (tmp_path / "model.int8.ort.onnx").write_bytes(b"")
     assert work.model_for("int8") == tmp_path / "model.int8.ort.onnx"
     assert work.model_for("int8", "tensorrt") == tmp_path / "model.int8.trt.onnx"
-    with pytest.raises(UserError, match="unknown --precision 'fp8'"):
-        work.model_for("fp8")
+    with pytest.raises(UserError, match="unknown --precision 'bf16'"):
+        work.model_for("bf16")
 
 
 def test_a_legacy_int8_model_counts_for_its_recorded_target(tmp_path: Path) -> None:

@@ -65,7 +65,8 @@ def _sched(work: Path) -> dict:  # type: ignore[type-arg]
     return json.loads((work / "export.json").read_text())["scheduler"]
 
 
-@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+# "flow" needs its family's set-up (sigmas, shift: pipelines/flow_matching.py); tests/pipelines/test_transformer_parity.py
+@pytest.mark.parametrize("name", sorted(set(SCHEDULERS) - {"flow"}))
 def test_every_scheduler_runs_and_batches_consistently(tiny_work: Path, name: str) -> None:
     """Chunked UNet calls give the same result as one batch, for every scheduler (stochastic ones included)."""
     with OrtSession(tiny_work / "model.onnx") as s:

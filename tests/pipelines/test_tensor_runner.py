@@ -48,7 +48,8 @@ class _NoHostRuns:
         return self.session.run_tensors(feeds)
 
 
-@pytest.mark.parametrize("name", sorted(SCHEDULERS))
+# "flow" needs its family's set-up (sigmas, shift: pipelines/flow_matching.py); tests/pipelines/test_transformer_parity.py
+@pytest.mark.parametrize("name", sorted(set(SCHEDULERS) - {"flow"}))
 def test_tensor_loop_matches_the_cpu_loop(tiny_work: Path, name: str) -> None:
     """Every scheduler (stochastic ones draw from the same CPU generator): the same samples as DenoiseRunner."""
     with OrtSession(tiny_work / "model.onnx") as s:

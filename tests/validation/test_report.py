@@ -86,7 +86,10 @@ def test_page_is_self_contained(reported: Path) -> None:
     assert len(srcs) == 4 and all(s.startswith("data:image/png;base64,") for s in srcs)  # 2 grids, 2 charts
     assert "http://" not in page and "https://" not in page and "file:" not in page
     assert "&lt;script&gt;" in page  # commands are escaped
-    for text in ("python -m tools quantize", "validation passed", "ORT INT8", "speed-up (", "27.50", "FD-digits",
+    from engines.cpu_backend import choose_cpu_backend
+
+    int8_row = "OpenVINO INT8" if choose_cpu_backend()[0] == "openvino" else "ORT INT8"  # report's --backend auto
+    for text in ("python -m tools quantize", "validation passed", int8_row, "speed-up (", "27.50", "FD-digits",
                  "polygraphy", "onnxruntime"):
         assert text in page
     assert (reported / "report" / "index.html").stat().st_mode & 0o044  # readable by others: it is a page to share

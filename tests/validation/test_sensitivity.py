@@ -51,7 +51,7 @@ def ranked(ranked_once: Path, tmp_path: Path) -> Path:
 
 def _layers(work: Path) -> list[tuple[str, str]]:
     model = onnx.load(str(work / "model.onnx"))
-    return quantized_layers(model, TensorRanges.load(work / "ranges.json"), QDQPolicy(target="onnxruntime"))
+    return quantized_layers(model, TensorRanges.load(work / "ranges.json"), recorded_policy(WorkDir(work)))
 
 
 def _weight_dq_consumers(model: onnx.ModelProto) -> set[str]:

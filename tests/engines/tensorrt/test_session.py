@@ -59,7 +59,7 @@ def test_open_session_trt_branch_with_tensorrt_present(tiny_work: Path, tmp_path
     (tmp_path / "model.onnx").write_bytes((tiny_work / "model.onnx").read_bytes())
     with pytest.raises(UserError, match="no TensorRT engine .*model.int8.plan.*python -m tools build"):
         open_session(work, "int8", "trt")
-    with pytest.raises(UserError, match="int8 or fp16, not 'fp32'"):
+    with pytest.raises(UserError, match="int8, fp8 or fp16, not 'fp32'"):
         open_session(work, "fp32", "trt")
     _fake_engine(tmp_path)
     session, described = open_session(work, "int8", "trt")
